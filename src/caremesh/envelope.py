@@ -1,4 +1,4 @@
-"""Record envelope: identifier types, CloudEvents Kafka-binding headers, stable ids, producer config.
+"""Record envelope: id types, CloudEvents Kafka-binding headers, stable ids, producer config.
 
 Headers follow the CloudEvents 1.0 Kafka protocol binding (binary content mode): `ce_specversion`,
 `ce_id`, `ce_source`, `ce_type`, `ce_time` and `content-type`, plus `caremesh-*` headers. No

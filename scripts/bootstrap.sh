@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install caremesh with its test and dev extras; fetch the Kafka jars.
+# Idempotent: reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.caremesh-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "bootstrap: installing caremesh and its pinned dependencies"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test,dev]'
+  echo "$want" > "$stamp"
+fi
+.venv/bin/caremesh kafka fetch >/dev/null

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Static checks: ruff (lint, with bandit rules), ruff format, mypy --strict on src/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+.venv/bin/mypy

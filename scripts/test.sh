@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: bootstrap, static checks, the local broker, the whole pytest suite.
+# Starts the local broker unless one answers already, and stops it again if it started it.
+# Extra arguments go to pytest. Exit code 5 from pytest (no test ran) is a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh || exit 1
+bash scripts/check.sh || exit 1
+
+started=0
+if ! .venv/bin/caremesh kafka status >/dev/null 2>&1; then
+  .venv/bin/caremesh kafka up || { echo "test: the local broker did not start" >&2; exit 1; }
+  started=1
+fi
+stop_broker() { if [ "$started" = 1 ]; then .venv/bin/caremesh kafka down || true; fi; }
+trap stop_broker EXIT INT TERM
+
+.venv/bin/caremesh topics create >/dev/null
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "test: pytest collected no tests; that is a failure" >&2
+  rc=1
+fi
+exit "$rc"

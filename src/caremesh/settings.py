@@ -1,0 +1,122 @@
+"""The one root configuration of caremesh, read once by the CLI from `CAREMESH_...` variables.
+
+Nesting uses `__` (`CAREMESH_KAFKA__BOOTSTRAP_SERVERS`). Secrets are `SecretStr` and come from the
+environment or from files (`CAREMESH_SECRETS_DIR`, one file per variable name). Library code never
+reads settings itself: the CLI builds one `Settings` and passes the parts down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_kafka_home() -> Path:
+    return _REPO_ROOT / "deploy" / "kafka"
+
+
+def _default_state_dir() -> Path:
+    return _REPO_ROOT / ".caremesh"
+
+
+class KafkaSettings(BaseModel):
+    """Where the Kafka cluster is, and how the local single-node broker is run."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """`CAREMESH_KAFKA__BOOTSTRAP_SERVERS`: comma-separated host:port list."""
+    partitions: int = Field(default=6, ge=1, le=1000)
+    """`CAREMESH_KAFKA__PARTITIONS`: partition count of every patient-keyed topic."""
+    replication_factor: int = Field(default=1, ge=1)
+    """`CAREMESH_KAFKA__REPLICATION_FACTOR`: replicas per topic (1 on the local broker)."""
+    topic_prefix: str = ""
+    """`CAREMESH_KAFKA__TOPIC_PREFIX`: prepended to every catalogue topic (tests, tenants)."""
+    local_home: Path = Field(default_factory=_default_kafka_home)
+    """`CAREMESH_KAFKA__LOCAL_HOME`: folder with the pom and configs of the local broker."""
+    local_data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "kafka")
+    """`CAREMESH_KAFKA__LOCAL_DATA_DIR`: log dirs, pid file and logs of the local broker."""
+    local_port: int = Field(default=9092, ge=1, le=65535)
+    """`CAREMESH_KAFKA__LOCAL_PORT`: client listener port of the local broker (127.0.0.1)."""
+    local_controller_port: int = Field(default=9093, ge=1, le=65535)
+    """`CAREMESH_KAFKA__LOCAL_CONTROLLER_PORT`: controller listener port of the local broker."""
+    local_heap: str = "1g"
+    """`CAREMESH_KAFKA__LOCAL_HEAP`: JVM heap of the local broker."""
+
+
+class OrganisationSettings(BaseModel):
+    """A care provider that can receive data (outbox topic, FHIR endpoint)."""
+
+    id: str
+    """Organisation id, used in `outbox.<id>.v1` and as `Organization/<id>`."""
+    name: str = ""
+    fhir_endpoint: str | None = None
+    """Base URL of the organisation's FHIR server for delivery, if it takes REST delivery."""
+    token: SecretStr | None = None
+    """Bearer token for the organisation's FHIR endpoint."""
+    subscriptions: list[str] = Field(default_factory=list)
+    """Resource types the organisation subscribed to (empty: none)."""
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_" for c in value):
+            raise ValueError("organisation id must be letters, digits, '-' or '_'")
+        return value
+
+
+class StudySettings(BaseModel):
+    """An analytics consumer with a purpose of use (research, public health, quality)."""
+
+    id: str
+    """Study id, used in `research.<id>.v1`."""
+    purpose: str = "HRESCH"
+    """v3 ActReason purpose of use of the study."""
+    consent_default: str = "deny"
+    """`permit` (opt-out study) or `deny` (opt-in study) when the patient said nothing."""
+    rules: str = "gdpr-research"
+    """A shipped rule preset name or a path to an anonymizer rule file."""
+    retention_days: int = 365
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_" for c in value):
+            raise ValueError("study id must be letters, digits, '-' or '_'")
+        return value
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker."""
+
+    app_id: str = "caremesh"
+    """`CAREMESH_WORKER__APP_ID`: Faust app id (consumer group and internal topic prefix)."""
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    """`CAREMESH_WORKER__WEB_PORT`: port of the worker's web server (/metrics)."""
+    web_host: str = "127.0.0.1"
+    """`CAREMESH_WORKER__WEB_HOST`: bind address of the worker's web server."""
+    data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "worker")
+    """`CAREMESH_WORKER__DATA_DIR`: local table state of the worker."""
+
+
+class Settings(BaseSettings):
+    """The root configuration: `Settings()` reads the environment once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAREMESH_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    organisations: list[OrganisationSettings] = Field(default_factory=list)
+    """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
+    studies: list[StudySettings] = Field(default_factory=list)
+    """`CAREMESH_STUDIES`: JSON list of studies."""
+    log_level: str = "INFO"
+    """`CAREMESH_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    """`CAREMESH_STATE_DIR`: where local processes keep pid files and logs."""

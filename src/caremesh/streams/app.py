@@ -1,0 +1,82 @@
+"""The caremesh Faust app: idempotent producers, catalogue topics, `/metrics` on the worker.
+
+Faust (faust-streaming) enables producer idempotence only in its experimental exactly-once
+mode; caremesh runs at-least-once and enables `acks=all` + `enable_idempotence` on every
+producer through `IdempotentTransport` (DESIGN §4, §10).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from caremesh.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class IdempotentProducer(faust_aiokafka.Producer):
+    """aiokafka producer with idempotence and acks=all outside transactions too."""
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
+
+
+class IdempotentTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with `IdempotentProducer`."""
+
+    Producer = IdempotentProducer
+
+
+class CaremeshApp(faust.App):
+    """A Faust app whose transports produce idempotently."""
+
+    caremesh_metrics: Metrics
+
+    def _new_transport(self) -> Any:
+        return IdempotentTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return IdempotentTransport(self.conf.broker_producer, self)
+
+
+def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
+    """Build the app from settings; stages register their agents on it."""
+    brokers = ";".join(
+        f"kafka://{hp.strip()}" for hp in settings.kafka.bootstrap_servers.split(",")
+    )
+    app = CaremeshApp(
+        settings.worker.app_id,
+        broker=brokers,
+        store="memory://",
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        topic_allow_declare=True,
+        producer_acks=-1,
+        producer_max_request_size=16 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        web_enabled=True,
+        web_bind=settings.worker.web_host,
+        web_port=settings.worker.web_port,
+        web_host=settings.worker.web_host,
+        datadir=str(settings.worker.data_dir),
+        table_standby_replicas=0,
+        autodiscover=False,
+    )
+    app.caremesh_metrics = metrics
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.render(), content_type=PROMETHEUS_CONTENT_TYPE)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    return app

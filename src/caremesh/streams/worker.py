@@ -1,0 +1,49 @@
+"""Run a Faust worker with the selected stages registered on the app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from faust import Worker
+
+from caremesh.metrics import Metrics
+from caremesh.settings import Settings
+from caremesh.streams.app import CaremeshApp, create_app
+
+log = logging.getLogger(__name__)
+
+StageInstaller = Callable[[CaremeshApp, Settings], None]
+
+
+def stage_installers() -> dict[str, StageInstaller]:
+    """The stages a worker can run, by name. Each installs its agents on the app."""
+    return {}
+
+
+def build_worker_app(settings: Settings, stages: Sequence[str] | None = None) -> CaremeshApp:
+    """The app with the selected stages (all when `stages` is None)."""
+    app = create_app(settings, Metrics())
+    installers = stage_installers()
+    unknown = set(stages or ()) - set(installers)
+    if unknown:
+        raise ValueError(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    for name, install in installers.items():
+        if stages is None or name in stages:
+            install(app, settings)
+    return app
+
+
+def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
+    """Run until stopped (SIGINT/SIGTERM); returns the process exit code."""
+    app = build_worker_app(settings, stages)
+    log.info(
+        "worker starting: app=%s stages=%s metrics=http://%s:%d/metrics",
+        settings.worker.app_id,
+        ",".join(stages or stage_installers()) or "none",
+        settings.worker.web_host,
+        settings.worker.web_port,
+    )
+    worker = Worker(app, loglevel=settings.log_level, override_logging=False)
+    worker.execute_from_commandline()
+    return 0

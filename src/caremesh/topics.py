@@ -1,0 +1,273 @@
+"""The topic catalogue of DESIGN §2, once: name, key, partitions, retention, compaction, readers.
+
+Per-organisation outbox topics and per-study research topics come from configuration. Every
+patient-keyed topic has the same partition count so that tables and streams are co-partitioned.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from caremesh.errors import KafkaUnavailableError, TopicMismatchError
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+FOREVER = -1
+
+
+class KeyKind(enum.StrEnum):
+    """What a topic's record key is."""
+
+    SOURCE_MESSAGE_ID = "source message id"
+    SOURCE_CONTROL_ID = "source message control id"
+    PATIENT_KEY = "patient key"
+    ORIGINAL_KEY = "original key"
+    STUDY_PSEUDONYM = "study pseudonym"
+    EVENT_ID = "event id"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic of the catalogue."""
+
+    name: str
+    key: KeyKind
+    value: str
+    retention_ms: int
+    readers: tuple[str, ...]
+    compacted: bool = False
+    partitions: int | None = None
+    """None: the configured patient-keyed partition count."""
+    extra_config: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def config(self) -> dict[str, str]:
+        """The topic-level configs the broker should hold for this topic."""
+        cfg = {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "retention.ms": str(self.retention_ms),
+            "max.message.bytes": str(16 * 1024 * 1024),
+        }
+        cfg.update(dict(self.extra_config))
+        return cfg
+
+
+INGEST_FHIR = "ingest.fhir.v1"
+INGEST_HL7V2 = "ingest.hl7v2.v1"
+CLINICAL_FHIR = "clinical.fhir.v1"
+DEADLETTER = "deadletter.v1"
+CONSENT_EVENTS = "consent.events.v1"
+PATHWAY_ALERTS = "pathway.alerts.v1"
+PATHWAY_ACTIONS = "pathway.actions.v1"
+AUDIT = "audit.v1"
+KEYS_PATIENT = "keys.patient.v1"
+DELIVERY_FAILED = "delivery.failed.v1"
+
+
+def outbox_topic(org_id: str) -> str:
+    """The outbox topic of one organisation."""
+    return f"outbox.{org_id}.v1"
+
+
+def research_topic(study_id: str) -> str:
+    """The pseudonymised stream of one study."""
+    return f"research.{study_id}.v1"
+
+
+BASE_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        INGEST_FHIR,
+        KeyKind.SOURCE_MESSAGE_ID,
+        "FHIR JSON as received (resource or Bundle)",
+        7 * DAY_MS,
+        ("validate stage",),
+    ),
+    TopicSpec(
+        INGEST_HL7V2,
+        KeyKind.SOURCE_CONTROL_ID,
+        "HL7 v2 message bytes as received",
+        7 * DAY_MS,
+        ("hl7v2 stage",),
+    ),
+    TopicSpec(
+        CLINICAL_FHIR,
+        KeyKind.PATIENT_KEY,
+        "one validated FHIR resource",
+        30 * DAY_MS,
+        ("share stage", "pathways stage", "research stage"),
+    ),
+    TopicSpec(
+        DEADLETTER,
+        KeyKind.ORIGINAL_KEY,
+        "original bytes + reason headers",
+        30 * DAY_MS,
+        ("operators",),
+    ),
+    TopicSpec(
+        CONSENT_EVENTS,
+        KeyKind.PATIENT_KEY,
+        "FHIR Consent (R4 or R5 JSON) or a withdrawal",
+        FOREVER,
+        ("consent-aware stages", "consent API"),
+    ),
+    TopicSpec(
+        PATHWAY_ALERTS,
+        KeyKind.PATIENT_KEY,
+        "FHIR Communication",
+        365 * DAY_MS,
+        ("inbox", "delivery"),
+    ),
+    TopicSpec(
+        PATHWAY_ACTIONS,
+        KeyKind.PATIENT_KEY,
+        "coordinator action (ack, dismiss, note)",
+        365 * DAY_MS,
+        ("pathways stage", "audit"),
+    ),
+    TopicSpec(AUDIT, KeyKind.EVENT_ID, "FHIR AuditEvent", FOREVER, ("auditors",)),
+    TopicSpec(
+        KEYS_PATIENT,
+        KeyKind.PATIENT_KEY,
+        "wrapped per-patient data key",
+        FOREVER,
+        ("key service",),
+        compacted=True,
+    ),
+    TopicSpec(
+        DELIVERY_FAILED,
+        KeyKind.PATIENT_KEY,
+        "outbox record whose delivery failed N times",
+        30 * DAY_MS,
+        ("operators",),
+    ),
+)
+
+
+def catalogue(
+    org_ids: Iterable[str] = (), studies: Iterable[tuple[str, int]] = ()
+) -> list[TopicSpec]:
+    """Every topic: the base topics, one outbox per organisation, one stream per study.
+
+    `studies` gives (study id, retention in days).
+    """
+    specs = list(BASE_TOPICS)
+    specs.extend(
+        TopicSpec(
+            outbox_topic(org),
+            KeyKind.PATIENT_KEY,
+            f"FHIR resources for {org}",
+            30 * DAY_MS,
+            (f"organisation {org}",),
+        )
+        for org in org_ids
+    )
+    specs.extend(
+        TopicSpec(
+            research_topic(study),
+            KeyKind.STUDY_PSEUDONYM,
+            "pseudonymised FHIR resource or retraction",
+            days * DAY_MS,
+            (f"study {study}",),
+        )
+        for study, days in studies
+    )
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class TopicOutcome:
+    """What `ensure_topics` did with one topic."""
+
+    name: str
+    action: str  # "created" | "verified" | "updated"
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    specs: Sequence[TopicSpec],
+    *,
+    partitions: int,
+    replication_factor: int,
+    prefix: str = "",
+    timeout: float = 30.0,
+) -> list[TopicOutcome]:
+    """Create missing topics and verify existing ones, idempotently.
+
+    An existing topic with fewer partitions than the catalogue says is an error (adding partitions
+    would move patients between partitions); differing configs are brought in line.
+    """
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+    from confluent_kafka.admin import (  # noqa: PLC0415
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        NewTopic,
+        ResourceType,
+    )
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"no metadata from {bootstrap_servers}") from exc
+
+    outcomes: list[TopicOutcome] = []
+    to_create = []
+    for spec in specs:
+        name = prefix + spec.name
+        want = spec.partitions or partitions
+        if name in existing:
+            have = len(existing[name].partitions)
+            if have != want:
+                raise TopicMismatchError(
+                    f"topic {name} has {have} partitions, catalogue says {want}"
+                )
+            continue
+        to_create.append(
+            NewTopic(
+                name,
+                num_partitions=want,
+                replication_factor=replication_factor,
+                config=spec.config(),
+            )
+        )
+    if to_create:
+        for name, future in admin.create_topics(to_create, request_timeout=timeout).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise KafkaUnavailableError(f"could not create topic {name}") from exc
+            outcomes.append(TopicOutcome(name, "created"))
+            log.info("topic created: %s", name)
+
+    created = {o.name for o in outcomes}
+    verify = [s for s in specs if prefix + s.name not in created]
+    if verify:
+        resources = [ConfigResource(ResourceType.TOPIC, prefix + s.name) for s in verify]
+        described = admin.describe_configs(resources, request_timeout=timeout)
+        by_name = {r.name: f.result() for r, f in described.items()}
+        for spec in verify:
+            name = prefix + spec.name
+            current = by_name[name]
+            drift = {k: v for k, v in spec.config().items() if current[k].value != v}
+            if drift:
+                res = ConfigResource(
+                    ResourceType.TOPIC,
+                    name,
+                    incremental_configs=[
+                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                        for k, v in drift.items()
+                    ],
+                )
+                for fut in admin.incremental_alter_configs([res]).values():
+                    fut.result()
+                outcomes.append(TopicOutcome(name, "updated"))
+                log.info("topic config updated: %s (%s)", name, ", ".join(sorted(drift)))
+            else:
+                outcomes.append(TopicOutcome(name, "verified"))
+    return outcomes
