@@ -48,7 +48,8 @@ H_ORIGIN_OFFSET = "caremesh-origin-offset"
 
 _NAMESPACE = uuid.UUID("6b1c7f0e-3d2a-5e8f-9a41-0c5d2e7b9f13")
 
-HeaderList = list[tuple[str, bytes]]
+HeaderList = list[tuple[str, str | bytes | None]]
+"""Kafka headers as confluent-kafka takes them; caremesh writes bytes values."""
 
 
 def message_id(source: str, source_message_id: str) -> MessageId:
@@ -91,7 +92,7 @@ class Envelope:
         return out
 
     @classmethod
-    def from_headers(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> Envelope:
+    def from_headers(cls, headers: Iterable[tuple[str, str | bytes | None]] | None) -> Envelope:
         """Read an envelope back from Kafka headers; missing attributes become empty strings."""
         found = headers_dict(headers)
         time_text = found.pop(H_TIME, "")
@@ -115,11 +116,11 @@ class Envelope:
         return Envelope(self.id, self.source, self.type, self.time, self.content_type, merged)
 
 
-def headers_dict(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+def headers_dict(headers: Iterable[tuple[str, str | bytes | None]] | None) -> dict[str, str]:
     """Kafka headers as a str→str dict (last value wins; undecodable bytes are replaced)."""
     out: dict[str, str] = {}
     for key, value in headers or ():
-        out[key] = (value or b"").decode("utf-8", "replace")
+        out[key] = value if isinstance(value, str) else (value or b"").decode("utf-8", "replace")
     return out
 
 
@@ -162,9 +163,9 @@ def consumer_config(bootstrap_servers: str, group_id: str, **overrides: Any) -> 
     return config
 
 
-def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
+def header_value(headers: Sequence[tuple[str, str | bytes | None]] | None, name: str) -> str | None:
     """One header's value as text, or None when absent."""
     for key, value in headers or ():
         if key == name:
-            return (value or b"").decode("utf-8", "replace")
+            return value if isinstance(value, str) else (value or b"").decode("utf-8", "replace")
     return None

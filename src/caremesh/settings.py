@@ -88,6 +88,50 @@ class StudySettings(BaseModel):
         return value
 
 
+class SourceSettings(BaseModel):
+    """A source system allowed to publish (a hospital's FHIR client or HL7 v2 interface)."""
+
+    id: str
+    """Source id: it scopes local patient ids (`<source>/Patient/<id>`) and message ids."""
+    token: SecretStr | None = None
+    """Static bearer token of the source for the HTTP ingest API."""
+    fhir_release: str | None = None
+    """FHIR release the source sends (R4, R4B, R5); None: detected per message."""
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("source id must be letters, digits, '-', '_' or '.'")
+        return value
+
+
+class HttpIngestSettings(BaseModel):
+    """The FHIR HTTP ingest API."""
+
+    host: str = "127.0.0.1"
+    """`CAREMESH_HTTP_INGEST__HOST`: bind address."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """`CAREMESH_HTTP_INGEST__PORT`: listen port."""
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """`CAREMESH_HTTP_INGEST__MAX_BODY_BYTES`: larger bodies get 413."""
+
+
+class MllpSettings(BaseModel):
+    """The HL7 v2 MLLP listener."""
+
+    host: str = "127.0.0.1"
+    """`CAREMESH_MLLP__HOST`: bind address."""
+    port: int = Field(default=2575, ge=1, le=65535)
+    """`CAREMESH_MLLP__PORT`: listen port."""
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """`CAREMESH_MLLP__MAX_MESSAGE_BYTES`: larger frames are refused with ACK AR."""
+    idle_timeout_seconds: float = 300.0
+    """`CAREMESH_MLLP__IDLE_TIMEOUT_SECONDS`: idle connections are closed after this."""
+    source: str = "mllp"
+    """`CAREMESH_MLLP__SOURCE`: default source id when MSH-4 (sending facility) is empty."""
+
+
 class WorkerSettings(BaseModel):
     """The Faust worker."""
 
@@ -112,6 +156,10 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    """`CAREMESH_SOURCES`: JSON list of source systems with their tokens."""
+    http_ingest: HttpIngestSettings = Field(default_factory=HttpIngestSettings)
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)

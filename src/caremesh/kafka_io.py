@@ -1,0 +1,123 @@
+"""An asyncio face on the confluent-kafka producer: await the broker's acknowledgement.
+
+Connectors answer their senders only after Kafka acknowledged the write (DESIGN §4), so each
+`send` returns when the delivery report arrives, and raises `KafkaUnavailableError` when the
+broker does not take the record within `message.timeout.ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from caremesh.envelope import HeaderList, producer_config
+from caremesh.errors import KafkaUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to write."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: HeaderList
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Where the broker stored a record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class AsyncProducer:
+    """A shared idempotent producer whose sends are awaitable; one per process is enough."""
+
+    def __init__(self, bootstrap_servers: str, **overrides: Any) -> None:
+        config = producer_config(bootstrap_servers, **{"message.timeout.ms": 15000, **overrides})
+        self._producer = Producer(config)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+    async def send(self, record: OutRecord) -> Ack:
+        """Write one record and wait for the broker's acknowledgement."""
+        return (await self.send_all([record]))[0]
+
+    async def send_all(self, records: Sequence[OutRecord]) -> list[Ack]:
+        """Write records in order and wait until every one is acknowledged.
+
+        Raises `KafkaUnavailableError` if any is not; records of one key keep their order.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Ack]] = []
+        for rec in records:
+            fut: asyncio.Future[Ack] = loop.create_future()
+            futures.append(fut)
+
+            def on_delivery(
+                err: KafkaError | None, msg: Message, fut: asyncio.Future[Ack] = fut
+            ) -> None:
+                if err is not None:
+                    exc = KafkaUnavailableError(f"write not acknowledged: {err.name()}")
+                    loop.call_soon_threadsafe(_set_exception, fut, exc)
+                else:
+                    ack = Ack(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+                    loop.call_soon_threadsafe(_set_result, fut, ack)
+
+            while True:
+                try:
+                    self._producer.produce(
+                        rec.topic,
+                        value=rec.value,
+                        key=rec.key,
+                        headers=rec.headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    await asyncio.sleep(0.05)  # local queue full: let deliveries drain
+                except Exception as exc:  # KafkaException: unknown topic, too large...
+                    raise KafkaUnavailableError(f"write refused for topic {rec.topic}") from exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, Ack)]
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still queued."""
+        return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush and stop the poll thread."""
+        left = self.flush(timeout)
+        if left:
+            log.warning("producer closed with %d records not acknowledged", left)
+        self._closed.set()
+        self._poller.join(timeout=5)
+
+
+def _set_result(fut: asyncio.Future[Ack], ack: Ack) -> None:
+    if not fut.done():
+        fut.set_result(ack)
+
+
+def _set_exception(fut: asyncio.Future[Ack], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
