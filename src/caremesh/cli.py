@@ -74,7 +74,18 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(settings, stages=args.stage)
 
 
-COMMANDS: dict[str, Handler] = {"kafka": _kafka, "topics": _topics, "worker": _worker}
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.demo.run import run_demo  # noqa: PLC0415
+
+    return run_demo(settings, args.duration)
+
+
+COMMANDS: dict[str, Handler] = {
+    "kafka": _kafka,
+    "topics": _topics,
+    "worker": _worker,
+    "demo": _demo,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="run only this stage (repeatable); default: all stages",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole platform on a synthetic territory",
+        description="Start the local broker, every service and a synthetic "
+        "territory feeding them; show a live summary. Ctrl-C stops everything.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run unattended for this long, print the summary and exit",
     )
     return parser
 

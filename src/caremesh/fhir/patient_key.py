@@ -12,9 +12,9 @@ list. A Reference resolves, in order, by: an INS in `Reference.identifier`; a re
 Patient entry of the same Bundle (by `fullUrl`, e.g. `urn:uuid:…`, or by `Patient/<id>`); a
 conditional reference `Patient?identifier=<INS system>|<value>`; `Patient/<id>` (relative or
 absolute URL, `_history` ignored) through the learned mapping, else `<source>/Patient/<id>`.
-`subject`-like elements count only when they point to a Patient (reference type `Patient`, a
-`Patient/…` reference, an INS, or a Patient entry of the Bundle); `patient` and `beneficiary`
-always name a patient.
+So a reference counts only when it points to a Patient: `subject: Group/1` or a bare
+`urn:uuid:` that is not a Patient of the Bundle does not; a Reference whose `type` names
+another resource type is skipped.
 
 A resource that points to no patient (Organization, Practitioner, a Group-subject Observation…)
 is keyed `<source>/<type>/<id>`; without an id the caller's fallback id (the record's message id)
@@ -26,7 +26,7 @@ The learned mappings are a plain `Mapping[str, str]` from `<source>/Patient/<id>
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote
@@ -43,7 +43,6 @@ _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _PATIENT_REF = re.compile(r"(?:^|.*/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?")
 _CONDITIONAL = "Patient?identifier="
 _PATIENT_ELEMENTS: Final = ("patient", "subject", "beneficiary", "for", "individual")
-_ALWAYS_PATIENT: Final = frozenset({"patient", "beneficiary"})
 _EXTRA_ELEMENTS: Final[Mapping[str, tuple[tuple[str, str | None], ...]]] = {
     "Appointment": (("participant", "actor"),),
     "AppointmentResponse": (("actor", None),),
@@ -102,14 +101,15 @@ def patient_key(
     own_id = raw_id if isinstance(raw_id, str) and _FHIR_ID.fullmatch(raw_id) else None
     if resource_type == "Patient":
         return _patient_own_key(resource, source, learned, own_id, fallback_id)
-    for element, value in _patient_pointers(resource, resource_type):
+    for value in _patient_pointers(resource, resource_type):
         for reference in value if isinstance(value, list) else [value]:
+            if _typed_as_other(reference):
+                continue
             found = resolve_reference(
                 reference,
                 source,
                 learned,
                 bundle_patients=bundle_patients,
-                is_patient=element in _ALWAYS_PATIENT,
             )
             if found is not None:
                 return found
@@ -124,7 +124,6 @@ def resolve_reference(
     learned: Mapping[str, str],
     *,
     bundle_patients: Mapping[str, KeyResult] | None = None,
-    is_patient: bool = False,
 ) -> KeyResult | None:
     """The patient key a FHIR Reference points to, or None when it does not point to a patient."""
     if not isinstance(reference, dict):
@@ -148,12 +147,11 @@ def resolve_reference(
     local_id = match.group(1)
     if bundle_patients is not None and f"Patient/{local_id}" in bundle_patients:
         return _without_learning(bundle_patients[f"Patient/{local_id}"])
-    del is_patient  # a `Patient/<id>` reference is a patient whatever the element
     return _local_key(source, local_id, learned)
 
 
 def bundle_patient_index(
-    entries: list[Any], source: str, learned: Mapping[str, str], fallback_ids: list[str]
+    entries: list[Any], source: str, learned: Mapping[str, str], fallback_ids: Sequence[str]
 ) -> dict[str, KeyResult]:
     """Keys of a Bundle's Patient entries, by `fullUrl` and by `Patient/<id>`."""
     index: dict[str, KeyResult] = {}
@@ -207,31 +205,25 @@ def _without_learning(found: KeyResult) -> KeyResult:
     return KeyResult(found.key, found.kind)
 
 
-def _patient_pointers(resource: Mapping[str, Any], resource_type: str) -> Iterator[tuple[str, Any]]:
-    """(element name, Reference or list) pairs that may point to the resource's patient."""
+def _patient_pointers(resource: Mapping[str, Any], resource_type: str) -> Iterator[Any]:
+    """The References (or lists of them) that may point to the resource's patient, in order."""
     for element in _PATIENT_ELEMENTS:
         value = resource.get(element)
-        if value is None:
-            continue
-        if element in _ALWAYS_PATIENT or _points_to_patient_type(value):
-            yield element, value
+        if value is not None:
+            yield value
     for element, child in _EXTRA_ELEMENTS.get(resource_type, ()):
         value = resource.get(element)
         items = value if isinstance(value, list) else [value]
         for item in items:
             if child is None:
-                yield element, item
+                yield item
             elif isinstance(item, dict):
-                yield element, item.get(child)
+                yield item.get(child)
 
 
-def _points_to_patient_type(value: object) -> bool:
-    """Whether a Reference (or any of a list) is not explicitly typed as something else."""
-    items = value if isinstance(value, list) else [value]
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        declared = item.get("type")
-        if declared is None or declared == "Patient":
-            return True
-    return False
+def _typed_as_other(reference: object) -> bool:
+    """Whether a Reference declares a `type` other than Patient."""
+    if not isinstance(reference, dict):
+        return False
+    declared = reference.get("type")
+    return declared is not None and declared != "Patient"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import orjson
+from fhir.resources import get_fhir_model_class as _r5_model_class
+from fhir.resources.R4B import get_fhir_model_class as _r4b_model_class
 from pydantic import ValidationError
 
 from caremesh.errors import InvalidFhirError
@@ -127,12 +129,9 @@ def model_class(resource_type: str, family: Family) -> Any | None:
     """The fhir.resources model class of a concrete resource type, or None if there is none."""
     if not _TYPE_NAME.fullmatch(resource_type) or resource_type in _ABSTRACT:
         return None
-    if family == "R5":
-        from fhir.resources import get_fhir_model_class
-    else:
-        from fhir.resources.R4B import get_fhir_model_class
+    lookup = _r5_model_class if family == "R5" else _r4b_model_class
     try:
-        klass = get_fhir_model_class(resource_type)
+        klass = lookup(resource_type)
     except ValueError:
         return None
     return klass if klass.has_resource_base() else None

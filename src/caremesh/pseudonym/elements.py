@@ -94,10 +94,6 @@ def _class_type_name(klass: Any) -> str:
     return "BackboneElement" if "BackboneElement" in names else "Element"
 
 
-def _class_type_key(klass: Any) -> str:
-    return f"{klass.__module__.rsplit('.', 1)[-1]}.{klass.__name__}"
-
-
 def _resolve(annotation: Any, release: Release) -> tuple[str, str | None, bool]:
     """(FHIR type, type key or None for primitives, is a resource slot) of a field annotation."""
     current = annotation
@@ -165,7 +161,11 @@ def type_family(fhir_type: str) -> frozenset[str]:
         for release in DEFAULT_PREFERENCE:
             klass = _load_class(release, f"{fhir_type.lower()}.{fhir_type}")
             if klass is not None:
-                family.update(b.__name__ for b in klass.__mro__ if _is_named_type(b))
+                family.update(
+                    b.__name__
+                    for b in klass.__mro__
+                    if b.__module__.startswith("fhir.resources") and _is_named_type(b)
+                )
                 break
     return frozenset(family)
 
@@ -185,23 +185,13 @@ def preference_for(fhir_version: str | None) -> tuple[Release, ...]:
     return RELEASE_PREFERENCES[fhir_version]
 
 
-def describe(type_key: str) -> str:
-    """A short label of a type key for error coordinates (`patient.PatientContact` → class)."""
-    return type_key.partition(".")[2]
-
-
 __all__ = [
     "PRIMITIVE_EXTENSION_KEY",
     "UNKNOWN_TYPE",
     "ElementInfo",
     "children_of",
-    "describe",
     "known_resource_type",
     "preference_for",
     "resource_type_key",
     "type_family",
 ]
-
-
-def _class_key_for_tests(klass: Any) -> str:  # pragma: no cover - debugging aid
-    return _class_type_key(klass)

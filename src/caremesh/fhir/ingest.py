@@ -1,0 +1,214 @@
+"""The validate stage's per-message core: ingest.fhir.v1 bytes → clinical.fhir.v1 records.
+
+One message is parsed once (orjson), validated once (see `validate`), and becomes:
+
+- a single resource: one record whose value is the message bytes exactly as received;
+- a `batch`, `transaction` or `collection` Bundle: one record per entry that has a resource, in
+  entry order, whose value is `orjson.dumps` of the parsed entry resource (never a model
+  re-serialisation; JSON whitespace and number spelling such as `1.50` → `1.5` may change);
+  entries without a resource (a DELETE) are skipped;
+- a `document` or `message` Bundle: one record holding the whole Bundle (a document is one
+  unit), keyed by the patient of its first entry that points to one;
+- any other Bundle type (searchset, history, responses, notifications): a rejection.
+
+Record `i` gets the id `child_message_id(message_id, i)`, `i` being the entry's position in
+`Bundle.entry` (0 for a single resource), so ids are stable across replays. Validation is
+atomic: one invalid entry rejects the whole Bundle, nothing is half-written (DESIGN §4).
+Rejections are values (`Rejection(code, detail)`), the codes of `validate.ERROR_CODES` plus
+`unsupported-bundle-type`; details never carry payload values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from caremesh.envelope import MessageId, PatientKey, child_message_id
+from caremesh.errors import InvalidFhirError
+from caremesh.fhir.patient_key import (
+    KeyKind,
+    KeyResult,
+    LearnedMapping,
+    bundle_patient_index,
+    patient_key,
+)
+from caremesh.fhir.validate import Release, parse_json, validate_resource
+
+SPLIT_BUNDLE_TYPES: Final = frozenset({"batch", "transaction", "collection"})
+WHOLE_BUNDLE_TYPES: Final = frozenset({"document", "message"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClinicalRecord:
+    """One record for clinical.fhir.v1: one resource, its patient key, release and id."""
+
+    key: PatientKey
+    key_kind: KeyKind
+    resource_type: str
+    release: Release
+    message_id: MessageId
+    index: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message goes to deadletter.v1: a stable code and a value-free detail."""
+
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of one message: records and new learned mappings, or a rejection."""
+
+    records: tuple[ClinicalRecord, ...] = ()
+    learned: tuple[LearnedMapping, ...] = ()
+    rejection: Rejection | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """True when the message produced its records (possibly none, for an empty Bundle)."""
+        return self.rejection is None
+
+
+def process_ingest(
+    value: bytes,
+    source: str,
+    message_id: str,
+    release_hint: str | None,
+    learned: Mapping[str, str],
+) -> IngestResult:
+    """Validate one ingest.fhir.v1 message and split it into clinical.fhir.v1 records.
+
+    `learned` maps `<source>/Patient/<id>` to an INS (the stage's state); the result's `learned`
+    holds the mappings this message teaches that `learned` does not already hold.
+    """
+    try:
+        obj = parse_json(value)
+        valid = validate_resource(obj, release_hint)
+        message = _Message(value, source, message_id, valid.release)
+        if valid.resource_type == "Bundle":
+            return _split_bundle(obj, message, learned)
+        child = child_message_id(message_id, 0)
+        found = patient_key(obj, source, learned, fallback_id=child)
+        record = message.record(found, valid.resource_type, 0, value)
+        return IngestResult((record,), _new_learned([found], learned))
+    except InvalidFhirError as exc:
+        return IngestResult(rejection=Rejection(exc.code, exc.detail))
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """The coordinates of the message being split."""
+
+    value: bytes
+    source: str
+    message_id: str
+    release: Release
+
+    def record(
+        self, found: KeyResult, resource_type: str, index: int, value: bytes
+    ) -> ClinicalRecord:
+        """The record for entry `index` of this message."""
+        child = child_message_id(self.message_id, index)
+        return ClinicalRecord(
+            found.key, found.kind, resource_type, self.release, child, index, value
+        )
+
+
+def _split_bundle(
+    obj: dict[str, Any], message: _Message, learned: Mapping[str, str]
+) -> IngestResult:
+    """Records of a validated Bundle: one per entry resource, or one for the whole Bundle."""
+    bundle_type = obj.get("type")
+    if bundle_type not in SPLIT_BUNDLE_TYPES and bundle_type not in WHOLE_BUNDLE_TYPES:
+        raise InvalidFhirError("unsupported-bundle-type", "Bundle.type is not accepted here")
+    source = message.source
+    entries: list[Any] = obj.get("entry") or []
+    children = [child_message_id(message.message_id, index) for index in range(len(entries))]
+    patients = bundle_patient_index(entries, source, learned, children)
+    new = _new_learned(patients.values(), learned)
+    lookup: Mapping[str, str] = learned
+    if new:
+        lookup = _Layered({mapping.local_key: str(mapping.ins) for mapping in new}, learned)
+    if bundle_type in WHOLE_BUNDLE_TYPES:
+        first = children[0] if children else None
+        found = _first_patient(obj, entries, source, lookup, patients=patients, fallback_id=first)
+        return IngestResult((message.record(found, "Bundle", 0, message.value),), new)
+    records = []
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource")
+        if isinstance(resource, dict):
+            found = patient_key(
+                resource, source, lookup, bundle_patients=patients, fallback_id=children[index]
+            )
+            records.append(
+                message.record(found, str(resource["resourceType"]), index, _dumps(resource))
+            )
+    return IngestResult(tuple(records), new)
+
+
+def _first_patient(
+    bundle: dict[str, Any],
+    entries: list[Any],
+    source: str,
+    lookup: Mapping[str, str],
+    *,
+    patients: Mapping[str, KeyResult],
+    fallback_id: str | None,
+) -> KeyResult:
+    """The key of a document or message Bundle: the first entry's patient, else the Bundle's own."""
+    for entry in entries:
+        resource = entry.get("resource")
+        if isinstance(resource, dict):
+            found = patient_key(resource, source, lookup, bundle_patients=patients)
+            if found.kind != "non-patient":
+                return KeyResult(found.key, found.kind)
+    return patient_key(bundle, source, lookup, fallback_id=fallback_id)
+
+
+def _new_learned(
+    results: Iterable[KeyResult], learned: Mapping[str, str]
+) -> tuple[LearnedMapping, ...]:
+    """The mappings to learn that `learned` does not already hold, first occurrence wins."""
+    out: dict[str, LearnedMapping] = {}
+    for found in results:
+        mapping = found.learn
+        if mapping is None or mapping.local_key in out:
+            continue
+        if learned.get(mapping.local_key) != mapping.ins:
+            out[mapping.local_key] = mapping
+    return tuple(out.values())
+
+
+class _Layered(Mapping[str, str]):
+    """This message's new mappings over the stage's (possibly large) table, without copying it."""
+
+    def __init__(self, top: dict[str, str], below: Mapping[str, str]) -> None:
+        self._top = top
+        self._below = below
+
+    def __getitem__(self, key: str) -> str:
+        if key in self._top:
+            return self._top[key]
+        return self._below[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._top
+        yield from (key for key in self._below if key not in self._top)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _dumps(resource: dict[str, Any]) -> bytes:
+    """An entry resource as JSON bytes, straight from the parsed dict."""
+    try:
+        return orjson.dumps(resource)
+    except orjson.JSONEncodeError:
+        raise InvalidFhirError("too-deep", "an entry resource nests too deeply to encode") from None
