@@ -91,6 +91,10 @@ class Envelope:
         out.extend((k, v.encode()) for k, v in self.extra.items())
         return out
 
+    def header_map(self) -> dict[str, bytes]:
+        """The same headers as a dict, the form Faust's `send` takes."""
+        return {k: v.encode() if isinstance(v, str) else (v or b"") for k, v in self.headers()}
+
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, str | bytes | None]] | None) -> Envelope:
         """Read an envelope back from Kafka headers; missing attributes become empty strings."""

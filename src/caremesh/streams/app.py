@@ -44,6 +44,16 @@ class CaremeshApp(faust.App):
         return IdempotentTransport(self.conf.broker_producer, self)
 
 
+def worker_ready(app: CaremeshApp) -> bool:
+    """True once the worker has partitions assigned and its tables have recovered."""
+    try:
+        assigned = bool(app.consumer.assignment())
+        recovered = bool(getattr(app.tables, "recovery").completed.is_set())  # noqa: B009
+    except Exception:  # noqa: BLE001 - not started yet
+        return False
+    return assigned and recovered and not app.rebalancing
+
+
 def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
     """Build the app from settings; stages register their agents on it."""
     brokers = ";".join(
@@ -77,6 +87,6 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+        return web.json({"status": "ok", "ready": worker_ready(app)})
 
     return app
