@@ -145,6 +145,27 @@ class WorkerSettings(BaseModel):
     """`CAREMESH_WORKER__DATA_DIR`: local table state of the worker."""
 
 
+class ConsentSettings(BaseModel):
+    """Consent policy: what applies when a patient said nothing, and what needs a permit."""
+
+    defaults: dict[str, str] = Field(
+        default_factory=lambda: {
+            "TREAT": "permit",
+            "HRESCH": "deny",
+            "PUBHLTH": "deny",
+            "HOPERAT": "deny",
+        }
+    )
+    """`CAREMESH_CONSENT__DEFAULTS`: JSON map purpose → permit|deny (care is opt-out, GDPR Art.
+    9(2)(h); research is opt-in unless a study says otherwise)."""
+    fallback: str = "deny"
+    """`CAREMESH_CONSENT__FALLBACK`: the outcome for a purpose without a default."""
+    restricted_labels: list[str] = Field(default_factory=lambda: ["R", "V"])
+    """`CAREMESH_CONSENT__RESTRICTED_LABELS`: confidentiality codes needing an explicit permit."""
+    sensitive_labels: list[str] = Field(default_factory=lambda: ["ETH", "PSY", "HIV", "SDV"])
+    """`CAREMESH_CONSENT__SENSITIVE_LABELS`: sensitivity codes needing an explicit permit."""
+
+
 class Settings(BaseSettings):
     """The root configuration: `Settings()` reads the environment once."""
 
@@ -160,6 +181,7 @@ class Settings(BaseSettings):
     """`CAREMESH_SOURCES`: JSON list of source systems with their tokens."""
     http_ingest: HttpIngestSettings = Field(default_factory=HttpIngestSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
+    consent: ConsentSettings = Field(default_factory=ConsentSettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)

@@ -11,7 +11,7 @@ codes, never clinical values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from caremesh.consent import purpose as pou
@@ -103,7 +103,7 @@ def _base(
         "id": event_id,
         "type": type_,
         "action": action,
-        "recorded": recorded.isoformat(),
+        "recorded": (recorded if recorded.tzinfo else recorded.replace(tzinfo=UTC)).isoformat(),
         "source": {
             "site": "caremesh",
             "observer": {"display": observer},
@@ -158,7 +158,7 @@ def consent_change_audit_event(
         consent_id = event.consent.id
         removed = event.consent.status is ConsentStatus.ENTERED_IN_ERROR
         action = "D" if removed else "U"
-        details = [("status", event.consent.status.value), ("release", event.consent.release)]
+        details = [("status", event.consent.status.value), ("release", event.consent.release.value)]
         purposes: tuple[str, ...] = ()
     else:
         consent_id = event.consent_id

@@ -8,13 +8,16 @@ producer through `IdempotentTransport` (DESIGN §4, §10).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
+
+if TYPE_CHECKING:
+    from caremesh.streams.ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class CaremeshApp(faust.App):
     """A Faust app whose transports produce idempotently."""
 
     caremesh_metrics: Metrics
+    caremesh_ledger: ConsentLedger | None = None
 
     def _new_transport(self) -> Any:
         return IdempotentTransport(self.conf.broker_consumer, self)

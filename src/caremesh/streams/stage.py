@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
+import orjson
 
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp
-from caremesh.topics import DEADLETTER
+from caremesh.topics import AUDIT, DEADLETTER
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,16 @@ class StageShell:
         self.stage = stage
         self.metrics: Metrics = app.caremesh_metrics
         self.deadletter = raw_topic(app, settings, DEADLETTER)
+        self.audit_topic = raw_topic(app, settings, AUDIT)
+
+    async def audit(self, event_id: str, audit_event: Mapping[str, Any]) -> None:
+        """Write one FHIR AuditEvent to audit.v1, keyed by its (stable) id."""
+        env = envelope.Envelope(
+            event_id, f"urn:caremesh:stage:{self.stage}", envelope.fhir_event_type("AuditEvent")
+        )
+        await self.audit_topic.send(
+            key=event_id.encode(), value=orjson.dumps(audit_event), headers=env.header_map()
+        )
 
     async def dead_letter(self, event: Event, code: str, reason: str) -> None:
         """Write the original record to deadletter.v1 with value-free reason headers."""

@@ -1,0 +1,23 @@
+"""Consent policy built from settings: the defaults per purpose and the labels needing a permit."""
+
+from __future__ import annotations
+
+from caremesh.consent import ConsentPolicy, Outcome
+from caremesh.settings import ConsentSettings, StudySettings
+
+
+def _outcome(text: str) -> Outcome:
+    return Outcome.PERMIT if text.strip().lower() == "permit" else Outcome.DENY
+
+
+def consent_policy(settings: ConsentSettings, study: StudySettings | None = None) -> ConsentPolicy:
+    """The policy for care flows, or for one study (its purpose takes the study's default)."""
+    defaults = {code: _outcome(value) for code, value in settings.defaults.items()}
+    if study is not None:
+        defaults[study.purpose] = _outcome(study.consent_default)
+    return ConsentPolicy(
+        defaults=defaults,
+        fallback=_outcome(settings.fallback),
+        restricted_labels=frozenset(settings.restricted_labels),
+        sensitive_labels=frozenset(settings.sensitive_labels),
+    )

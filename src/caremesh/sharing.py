@@ -1,0 +1,115 @@
+"""Care-team sharing, the pure part: who is on a patient's care team, and who gets a resource.
+
+A patient's care team is folded from the CareTeam and EpisodeOfCare resources seen on
+clinical.fhir.v1 (FHIR R4/R5 shapes): the organisations referenced by `CareTeam.participant.member`,
+`CareTeam.participant.onBehalfOf`, `CareTeam.managingOrganization` and
+`EpisodeOfCare.managingOrganization`. A newer version of the same CareTeam or EpisodeOfCare
+replaces the older one; an inactive, entered-in-error, finished or cancelled one removes its
+organisations. Organisations are matched by `Organization/<id>` reference or by identifier value,
+against the configured organisation ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CARE_TEAM_TYPES = frozenset({"CareTeam", "EpisodeOfCare"})
+ENDED_STATUSES = frozenset({"inactive", "entered-in-error", "finished", "cancelled", "suspended"})
+
+CareTeamState = dict[str, list[str]]
+"""`<type>/<id>` of a CareTeam or EpisodeOfCare → the organisation ids it names (JSON-able)."""
+
+
+def _org_of(ref: object, known: frozenset[str]) -> str | None:
+    if not isinstance(ref, Mapping):
+        return None
+    reference = ref.get("reference")
+    if isinstance(reference, str):
+        rtype, _, rid = reference.rpartition("/")
+        if rtype.endswith("Organization") and rid in known:
+            return rid
+    identifier = ref.get("identifier")
+    if isinstance(identifier, Mapping):
+        value = identifier.get("value")
+        if isinstance(value, str) and value in known:
+            return value
+    return None
+
+
+def _refs(resource: Mapping[str, Any]) -> Iterable[object]:
+    if resource.get("resourceType") == "CareTeam":
+        for participant in resource.get("participant") or ():
+            if isinstance(participant, Mapping):
+                yield participant.get("member")
+                yield participant.get("onBehalfOf")
+        yield from resource.get("managingOrganization") or ()
+    else:
+        yield resource.get("managingOrganization")
+
+
+def fold_care_team(
+    state: Mapping[str, list[str]], resource: Mapping[str, Any], known_orgs: frozenset[str]
+) -> CareTeamState | None:
+    """The new care-team state after `resource`, or None when it does not change the team."""
+    rtype = resource.get("resourceType")
+    rid = resource.get("id")
+    if rtype not in CARE_TEAM_TYPES or not isinstance(rid, str):
+        return None
+    entry = f"{rtype}/{rid}"
+    if resource.get("status") in ENDED_STATUSES:
+        orgs: list[str] = []
+    else:
+        orgs = sorted({o for ref in _refs(resource) if (o := _org_of(ref, known_orgs)) is not None})
+    new = dict(state)
+    if orgs:
+        new[entry] = orgs
+    else:
+        new.pop(entry, None)
+    return new if new != dict(state) else None
+
+
+def care_team(state: Mapping[str, list[str]]) -> frozenset[str]:
+    """Every organisation currently on the patient's care team."""
+    return frozenset(org for orgs in state.values() for org in orgs)
+
+
+def recipients(
+    state: Mapping[str, list[str]], resource_type: str, subscriptions: Mapping[str, frozenset[str]]
+) -> list[str]:
+    """Care-team organisations subscribed to this resource type, in a stable order."""
+    return sorted(o for o in care_team(state) if resource_type in subscriptions.get(o, frozenset()))
+
+
+def security_labels(resource: Mapping[str, Any]) -> frozenset[str]:
+    """The codes of `meta.security` (confidentiality and sensitivity labels)."""
+    meta = resource.get("meta")
+    if not isinstance(meta, Mapping):
+        return frozenset()
+    return frozenset(
+        code
+        for label in meta.get("security") or ()
+        if isinstance(label, Mapping)
+        if isinstance(code := label.get("code"), str)
+    )
+
+
+def clinical_date(resource: Mapping[str, Any]) -> str | None:
+    """The date the data is about (for `dataPeriod`): effective, onset, period start, issued."""
+    for name in (
+        "effectiveDateTime",
+        "onsetDateTime",
+        "recordedDate",
+        "issued",
+        "authoredOn",
+        "occurrenceDateTime",
+        "date",
+    ):
+        value = resource.get(name)
+        if isinstance(value, str):
+            return value
+    for name in ("effectivePeriod", "period", "onsetPeriod"):
+        value = resource.get(name)
+        if isinstance(value, Mapping) and isinstance(value.get("start"), str):
+            return str(value["start"])
+    return None

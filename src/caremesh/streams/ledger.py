@@ -1,0 +1,170 @@
+"""Consent state in a worker: the whole consent ledger folded per patient, with read-your-writes.
+
+Every process that decides reads all of `consent.events.v1` with its own group-less consumer,
+so a decision is right whichever worker holds the patient's partition (DESIGN §5). A decision is
+taken only once the state has caught up with the ledger *as of* the moment that matters: the
+ledger's end offsets are read at a time at or after that moment, and the fold must have passed
+them. So a withdrawal acknowledged by the consent API before a resource arrived always applies to
+that resource, and nothing is decided during recovery (never a default permit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from caremesh.consent import PatientConsents, apply, parse_event
+from caremesh.consent.model import Consent
+from caremesh.errors import ConsentNotReadyError, RejectedInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    taken_at: float  # epoch seconds, before the end offsets were asked for
+    end_offsets: dict[TopicPartition, int]
+
+
+class ConsentLedger:
+    """Folds consent.events.v1 into per-patient consent state and answers `wait_caught_up`."""
+
+    def __init__(
+        self, bootstrap_servers: str, topic: str, *, refresh_interval: float = 0.05
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.refresh_interval = refresh_interval
+        self.applied = 0
+        self.invalid = 0
+        self._state: dict[str, PatientConsents] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._snapshot: _Snapshot | None = None
+        self._refresh_lock = asyncio.Lock()
+        self._progress = asyncio.Condition()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Assign every partition of the ledger from its beginning and start folding."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        partitions = None
+        for _ in range(100):
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(self.topic)
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+        if not partitions:
+            await consumer.stop()
+            raise ConsentNotReadyError(f"topic {self.topic} has no partitions")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._positions = dict.fromkeys(tps, 0)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="consent-ledger")
+        log.info("consent ledger reader started on %d partitions", len(tps))
+
+    async def stop(self) -> None:
+        """Stop folding and close the consumer."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.key, record.value)
+            positions = {tp: await consumer.position(tp) for tp in self._positions}
+            async with self._progress:
+                self._positions = positions
+                self._progress.notify_all()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if not key or value is None:
+            self.invalid += 1
+            return
+        patient = key.decode("utf-8", "replace")
+        try:
+            event = parse_event(orjson.loads(value))
+        except (orjson.JSONDecodeError, RejectedInputError) as exc:
+            self.invalid += 1
+            code = getattr(exc, "code", "invalid-json")
+            log.warning("consent ledger record skipped: %s", code)
+            return
+        self._state[patient] = apply(self._state.get(patient, PatientConsents()), event)
+        self.applied += 1
+
+    async def _refresh(self, as_of: float) -> _Snapshot:
+        async with self._refresh_lock:
+            snap = self._snapshot
+            if snap is not None and snap.taken_at >= as_of:
+                return snap
+            assert self._consumer is not None
+            taken_at = time.time()
+            ends = await self._consumer.end_offsets(list(self._positions))
+            snap = _Snapshot(taken_at, dict(ends))
+            self._snapshot = snap
+            return snap
+
+    def _caught_up(self, snap: _Snapshot) -> bool:
+        return all(self._positions.get(tp, 0) >= end for tp, end in snap.end_offsets.items())
+
+    async def wait_caught_up(self, as_of: float | None = None, timeout: float = 30.0) -> None:
+        """Return once the state includes every ledger record written before `as_of` (epoch s).
+
+        Raises ConsentNotReadyError (transient: the caller retries) after `timeout`.
+        """
+        if self._consumer is None:
+            raise ConsentNotReadyError("consent ledger not started")
+        as_of = time.time() if as_of is None else as_of
+        snap = self._snapshot
+        if snap is not None and snap.taken_at >= as_of and self._caught_up(snap):
+            return
+        if snap is None or snap.taken_at < as_of:
+            # Batch refreshes: wait a little so concurrent callers share one ListOffsets request.
+            delay = self.refresh_interval - (time.time() - (snap.taken_at if snap else 0.0))
+            if delay > 0:
+                await asyncio.sleep(delay)
+            snap = await self._refresh(as_of)
+        try:
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait_for(lambda: self._caught_up(snap))
+        except TimeoutError:
+            raise ConsentNotReadyError("consent state did not catch up with the ledger") from None
+
+    @property
+    def ready(self) -> bool:
+        """True when the last known end offsets have been folded (for /health)."""
+        snap = self._snapshot
+        return snap is not None and self._caught_up(snap)
+
+    def consents(self, patient: str) -> tuple[Consent, ...]:
+        """The patient's current consents (empty when none)."""
+        state = self._state.get(patient)
+        return state.consents if state is not None else ()
+
+    def patients(self) -> int:
+        """How many patients have consent state."""
+        return len(self._state)
