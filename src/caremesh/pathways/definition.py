@@ -20,7 +20,9 @@ A pathway file is one YAML mapping (the full reference is `SCHEMA.md` next to th
         title: Weight gain                 # missing_expected | occurrence
         text: Rapid weight gain, review fluid status.   # for the coordinator; no patient data
         episode: enrolment                 # or trigger: the dedup episode of the alert
-        match: {resource_types: [Observation], codes: [{system: "http://loinc.org", codes: ["29463-7"]}]}
+        match:
+          resource_types: [Observation]
+          codes: [{system: "http://loinc.org", codes: ["29463-7"]}]
         direction: increase
         comparator: ">"
         amount: {value: 2, unit: kg}
@@ -341,10 +343,16 @@ def rule_window(rule: AnyRule) -> timedelta:
 
 
 def _describe(file: Path, raw: Any, exc: ValidationError) -> str:
-    """One line per error: file, rule id, field path and message; never an input value."""
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = list(error["loc"])
+    """File, then per error: rule id, field path and message; never an input value."""
+    errors = exc.errors(include_input=False, include_url=False)
+    locs = [tuple(error["loc"]) for error in errors]
+    parts = []
+    for error, loc_tuple in zip(errors, locs, strict=True):
+        if error["type"] == "too_short" and any(
+            len(other) > len(loc_tuple) and other[: len(loc_tuple)] == loc_tuple for other in locs
+        ):
+            continue  # "at least 1 item" only because an item below failed: noise
+        loc = list(loc_tuple)
         rule_id = None
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             if len(loc) >= 3 and loc[2] in RULE_KINDS:
@@ -361,8 +369,8 @@ def _describe(file: Path, raw: Any, exc: ValidationError) -> str:
         else:
             message = error["msg"]
         where = f"rule {rule_id}: " if rule_id else ""
-        lines.append(f"{file}: {where}field {field or '(root)'}: {message}")
-    return "; ".join(lines)
+        parts.append(f"{where}field {field or '(root)'}: {message}")
+    return f"{file}: " + "; ".join(parts)
 
 
 def parse_pathway(raw: Any, *, source: str | Path = "<memory>") -> Pathway:

@@ -61,7 +61,9 @@ def compare(value: float, comparator: Comparator, limit: float) -> bool:
     return value <= limit
 
 
-def meets_threshold(resource: Resource, comparator: Comparator, limits: tuple[Quantity, ...]) -> bool:
+def meets_threshold(
+    resource: Resource, comparator: Comparator, limits: tuple[Quantity, ...]
+) -> bool:
     """Whether the valueQuantity meets the threshold of its unit family (False if none fits)."""
     found = quantity(resource)
     if found is None:
@@ -148,11 +150,13 @@ def _blocks(records: list[Record], incoming: str, count: int, window: int) -> li
 
 
 def _changes(rule: ChangeOverWindowRule, records: list[Record], incoming: str) -> list[Combination]:
+    """Pairs (earlier, later) with the incoming reading on either side."""
     window = int(rule.window.total_seconds())
     found = []
-    for before in records:
-        for after in records:
-            if incoming not in (before.ref, after.ref) or before.v is None or after.v is None:
+    for new in (item for item in records if item.ref == incoming):
+        for other in records:
+            before, after = (other, new) if other.t < new.t else (new, other)
+            if other.ref == incoming or before.v is None or after.v is None:
                 continue
             if not 0 < after.t - before.t <= window:
                 continue
@@ -163,17 +167,21 @@ def _changes(rule: ChangeOverWindowRule, records: list[Record], incoming: str) -
 
 
 def _readmissions(records: list[Record], incoming: str, window: int) -> list[Combination]:
+    """Pairs (discharged, readmitted) with the incoming Encounter on either side."""
     found = []
-    for first in records:
-        for second in records:
-            if incoming not in (first.ref, second.ref) or first.ref == second.ref:
+    for new in (item for item in records if item.ref == incoming):
+        for other in records:
+            if other.ref == incoming:
                 continue
-            if first.end is not None and 0 < second.t - first.end <= window:
-                found.append(Combination((first, second), second.t))
+            for first, second in ((other, new), (new, other)):
+                if first.end is not None and 0 < second.t - first.end <= window:
+                    found.append(Combination((first, second), second.t))
     return found
 
 
-def missed_deadlines(rule: MissingExpectedRule, records: list[Record], now: int, grace: int) -> list[Combination]:
+def missed_deadlines(
+    rule: MissingExpectedRule, records: list[Record], now: int, grace: int
+) -> list[Combination]:
     """Unfired triggers whose deadline (plus grace) passed with no expected resource in time."""
     deadline = int(rule.deadline.total_seconds())
     found = []
@@ -189,4 +197,3 @@ def missed_deadlines(rule: MissingExpectedRule, records: list[Record], now: int,
         if not met:
             found.append(Combination((trigger,), trigger.t + deadline))
     return found
-

@@ -61,13 +61,7 @@ class ConsentLedger:
             isolation_level="read_committed",
         )
         await consumer.start()
-        partitions = None
-        for _ in range(100):
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(self.topic)
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
+        partitions = await asyncio.to_thread(_partition_ids, self.bootstrap_servers, self.topic)
         if not partitions:
             await consumer.stop()
             raise ConsentNotReadyError(f"topic {self.topic} has no partitions")
@@ -168,3 +162,17 @@ class ConsentLedger:
     def patients(self) -> int:
         """How many patients have consent state."""
         return len(self._state)
+
+
+def _partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    try:
+        meta = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(topic, timeout=10)
+    except KafkaException:
+        return []
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None:
+        return []
+    return list(found.partitions)

@@ -54,8 +54,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     teams = app.Table(
         f"{settings.kafka.topic_prefix}share-care-teams",
         key_type=str,
-        value_type=bytes,
-        value_serializer="raw",
+        value_type=str,
         partitions=settings.kafka.partitions,
     )
     metrics = shell.metrics
@@ -73,7 +72,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         changed = sharing.fold_care_team(team, resource, known)
         if changed is not None:
             team = changed
-            teams[patient] = orjson.dumps(team)
+            teams[patient] = orjson.dumps(team).decode()
         rtype = str(resource.get("resourceType", ""))
         targets = sharing.recipients(team, rtype, subscriptions)
         if not targets:
