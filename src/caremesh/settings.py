@@ -166,6 +166,17 @@ class ConsentSettings(BaseModel):
     """`CAREMESH_CONSENT__SENSITIVE_LABELS`: sensitivity codes needing an explicit permit."""
 
 
+class PathwaySettings(BaseModel):
+    """Care pathways run by the pathways stage."""
+
+    directory: Path | None = None
+    """`CAREMESH_PATHWAYS__DIRECTORY`: folder of pathway YAML files; None: the shipped examples."""
+    coordinators: dict[str, str] = Field(default_factory=dict)
+    """`CAREMESH_PATHWAYS__COORDINATORS`: JSON map pathway id → `Organization/<id>` override."""
+    tick_interval_seconds: float = Field(default=60.0, gt=0)
+    """`CAREMESH_PATHWAYS__TICK_INTERVAL_SECONDS`: how often deadlines are checked."""
+
+
 class Settings(BaseSettings):
     """The root configuration: `Settings()` reads the environment once."""
 
@@ -182,6 +193,7 @@ class Settings(BaseSettings):
     http_ingest: HttpIngestSettings = Field(default_factory=HttpIngestSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    pathways: PathwaySettings = Field(default_factory=PathwaySettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)

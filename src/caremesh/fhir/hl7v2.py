@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import date as calendar_date
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,6 +42,7 @@ _HL7_ERRORS: Final = {
     "malformed": ("102", "Data type error"),
     "unsupported-message-type": ("200", "Unsupported message type"),
     "missing-segment": ("100", "Segment sequence error"),
+    "missing-field": ("101", "Required field missing"),
 }
 _INTERNAL_ERROR: Final = ("207", "Application internal error")
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
@@ -144,7 +146,7 @@ def read_segments(raw: bytes) -> list[Segment]:
     try:
         parsed = hl7.parse(text)
         segments = [tuple(str(field) for field in segment) for segment in parsed]
-    except Exception:  # hl7 raises ParseException, IndexError, AssertionError...
+    except (hl7.HL7Exception, ValueError, IndexError, AssertionError, TypeError):
         raise InvalidHl7Error("malformed", "the message cannot be split into segments") from None
     out = []
     for fields in segments:
@@ -156,9 +158,8 @@ def read_segments(raw: bytes) -> list[Segment]:
     return out
 
 
-def read_msh(raw: bytes) -> Hl7Message:
-    """The MSH summary of any message, supported or not; raise InvalidHl7Error if there is none."""
-    msh = read_segments(raw)[0]
+def summarise(msh: Segment) -> Hl7Message:
+    """The MSH summary of a message from its MSH segment."""
     return Hl7Message(
         message_type=msh.get(9, 1),
         trigger_event=msh.get(9, 2),
@@ -173,9 +174,13 @@ def read_msh(raw: bytes) -> Hl7Message:
     )
 
 
-def parse_hl7(raw: bytes) -> Hl7Message:
-    """The summary of a message caremesh accepts; raise InvalidHl7Error (codes: ERROR_CODES)."""
-    summary = read_msh(raw)
+def read_msh(raw: bytes) -> Hl7Message:
+    """The MSH summary of any message, supported or not; raise InvalidHl7Error if there is none."""
+    return summarise(read_segments(raw)[0])
+
+
+def check_supported(summary: Hl7Message) -> Hl7Message:
+    """The summary itself if caremesh accepts the message; else raise InvalidHl7Error."""
     if (summary.message_type, summary.trigger_event) not in SUPPORTED_EVENTS:
         raise InvalidHl7Error(
             "unsupported-message-type", "accepted: ADT^A01/A02/A03/A04/A08 and ORU^R01"
@@ -183,6 +188,11 @@ def parse_hl7(raw: bytes) -> Hl7Message:
     if not summary.control_id:
         raise InvalidHl7Error("malformed", "MSH-10 (message control id) is empty")
     return summary
+
+
+def parse_hl7(raw: bytes) -> Hl7Message:
+    """The summary of a message caremesh accepts; raise InvalidHl7Error (codes: ERROR_CODES)."""
+    return check_supported(read_msh(raw))
 
 
 def build_ack(
@@ -240,7 +250,7 @@ def fhir_date(value: str) -> str | None:
         return None
     year, month, day = match.group(1), match.group(2), match.group(3)
     try:
-        datetime(int(year), int(month or 1), int(day or 1))  # noqa: DTZ001 - range check only
+        calendar_date(int(year), int(month or 1), int(day or 1))
     except ValueError:
         return None
     return "-".join(part for part in (year, month, day) if part)
@@ -249,29 +259,40 @@ def fhir_date(value: str) -> str | None:
 def fhir_datetime(value: str, zone: str | None = DEFAULT_ZONE) -> str | None:
     """An HL7 TS/DTM as a FHIR `dateTime`; a time without offset is read in `zone`, or None."""
     match = _TS.fullmatch(value.strip())
-    date = fhir_date(value)
-    if match is None or date is None:
+    day_text = fhir_date(value)
+    if match is None or day_text is None:
         return None
-    hour, minute, second, fraction, sign, off_h, off_m = match.groups()[3:]
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
     if hour is None:
-        return date
+        return day_text
+    if month is None or day is None:
+        return None
+    if sign is not None:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        if offset >= timedelta(hours=24) or int(off_m) >= 60:
+            return None
+        zone_info: tzinfo = timezone(-offset if sign == "-" else offset)
+    elif zone is not None:
+        try:
+            zone_info = ZoneInfo(zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            return day_text
+    else:
+        return day_text
     try:
-        local = datetime(
-            *(int(part) for part in date.split("-")), int(hour), int(minute or 0), int(second or 0)
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute or 0),
+            int(second or 0),
+            tzinfo=zone_info,
         )
-        if sign is not None:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            local = local.replace(tzinfo=timezone(-offset if sign == "-" else offset))
-        elif zone is not None:
-            local = local.replace(tzinfo=ZoneInfo(zone))
-        else:
-            return date
-    except (ValueError, ZoneInfoNotFoundError):
-        return None if sign is not None else date
-    text = local.isoformat()
-    if fraction:
-        text = text[:19] + fraction + text[19:]
-    return text
+    except ValueError:
+        return None
+    text = moment.isoformat()
+    return text[:19] + fraction + text[19:] if fraction else text
 
 
 def _lenient_msh(raw: bytes) -> Hl7Message:

@@ -96,7 +96,7 @@ def process_ingest(
             return _split_bundle(obj, message, learned)
         child = child_message_id(message_id, 0)
         found = patient_key(obj, source, learned, fallback_id=child)
-        record = message.record(found, valid.resource_type, 0, value)
+        record = message.record(found, valid.resource_type, 0, child, value)
         return IngestResult((record,), _new_learned([found], learned))
     except InvalidFhirError as exc:
         return IngestResult(rejection=Rejection(exc.code, exc.detail))
@@ -112,10 +112,9 @@ class _Message:
     release: Release
 
     def record(
-        self, found: KeyResult, resource_type: str, index: int, value: bytes
+        self, found: KeyResult, resource_type: str, index: int, child: MessageId, value: bytes
     ) -> ClinicalRecord:
-        """The record for entry `index` of this message."""
-        child = child_message_id(self.message_id, index)
+        """The record for entry `index` of this message, whose id is `child`."""
         return ClinicalRecord(
             found.key, found.kind, resource_type, self.release, child, index, value
         )
@@ -137,9 +136,9 @@ def _split_bundle(
     if new:
         lookup = _Layered({mapping.local_key: str(mapping.ins) for mapping in new}, learned)
     if bundle_type in WHOLE_BUNDLE_TYPES:
-        first = children[0] if children else None
+        first = children[0] if children else child_message_id(message.message_id, 0)
         found = _first_patient(obj, entries, source, lookup, patients=patients, fallback_id=first)
-        return IngestResult((message.record(found, "Bundle", 0, message.value),), new)
+        return IngestResult((message.record(found, "Bundle", 0, first, message.value),), new)
     records = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
@@ -148,7 +147,9 @@ def _split_bundle(
                 resource, source, lookup, bundle_patients=patients, fallback_id=children[index]
             )
             records.append(
-                message.record(found, str(resource["resourceType"]), index, _dumps(resource))
+                message.record(
+                    found, str(resource["resourceType"]), index, children[index], _dumps(resource)
+                )
             )
     return IngestResult(tuple(records), new)
 

@@ -11,14 +11,15 @@ validating the whole Bundle model, costs about half of it (fhir.resources valida
 resource through a slower generic path), and lets each entry be checked once.
 
 Error details name the resource type, element paths and pydantic error types, never a value:
-pydantic errors are read with `include_input=False`, message texts are not used, and path
-segments that do not look like element names are replaced by `?`.
+pydantic errors are read with `include_input=False`, message texts are not used, the key of an
+unknown element is shown as `<unknown>`, and path segments that do not look like element names
+are replaced by `?`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -82,8 +83,6 @@ def parse_json(value: bytes) -> Any:
     orjson accepts at most 1024 levels of nesting (`too-deep`) and only valid UTF-8
     (`invalid-utf8`); the happy path costs one `orjson.loads`.
     """
-    if not value.strip():
-        raise InvalidFhirError("empty-body", "the body is empty")
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -92,6 +91,8 @@ def parse_json(value: bytes) -> Any:
 
 def _decode_error(value: bytes, exc: orjson.JSONDecodeError) -> InvalidFhirError:
     """Classify an orjson failure without ever quoting the input."""
+    if not value.strip():
+        return InvalidFhirError("empty-body", "the body is empty")
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as bad:
@@ -161,7 +162,9 @@ def validate_resource(obj: object, release: str | None) -> ValidResource:
         failures.append((family, errors))
     if not failures:
         names = " or ".join(families)
-        raise InvalidFhirError("unknown-resource-type", f"resourceType is not a {names} resource")
+        raise InvalidFhirError(
+            "unknown-resource-type", f"resourceType is not a resource type of {names}"
+        )
     parts = [f"as {family}: {_join(errors)}" for family, errors in failures]
     raise InvalidFhirError("validation-failed", f"{resource_type} is not valid " + "; ".join(parts))
 
@@ -215,20 +218,29 @@ def _model_errors(obj: dict[str, Any], klass: Any, path: str) -> list[str]:
         raise InvalidFhirError(
             "too-deep", f"{resource_type} at {path or '(root)'} nests too deeply to validate"
         ) from None
-    except Exception as exc:  # fhir.resources raises KeyError/TypeError on some bad nested input
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        # fhir.resources lets these escape on some bad nested input (an unknown contained type)
         return [f"{path or '(root)'} (validator-{type(exc).__name__})"]
     return []
 
 
-def _render(path: str, loc: Iterable[int | str], error_type: str) -> str:
-    """One error as `element.path[index] (error-type)`, with value-like segments masked."""
+def _render(path: str, loc: Sequence[int | str], error_type: str) -> str:
+    """One error as `element.path[index] (error-type)`, with value-like segments masked.
+
+    The key of an unknown element (`extra_forbidden`) is the sender's text, not an element
+    name, so it is shown as `<unknown>`; the path to its parent stays.
+    """
     out = path
-    for part in loc:
+    last = len(loc) - 1
+    for position, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
+            continue
+        if position == last and error_type == "extra_forbidden":
+            name = "<unknown>"
         else:
             name = part if _ELEMENT_NAME.fullmatch(part) else "?"
-            out = f"{out}.{name}" if out else name
+        out = f"{out}.{name}" if out else name
     kind = error_type if _ERROR_TYPE.fullmatch(error_type) else "error"
     return f"{out or '(root)'} ({kind})"
 

@@ -36,7 +36,7 @@ class ConsentLedger:
     """Folds consent.events.v1 into per-patient consent state and answers `wait_caught_up`."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, *, refresh_interval: float = 0.05
+        self, bootstrap_servers: str, topic: str, *, refresh_interval: float = 0.0
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
