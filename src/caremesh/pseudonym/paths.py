@@ -1,4 +1,4 @@
-"""The FHIRPath subset of rule paths, compiled once and evaluated over a `NodeIndex` by identity.
+"""The FHIRPath subset of rule paths, parsed once at load time into linear chains.
 
 Supported (FHIRPath N1 syntax; anything else is a ConfigurationError at load time):
 
@@ -13,7 +13,10 @@ Supported (FHIRPath N1 syntax; anything else is a ConfigurationError at load tim
     step      := element                   child element (choice elements by base name: value)
                | where(predicate)          any FHIRPath boolean expression on the node
                | ofType(Type) | as(Type)   nodes of that type or a subtype (Age is a Quantity)
-               | first()
+
+Paths compile to linear chains (`(a | b).c` becomes `a.c | b.c`), which `automaton` turns into
+a matcher that runs inside the single walk over a resource. where() predicates see the node's
+input value (before any rule changed it).
 
 Predicates of the forms `a.b = 'x'`, `a != 'x'` (strings, numbers, booleans),
 `a.startsWith('x')`, `a.endsWith('x')`, `a.contains('x')`, `a.exists()` and `a.empty()` are
@@ -27,13 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from antlr4 import CommonTokenStream, InputStream, Token  # type: ignore[import-untyped]
+from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
 from fhirpathpy import apply_parsed_path
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.parser import parse as fhirpath_parse
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from caremesh.errors import ConfigurationError
-from caremesh.pseudonym.elements import known_resource_type, type_family
-from caremesh.pseudonym.tree import NodeIndex
+from caremesh.pseudonym.elements import known_resource_type
 
 GENERAL_TYPES = frozenset({"Resource", "DomainResource"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -133,39 +139,62 @@ def compile_predicate(text: str, model: dict[str, Any] | None) -> Predicate:
             return found if fn == "exists" else not found
 
         return exists
-    parsed = parse_fhirpath(text)
+    parse_fhirpath(text)
+    parsed = parse_fhirpath(f"select({text})")  # select() binds $this to the node
 
     def general(value: Any, fhir_type: str) -> bool:
-        node = ResourceNode.create_node(value, fhir_type) if fhir_type else value
         try:
-            result = apply_parsed_path(node, parsed, {}, model)
-        except Exception:  # fhirpathpy raises plain exceptions that may quote data
+            result = fhirpath_eval(value, fhir_type, parsed, model)
+        except Exception:  # noqa: BLE001 - fhirpathpy errors are untyped and may quote data
             raise PredicateError from None
         return bool(result == [True])
 
     return general
 
 
+def fhirpath_eval(
+    value: Any, fhir_type: str, parsed: Any, model: dict[str, Any] | None = None
+) -> list[Any]:
+    """Evaluate a parsed expression with `value` (of FHIR type `fhir_type`) as its context."""
+    node = ResourceNode.create_node(value, fhir_type or None)  # type: ignore[no-untyped-call]
+    result = apply_parsed_path(node, parsed, {}, model)  # type: ignore[no-untyped-call]
+    return list(result)
+
+
+class _Strict(ErrorListener):  # type: ignore[misc]
+    """fhirpathpy's parser recovers from syntax errors silently; this listener refuses them."""
+
+    def syntaxError(  # noqa: N802, PLR0917 - ANTLR's name and signature
+        self, recognizer: Any, offending: Any, line: int, column: int, msg: str, e: Any
+    ) -> None:
+        raise SyntaxError(column)
+
+
+def _check_syntax(text: str) -> None:
+    lexer = FHIRPathLexer(InputStream(text))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Strict())
+    tokens = CommonTokenStream(lexer)
+    parser = FHIRPathParser(tokens)
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Strict())
+    parser.expression()
+    if tokens.LA(1) != Token.EOF:
+        raise SyntaxError(tokens.index)
+
+
 def parse_fhirpath(text: str) -> Any:
     """Parse a FHIRPath expression with fhirpathpy, or raise ConfigurationError."""
     try:
-        return fhirpath_parse(text)
-    except Exception:  # the parser raises assorted exception types
+        _check_syntax(text)
+        return fhirpath_parse(text)  # type: ignore[no-untyped-call]
+    except Exception:  # noqa: BLE001 - the lexer and parser raise assorted exception types
         raise ConfigurationError(f"invalid FHIRPath expression: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
-class Start:
-    """Where a chain starts: the resource (`kind` root/resource), a type or a name lookup."""
-
-    kind: str
-    arg: str = ""
-    group: Union | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Step:
-    """One navigation step: child / where / oftype / first."""
+    """One step after the start: `child` (consumes a node) or a filter (`oftype`, `where`)."""
 
     kind: str
     arg: str = ""
@@ -174,61 +203,19 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """A start and its steps."""
+    """A linear path: a start (`resource`, `type` or `name` lookup) and its steps."""
 
-    start: Start
+    start: str
+    arg: str
     steps: tuple[Step, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Union:
-    """A union of chains: the compiled form of a rule path."""
+    """The compiled form of a rule path: linear chains (parenthesised groups distributed)."""
 
-    terms: tuple[Chain, ...]
+    chains: tuple[Chain, ...]
     resource_types: frozenset[str] | None = field(default=None)
-
-    def select(self, ix: NodeIndex) -> list[int]:
-        """The nodes this path selects in a resource, in document order, without duplicates."""
-        if len(self.terms) == 1:
-            return _select_chain(self.terms[0], ix)
-        found: set[int] = set()
-        for term in self.terms:
-            found.update(_select_chain(term, ix))
-        return sorted(found)
-
-
-def _select_chain(chain: Chain, ix: NodeIndex) -> list[int]:
-    start = chain.start
-    nodes: list[int]
-    if start.kind == "resource":
-        nodes = [0] if start.arg in GENERAL_TYPES or start.arg == ix.resource_type else []
-    elif start.kind == "root":
-        nodes = [0]
-    elif start.kind == "type":
-        nodes = ix.by_type.get(start.arg, [])
-    elif start.kind == "name":
-        nodes = ix.by_name.get(start.arg, [])
-    else:
-        assert start.group is not None
-        nodes = start.group.select(ix)
-    for step in chain.steps:
-        if not nodes:
-            return nodes
-        kind = step.kind
-        if kind == "child":
-            parents = set(nodes)
-            parent = ix.parent
-            nodes = [j for j in ix.by_name.get(step.arg, ()) if parent[j] in parents]
-        elif kind == "where":
-            assert step.predicate is not None
-            test = step.predicate
-            nodes = [j for j in nodes if test(ix.get(j), ix.ftype[j])]
-        elif kind == "oftype":
-            ftype = ix.ftype
-            nodes = [j for j in nodes if step.arg in type_family(ftype[j])]
-        else:
-            nodes = nodes[:1]
-    return nodes
 
 
 class _Parser:
@@ -289,30 +276,32 @@ class _Parser:
             self.i += 1
         raise self.fail("unbalanced parentheses")
 
-    def union(self) -> Union:
-        terms = [self.term()]
+    def union(self) -> list[Chain]:
+        chains = self.term()
         self.ws()
         while self.s.startswith("|", self.i):
             self.i += 1
-            terms.append(self.term())
+            chains.extend(self.term())
             self.ws()
-        return Union(tuple(terms))
+        return chains
 
-    def term(self) -> Chain:
-        chain = self.chain()
+    def term(self) -> list[Chain]:
+        chains = self.chain()
         self.ws()
         match = _AS.match(self.s, self.i)
         if match:
             self.i = match.end()
-            chain = Chain(chain.start, (*chain.steps, Step("oftype", self.ident())))
-        return chain
+            cast = Step("oftype", self.ident())
+            chains = [Chain(c.start, c.arg, (*c.steps, cast)) for c in chains]
+        return chains
 
-    def chain(self) -> Chain:
+    def chain(self) -> list[Chain]:
         self.ws()
         steps: list[Step] = []
+        heads: list[Chain]
         if self.s.startswith("(", self.i):
             self.i += 1
-            start = Start("group", group=self.union())
+            heads = self.union()
             self.eat(")")
         else:
             name = self.ident()
@@ -320,14 +309,13 @@ class _Parser:
                 self.eat("(")
                 arg = self.string()
                 self.eat(")")
-                start = Start("type" if name == "nodesByType" else "name", arg)
+                heads = [Chain("type" if name == "nodesByType" else "name", arg, ())]
             elif name[0].isupper():
                 if name not in GENERAL_TYPES and not known_resource_type(name):
                     raise self.fail(f"unknown resource type {name}")
-                start = Start("resource", name)
+                heads = [Chain("resource", name, ())]
             else:
-                start = Start("root")
-                steps.append(Step("child", name))
+                heads = [Chain("resource", "Resource", (Step("child", name),))]
         while True:
             self.ws()
             if not self.s.startswith(".", self.i):
@@ -336,21 +324,16 @@ class _Parser:
             name = self.ident()
             if name == "where":
                 text = self.balanced()
-                parse_fhirpath(text)
                 steps.append(Step("where", text, compile_predicate(text, self.model)))
             elif name in ("ofType", "as"):
                 self.eat("(")
                 steps.append(Step("oftype", self.ident()))
                 self.eat(")")
-            elif name == "first":
-                self.eat("(")
-                self.eat(")")
-                steps.append(Step("first"))
             elif self.s.startswith("(", self.i):
                 raise self.fail(f"function {name}() is not supported in rule paths")
             else:
                 steps.append(Step("child", name))
-        return Chain(start, tuple(steps))
+        return [Chain(h.start, h.arg, (*h.steps, *steps)) for h in heads]
 
 
 def compile_path(text: str, model: dict[str, Any] | None = None) -> Union:
@@ -358,14 +341,11 @@ def compile_path(text: str, model: dict[str, Any] | None = None) -> Union:
     if not isinstance(text, str) or not text.strip():
         raise ConfigurationError("a rule path must be a non-empty string")
     parser = _Parser(text, model)
-    compiled = parser.union()
+    chains = parser.union()
     parser.ws()
     if parser.i != len(text):
         raise parser.fail("unexpected text")
-    types: set[str] = set()
-    for term in compiled.terms:
-        start = term.start
-        if start.kind != "resource" or start.arg in GENERAL_TYPES:
-            return compiled
-        types.add(start.arg)
-    return Union(compiled.terms, frozenset(types))
+    types = {c.arg for c in chains if c.start == "resource"}
+    if all(c.start == "resource" for c in chains) and not types & GENERAL_TYPES:
+        return Union(tuple(chains), frozenset(types))
+    return Union(tuple(chains))
