@@ -177,6 +177,16 @@ class PathwaySettings(BaseModel):
     """`CAREMESH_PATHWAYS__TICK_INTERVAL_SECONDS`: how often deadlines are checked."""
 
 
+class PseudonymSettings(BaseModel):
+    """Keys of the research streams; they never leave the platform's research stage."""
+
+    master_key: SecretStr | None = None
+    """`CAREMESH_PSEUDONYM__MASTER_KEY`: the master key (hex or text, >= 32 bytes); per-study
+    keys are derived from it with HKDF. Required when studies are configured."""
+    key_id: str = "k1"
+    """`CAREMESH_PSEUDONYM__KEY_ID`: the id of the current master key version."""
+
+
 class Settings(BaseSettings):
     """The root configuration: `Settings()` reads the environment once."""
 
@@ -194,6 +204,7 @@ class Settings(BaseSettings):
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
     pathways: PathwaySettings = Field(default_factory=PathwaySettings)
+    pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)

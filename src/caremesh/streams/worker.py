@@ -18,13 +18,14 @@ StageInstaller = Callable[[CaremeshApp, Settings], None]
 
 def stage_installers() -> dict[str, StageInstaller]:
     """The stages a worker can run, by name. Each installs its agents on the app."""
-    from caremesh.streams import hl7v2, pathways, share, validate  # noqa: PLC0415
+    from caremesh.streams import hl7v2, pathways, research, share, validate  # noqa: PLC0415
 
     return {
         "hl7v2": hl7v2.install,
         "validate": validate.install,
         "share": share.install,
         "pathways": pathways.install,
+        "research": research.install,
     }
 
 
