@@ -52,9 +52,23 @@ HeaderList = list[tuple[str, str | bytes | None]]
 """Kafka headers as confluent-kafka takes them; caremesh writes bytes values."""
 
 
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(_NAMESPACE, name))` without building UUID objects (hot path)."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def message_id(source: str, source_message_id: str) -> MessageId:
     """A stable id for a message a source sent (MSH-10, Bundle.identifier, Idempotency-Key)."""
-    return MessageId(str(uuid.uuid5(_NAMESPACE, f"{source}\x1f{source_message_id}")))
+    return MessageId(_uuid5(f"{source}\x1f{source_message_id}"))
 
 
 def body_message_id(source: str, body: bytes) -> MessageId:
@@ -64,7 +78,7 @@ def body_message_id(source: str, body: bytes) -> MessageId:
 
 def child_message_id(parent: str, index: int | str) -> MessageId:
     """The id of the n-th record derived from one message (a Bundle entry, a mapped resource)."""
-    return MessageId(str(uuid.uuid5(_NAMESPACE, f"{parent}\x1e{index}")))
+    return MessageId(_uuid5(f"{parent}\x1e{index}"))
 
 
 @dataclass(frozen=True, slots=True)

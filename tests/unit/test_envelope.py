@@ -45,3 +45,13 @@ def test_producer_config_is_idempotent_with_java_partitioner() -> None:
     assert cfg["acks"] == "all"
     assert cfg["partitioner"] == "murmur2_random"
     assert cfg["linger.ms"] == 0
+
+
+def test_ids_are_rfc4122_version_5_uuids() -> None:
+    import uuid
+
+    parent = envelope.message_id("hospital-a", "MSG0001")
+    ns = uuid.UUID("6b1c7f0e-3d2a-5e8f-9a41-0c5d2e7b9f13")
+    assert parent == str(uuid.uuid5(ns, "hospital-a\x1fMSG0001"))
+    assert envelope.child_message_id(parent, 7) == str(uuid.uuid5(ns, f"{parent}\x1e7"))
+    assert uuid.UUID(parent).version == 5

@@ -18,6 +18,7 @@ are replaced by `?`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -250,3 +251,38 @@ def _join(errors: list[str]) -> str:
     shown = ", ".join(errors[:MAX_ERRORS_SHOWN])
     more = len(errors) - MAX_ERRORS_SHOWN
     return f"{shown} (+{more} more)" if more > 0 else shown
+
+
+COMMON_TYPES: Final = (
+    "Patient",
+    "Observation",
+    "Encounter",
+    "Condition",
+    "Bundle",
+    "CareTeam",
+    "EpisodeOfCare",
+    "Consent",
+    "Procedure",
+    "MedicationRequest",
+    "DiagnosticReport",
+    "AllergyIntolerance",
+    "Immunization",
+    "CarePlan",
+    "Communication",
+    "Organization",
+    "Practitioner",
+)
+
+
+def warm_up(resource_types: tuple[str, ...] = COMMON_TYPES) -> None:
+    """Import and exercise the models of common resource types in both families.
+
+    fhir.resources imports models lazily; doing it at start-up keeps the first messages of a
+    stage (and its latency percentiles) from paying for module imports.
+    """
+    for family in ("R4B", "R5"):
+        for resource_type in resource_types:
+            klass = model_class(resource_type, family)
+            if klass is not None:
+                with contextlib.suppress(Exception):
+                    klass.model_validate({"resourceType": resource_type})

@@ -13,6 +13,7 @@ from caremesh import envelope
 from caremesh.envelope import Envelope
 from caremesh.errors import RejectedInputError
 from caremesh.fhir.ingest import process_ingest
+from caremesh.fhir.validate import warm_up
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp
 from caremesh.streams.stage import Event, StageShell, raw_topic, text_headers
@@ -32,6 +33,7 @@ def source_of(ce_source: str) -> str:
 def install(app: CaremeshApp, settings: Settings) -> None:
     """Register the validate agent and its table on the app."""
     shell = StageShell(app, settings, STAGE)
+    warm_up()
     ingest = raw_topic(app, settings, INGEST_FHIR)
     clinical = raw_topic(app, settings, CLINICAL_FHIR)
     links = app.GlobalTable(

@@ -1,0 +1,1 @@
+"""caremesh benchmarks: ratios against baselines measured in the same run, never timed asserts."""
