@@ -36,6 +36,12 @@ class Metrics:
             ["component", "code"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "caremesh_duplicates_dropped_total",
+            "Messages dropped because their id was already processed",
+            ["component"],
+            registry=r,
+        )
         self.retries = Counter(
             "caremesh_retries_total",
             "Transient failures retried",

@@ -141,6 +141,9 @@ class WorkerSettings(BaseModel):
     """`CAREMESH_WORKER__WEB_PORT`: port of the worker's web server (/metrics)."""
     web_host: str = "127.0.0.1"
     """`CAREMESH_WORKER__WEB_HOST`: bind address of the worker's web server."""
+    dedup_window_hours: float = Field(default=24.0, gt=0)
+    """`CAREMESH_WORKER__DEDUP_WINDOW_HOURS`: how long a message id is remembered, so that the
+    same message sent again within this window adds nothing downstream."""
     data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "worker")
     """`CAREMESH_WORKER__DATA_DIR`: local table state of the worker."""
 
@@ -187,6 +190,80 @@ class PseudonymSettings(BaseModel):
     """`CAREMESH_PSEUDONYM__KEY_ID`: the id of the current master key version."""
 
 
+class CoordinatorSettings(BaseModel):
+    """A care coordinator who may sign in to the inbox; sees only their organisation's alerts."""
+
+    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
+    """Sign-in name; also the `coordinator` of the actions they take."""
+    password_hash: SecretStr
+    """`scrypt$...` from `caremesh inbox hash-password` (never the password itself)."""
+    organisation: str
+    """Organisation id (`Organization/<id>` is the alerts' recipient)."""
+    display_name: str = ""
+    """Name shown on the page."""
+
+    @field_validator("organisation")
+    @classmethod
+    def _safe_org(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("organisation id must be letters, digits, '-', '_' or '.'")
+        return value
+
+
+class InboxSettings(BaseModel):
+    """The care coordinators' web inbox."""
+
+    host: str = "127.0.0.1"
+    """`CAREMESH_INBOX__HOST`: bind address."""
+    port: int = Field(default=8090, ge=1, le=65535)
+    """`CAREMESH_INBOX__PORT`: listen port."""
+    session_secret: SecretStr | None = None
+    """`CAREMESH_INBOX__SESSION_SECRET`: HMAC key of session cookies and CSRF tokens (>= 32
+    characters); required to run the inbox."""
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
+    """`CAREMESH_INBOX__SESSION_HOURS`: how long a sign-in lasts."""
+    secure_cookies: bool = False
+    """`CAREMESH_INBOX__SECURE_COOKIES`: mark cookies `Secure` (set it when served over TLS)."""
+    keepalive_seconds: float = Field(default=15.0, gt=0)
+    """`CAREMESH_INBOX__KEEPALIVE_SECONDS`: interval of keep-alive comments on the event stream."""
+    coordinators: list[CoordinatorSettings] = Field(default_factory=list)
+    """`CAREMESH_INBOX__COORDINATORS`: JSON list of
+    `{username, password_hash, organisation, display_name}`."""
+
+
+class ConsentApiSettings(BaseModel):
+    """The consent API (create, update, withdraw, list, decide)."""
+
+    host: str = "127.0.0.1"
+    """`CAREMESH_CONSENT_API__HOST`: bind address."""
+    port: int = Field(default=8081, ge=1, le=65535)
+    """`CAREMESH_CONSENT_API__PORT`: listen port."""
+    admins: dict[str, SecretStr] = Field(default_factory=dict)
+    """`CAREMESH_CONSENT_API__ADMINS`: JSON map administrator name → bearer token; the name is
+    recorded in the AuditEvents of the changes they make. Empty: every request gets 401."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """`CAREMESH_CONSENT_API__MAX_BODY_BYTES`: larger Consent bodies get 413."""
+
+
+class DeliverySettings(BaseModel):
+    """FHIR REST delivery of each organisation's outbox to its endpoint."""
+
+    max_attempts: int = Field(default=8, ge=1)
+    """`CAREMESH_DELIVERY__MAX_ATTEMPTS`: tries before a record goes to delivery.failed.v1."""
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+    """`CAREMESH_DELIVERY__BACKOFF_BASE_SECONDS`: first retry delay (doubles, with jitter)."""
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    """`CAREMESH_DELIVERY__BACKOFF_MAX_SECONDS`: cap of one retry delay."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    """`CAREMESH_DELIVERY__TIMEOUT_SECONDS`: timeout of one HTTP request to an endpoint."""
+    dedup_cache_size: int = Field(default=100_000, ge=0)
+    """`CAREMESH_DELIVERY__DEDUP_CACHE_SIZE`: delivered ce_ids remembered per organisation."""
+    host: str = "127.0.0.1"
+    """`CAREMESH_DELIVERY__HOST`: bind address of /metrics and /health."""
+    port: int = Field(default=8082, ge=1, le=65535)
+    """`CAREMESH_DELIVERY__PORT`: port of /metrics and /health."""
+
+
 class Settings(BaseSettings):
     """The root configuration: `Settings()` reads the environment once."""
 
@@ -203,7 +280,10 @@ class Settings(BaseSettings):
     http_ingest: HttpIngestSettings = Field(default_factory=HttpIngestSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    consent_api: ConsentApiSettings = Field(default_factory=ConsentApiSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     pathways: PathwaySettings = Field(default_factory=PathwaySettings)
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
     pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""

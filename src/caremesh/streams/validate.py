@@ -8,6 +8,7 @@ keyed by message id, not by patient). Rejected messages go to deadletter.v1 thro
 from __future__ import annotations
 
 import logging
+import time
 
 from caremesh import envelope
 from caremesh.envelope import Envelope
@@ -42,6 +43,16 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         value_type=str,
         partitions=settings.kafka.partitions,
     )
+    # Message ids seen within the idempotency window: a message sent again (same Idempotency-Key,
+    # Bundle.identifier, MSH-10 or body) adds nothing downstream. The ingest topic is keyed by
+    # message id, so this table is co-partitioned with it.
+    seen = app.Table(
+        f"{settings.kafka.topic_prefix}validate-seen-messages",
+        key_type=str,
+        value_type=float,
+        partitions=settings.kafka.partitions,
+    )
+    window = settings.worker.dedup_window_hours * 3600.0
     releases = {s.id: s.fhir_release for s in settings.sources if s.fhir_release}
     out = shell.metrics.messages_out.labels(STAGE)
 
@@ -51,6 +62,9 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         source = source_of(ce_source)
         value: bytes = event.value or b""
         msg_id = headers.get(envelope.H_ID) or envelope.body_message_id(source, value)
+        if msg_id in seen:
+            shell.metrics.duplicates.labels(STAGE).inc()
+            return
         hint = headers.get(envelope.H_FHIR_RELEASE) or releases.get(source)
         result = process_ingest(value, source, msg_id, hint, links)
         if result.rejection is not None:
@@ -65,7 +79,15 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 extra={envelope.H_FHIR_RELEASE: rec.release, envelope.H_CORRELATION_ID: msg_id},
             )
             await clinical.send(key=rec.key.encode(), value=rec.value, headers=env.header_map())
+        seen[msg_id] = time.time()
         out.inc(len(result.records))
+
+    @app.timer(3600.0)  # type: ignore[untyped-decorator]
+    async def forget_old_messages() -> None:
+        cutoff = time.time() - window
+        old = [key for key, at in list(seen.items()) if at < cutoff]
+        for key in old:
+            del seen[key]
 
     @app.agent(ingest, name=f"{settings.kafka.topic_prefix}validate")
     async def validate(stream: object) -> None:
