@@ -75,16 +75,88 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from caremesh.demo.run import run_demo  # noqa: PLC0415
+    from caremesh.demo.run import options_from, run_demo  # noqa: PLC0415
 
-    return run_demo(settings, args.duration)
+    return run_demo(settings, options_from(args))
+
+
+def _demo_endpoints(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.demo.endpoints import run_endpoints  # noqa: PLC0415
+
+    return run_endpoints("127.0.0.1", args.port)
+
+
+def _inbox(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "hash-password":
+        from caremesh.connectors.inbox.auth import hash_password  # noqa: PLC0415
+
+        if sys.stdin.isatty():
+            import getpass  # noqa: PLC0415
+
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                print("caremesh inbox: the passwords differ", file=sys.stderr)
+                return 2
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            print("caremesh inbox: empty password", file=sys.stderr)
+            return 2
+        print(hash_password(password))
+        return 0
+    from caremesh.connectors.inbox.app import run_inbox  # noqa: PLC0415
+
+    return run_inbox(settings)
+
+
+def _ingest_api(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.connectors.http_ingest import run_http_ingest  # noqa: PLC0415
+
+    return run_http_ingest(settings)
+
+
+def _mllp(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.connectors.mllp import run_mllp  # noqa: PLC0415
+
+    return run_mllp(settings)
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.connectors.bulk_import import import_paths  # noqa: PLC0415
+
+    summary = import_paths(args.paths, settings, args.source, progress=not args.quiet)
+    print(f"files: {summary.files}  sent: {summary.sent}  rejected: {summary.rejected}")
+    for code, count in sorted(summary.by_code.items()):
+        print(f"  rejected {code}: {count}")
+    for rejection in summary.rejections[:20]:
+        print(f"  {rejection.path}:{rejection.line}: {rejection.code}")
+    return 0 if summary.rejected == 0 else 4
+
+
+def _consent_api(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.connectors.consent_api import run_consent_api  # noqa: PLC0415
+
+    return run_consent_api(settings)
+
+
+def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.connectors.fhir_delivery import run_delivery  # noqa: PLC0415
+
+    return run_delivery(settings)
 
 
 COMMANDS: dict[str, Handler] = {
+    "ingest-api": _ingest_api,
+    "mllp": _mllp,
+    "import": _import,
     "kafka": _kafka,
     "topics": _topics,
     "worker": _worker,
     "demo": _demo,
+    "demo-endpoints": _demo_endpoints,
+    "inbox": _inbox,
+    "consent-api": _consent_api,
+    "deliver": _deliver,
 }
 
 
@@ -141,6 +213,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="run only this stage (repeatable); default: all stages",
     )
+    sub.add_parser(
+        "ingest-api",
+        help="serve the FHIR HTTP ingest API for source systems",
+        description="Serve POST /fhir and POST /fhir/{type} on CAREMESH_HTTP_INGEST__HOST:PORT; "
+        "answers 202 only after Kafka acknowledged the write.",
+    )
+    sub.add_parser(
+        "mllp",
+        help="serve the HL7 v2 MLLP listener",
+        description="Accept HL7 v2 (ADT A01-A04/A08, ORU R01) over MLLP on "
+        "CAREMESH_MLLP__HOST:PORT; ACK AA only after Kafka acknowledged the raw message.",
+    )
+    imp = sub.add_parser(
+        "import",
+        help="send NDJSON or Bundle files to the ingest topic",
+        description="Validate FHIR NDJSON (one resource per line) and JSON Bundle/resource "
+        "files (folders are searched recursively) and send the valid ones to ingest.fhir.v1. "
+        "Exit code 4 when some input was rejected.",
+    )
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    imp.add_argument("--source", required=True, help="the configured source id the data comes from")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    inbox = sub.add_parser(
+        "inbox",
+        help="run the care coordinators' web inbox",
+        description="Serve the coordinators' alert inbox (sign-in, live alerts of their "
+        "organisation, acknowledge and dismiss) on CAREMESH_INBOX__HOST:PORT.",
+    )
+    inbox.add_argument(
+        "action",
+        nargs="?",
+        choices=["serve", "hash-password"],
+        default="serve",
+        help="serve (default): run the inbox; hash-password: read a password (prompt, or one "
+        "line on stdin) and print the scrypt hash for CAREMESH_INBOX__COORDINATORS",
+    )
     demo = sub.add_parser(
         "demo",
         help="run the whole platform on a synthetic territory",
@@ -153,6 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="run unattended for this long, print the summary and exit",
+    )
+    demo.add_argument("--patients", type=int, default=2000, help="territory size (default 2000)")
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=150.0,
+        help="events per second sent to the services (default 150)",
+    )
+    demo.add_argument("--seed", type=int, default=None, help="territory seed (default: random)")
+    endpoints = sub.add_parser("demo-endpoints", help="stand-in provider FHIR endpoints (demo)")
+    endpoints.add_argument("--port", type=int, required=True)
+    sub.add_parser(
+        "consent-api",
+        help="serve the consent API (create, update, withdraw, list, decide)",
+        description="Serve the authenticated consent API on CAREMESH_CONSENT_API__HOST/PORT; "
+        "every change is appended to consent.events.v1 and audited.",
+    )
+    sub.add_parser(
+        "deliver",
+        help="deliver each organisation's outbox to its FHIR endpoint",
+        description="Push outbox.<org>.v1 to each organisation's fhir_endpoint with retries, "
+        "per-organisation isolation and a failed-delivery topic; /metrics on "
+        "CAREMESH_DELIVERY__PORT.",
     )
     return parser
 

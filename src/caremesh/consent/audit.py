@@ -33,6 +33,8 @@ OBJECT_ROLE: Final = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PATIENT_KEY_SYSTEM: Final = "urn:caremesh:patient-key"
 """Identifier system of the caremesh patient key (DESIGN §3) in audit records."""
+CONSENT_ADMIN_SYSTEM: Final = "urn:caremesh:consent-admin"
+"""Identifier system of a configured consent administrator (by name) in audit records."""
 
 SUCCESS: Final = "0"
 SERIOUS_FAILURE: Final = "8"
@@ -152,8 +154,13 @@ def consent_change_audit_event(
     event_id: str,
     recorded: datetime,
     observer: str,
+    requestor: str | None = None,
 ) -> dict[str, Any]:
-    """The AuditEvent of one consent ledger event (upsert, removal or withdrawal)."""
+    """The AuditEvent of one consent ledger event (upsert, removal or withdrawal).
+
+    `requestor` names who asked for the change (a configured consent administrator's name),
+    recorded as a requesting agent with identifier system `CONSENT_ADMIN_SYSTEM`.
+    """
     if isinstance(event, ConsentUpserted):
         consent_id = event.consent.id
         removed = event.consent.status is ConsentStatus.ENTERED_IN_ERROR
@@ -169,7 +176,17 @@ def consent_change_audit_event(
     out["outcome"] = SUCCESS
     if purposes:
         out["purposeOfEvent"] = [_purpose_concept(p) for p in purposes]
-    out["agent"] = [_caremesh_agent(observer, "110150", "Application")]
+    agents = [_caremesh_agent(observer, "110150", "Application")]
+    if requestor is not None:
+        agents[0]["requestor"] = False
+        agents.append(
+            {
+                "type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
+                "who": {"identifier": {"system": CONSENT_ADMIN_SYSTEM, "value": requestor}},
+                "requestor": True,
+            }
+        )
+    out["agent"] = agents
     out["entity"] = [_patient_entity(patient), _consent_entity(consent_id, details)]
     return out
 

@@ -20,7 +20,17 @@ The rules, in order (DESIGN §5):
    `documentType`) is assumed to match when it denies and not to match when it permits.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
-5. Restricted data: when the query carries a label of `restricted_labels` or
+5. Withdrawal (DESIGN §5: "a withdrawal stops all future releases for that purpose"): a
+   withdrawal effective at `now` (its `at` is not after `now`) that covers the query's purpose
+   sets a barrier at its `at`. A withdrawal for a purpose covers that purpose and every purpose
+   it subsumes (a withdrawn TREAT covers ETREAT); a withdrawal for all purposes covers what the
+   consent names (the root's purposes, else every purpose named below it; a consent naming none
+   speaks to every purpose, so its withdrawal covers all). Behind a barrier only consents
+   recorded after the latest barrier count (a re-consent); when none of them speaks to the
+   query, the decision is deny with rule `withdrawn` and the withdrawn consent's id, whatever
+   the default. A withdrawal is thus always restrictive: lifting an objection is done by
+   recording a newer consent (or marking the objection inactive), not by withdrawing it.
+6. Restricted data: when the query carries a label of `restricted_labels` or
    `sensitive_labels`, a permit stands only when it is explicit: the deciding provision is a
    permit provision that lists every such label of the query. Otherwise the decision is deny.
 """
@@ -33,7 +43,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from caremesh.consent import purpose as pou
-from caremesh.consent.model import ActorRef, Consent, ConsentStatus, Outcome, Provision
+from caremesh.consent.model import (
+    ActorRef,
+    Consent,
+    ConsentStatus,
+    Outcome,
+    Provision,
+    Withdrawal,
+)
 from caremesh.envelope import PatientKey
 
 
@@ -45,6 +62,7 @@ class Rule(StrEnum):
     DEFAULT_POLICY = "default-policy"
     NO_ACTIVE_CONSENT = "no-active-consent"
     RESTRICTED = "restricted-needs-explicit-permit"
+    WITHDRAWN = "withdrawn"
 
 
 def _default_defaults() -> dict[str, Outcome]:
@@ -163,11 +181,44 @@ def _deepest(
     return best
 
 
+def named_purposes(consent: Consent) -> frozenset[str]:
+    """The purposes a consent speaks to: its root's, else every purpose named below the root."""
+    root = consent.root
+    if root is None:
+        return frozenset()
+    if root.purposes:
+        return root.purposes
+    return frozenset(code for p in root.walk() for code in p.purposes)
+
+
+def covers(withdrawal: Withdrawal, consent: Consent, purpose: str) -> bool:
+    """True when `withdrawal` of `consent` stops releases for `purpose` (with the hierarchy)."""
+    if withdrawal.purpose is not None:
+        return pou.implies(withdrawal.purpose, purpose)
+    named = named_purposes(consent)
+    return not named or any(pou.implies(code, purpose) for code in named)
+
+
 def _withdrawn(consent: Consent, query: DecisionQuery) -> bool:
     return any(
         w.at <= query.now and (w.purpose is None or pou.implies(w.purpose, query.purpose))
         for w in consent.withdrawals
     )
+
+
+def _barrier(consents: Sequence[Consent], query: DecisionQuery) -> tuple[datetime, str] | None:
+    """The latest effective withdrawal covering the query: (its time, the consent id)."""
+    found = [
+        (w.at, c.id)
+        for c in consents
+        for w in c.withdrawals
+        if w.at <= query.now and covers(w, c, query.purpose)
+    ]
+    return max(found) if found else None
+
+
+def _after(consent: Consent, moment: datetime) -> bool:
+    return consent.recorded is not None and consent.recorded > moment
 
 
 def _in_force(consent: Consent, query: DecisionQuery) -> bool:
@@ -219,10 +270,15 @@ def evaluate(
 ) -> Decision:
     """Decide `query` against one patient's consents (see the module docstring for the rules)."""
     rules = policy if policy is not None else ConsentPolicy()
+    barrier = _barrier(consents, query)
+    if barrier is not None:
+        consents = [c for c in consents if _after(c, barrier[0])]
     in_force = [c for c in consents if _in_force(c, query)]
     speaking = [
         (c, c.root) for c in in_force if c.root is not None and _speaks_to(c.root, query, rules)
     ]
+    if not speaking and barrier is not None:
+        return Decision(Outcome.DENY, Rule.WITHDRAWN, query.purpose, (barrier[1],))
     if not speaking:
         rule = Rule.DEFAULT_POLICY if in_force else Rule.NO_ACTIVE_CONSENT
         default = Decision(rules.default_for(query.purpose), rule, query.purpose)

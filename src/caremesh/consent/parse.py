@@ -307,8 +307,24 @@ def _patient(obj: Mapping[str, Any], key: str) -> ActorRef:
 
 
 def _recorded(obj: Mapping[str, Any], key: str) -> datetime | None:
+    """`dateTime` (R4) / `date` (R5), refined by `meta.lastUpdated` when that falls inside it.
+
+    An R5 `date` has day precision; the consent API stamps `meta.lastUpdated` with the instant
+    it wrote the consent, so a consent recorded on the day of a withdrawal but after it can
+    still be told apart. Without `dateTime`/`date`, `meta.lastUpdated` alone is used.
+    """
     value = obj.get(key)
-    return None if value is None else parse_datetime(value, f"Consent.{key}")[0]
+    written = None if value is None else parse_datetime(value, f"Consent.{key}")
+    meta = obj.get("meta")
+    updated_text = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+    updated = (
+        None if updated_text is None else parse_datetime(updated_text, "Consent.meta.lastUpdated")
+    )
+    if written is None:
+        return None if updated is None else updated[0]
+    if updated is not None and written[0] <= updated[0] < written[1]:
+        return updated[0]
+    return written[0]
 
 
 def _concept_codes(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:

@@ -6,8 +6,10 @@
   version with status `entered-in-error` removes the consent and its withdrawals. Withdrawals
   recorded earlier stay attached unless the new version was recorded after them (a re-consent).
 - a withdrawal attaches to its consent (`Consent.withdrawals`): from `at` the consent no longer
-  applies for that purpose (and every purpose it subsumes), or for every purpose. A withdrawal
-  of a consent not (yet) in the state is kept pending and attached when the consent arrives.
+  applies for that purpose (and every purpose it subsumes), or for every purpose it names, and
+  evaluation denies those purposes unless a consent recorded after the withdrawal permits them
+  (see `evaluate`). A withdrawal of a consent not (yet) in the state is kept pending and
+  attached when the consent arrives.
 
 The state serialises to a JSON-able dict (`to_dict` / `from_dict`) so it can live in a Faust
 table keyed by patient.

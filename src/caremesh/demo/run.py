@@ -1,38 +1,105 @@
-"""`caremesh demo`: broker, topics, every service and the synthetic feed, with a live summary."""
+"""`caremesh demo`: the local broker, every service and a synthetic territory feeding them.
+
+It starts the broker (unless one answers), creates the catalogue topics for the territory's
+organisations and studies, runs the services as child processes (a worker with every stage,
+the FHIR ingest API, the MLLP listener, the consent API, FHIR delivery, the coordinators' inbox
+and stand-in FHIR endpoints for the providers), feeds the territory's events over HTTP and MLLP
+on a faster-than-real-time clock, and shows a live summary. Secrets (source tokens, the consent
+administrator token, the pseudonymisation master key, the inbox session key and the demo
+coordinator's password) are made for each run and passed to the children in their environment.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import secrets
 import signal
+import socket
 import time
-from dataclasses import dataclass
-from types import FrameType
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from caremesh.connectors.inbox.auth import hash_password
+from caremesh.demo.feed import Feeder, FeedOptions, FeedTargets
+from caremesh.demo.scenario import demo_clock
 from caremesh.demo.supervisor import Supervisor
+from caremesh.demo.territory import Territory
 from caremesh.localkafka import LocalKafka
 from caremesh.settings import Settings
 from caremesh.topics import catalogue, ensure_topics
 
 log = logging.getLogger(__name__)
 
+COORDINATOR = "care-coordination"
+STAGES = ("hl7v2", "validate", "share", "pathways", "research")
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A service's metrics URL, shown to the user and scraped for the summary."""
-
-    name: str
-    url: str
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+@dataclass
+class DemoOptions:
+    """What the demo runs."""
+
+    duration: float | None = None
+    patients: int = 2000
+    rate: float = 150.0
+    seed: int | None = None
+    simulated_days: float = 1.5
+
+
+@dataclass
+class Ports:
+    """Free local ports for every service of one run."""
+
+    ingest: int
+    mllp: int
+    consent: int
+    delivery: int
+    inbox: int
+    worker: int
+    endpoints: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        """Ask the OS for free ports."""
+        found = []
+        socks = []
+        for _ in range(7):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            found.append(int(s.getsockname()[1]))
+        for s in socks:
+            s.close()
+        return cls(*found)
+
+
+@dataclass
+class Summary:
+    """Counts gathered from the services' /metrics pages."""
+
+    stage_out: dict[str, float] = field(default_factory=dict)
+    dead_letters: dict[str, float] = field(default_factory=dict)
+    denials: float = 0.0
+    alerts: float = 0.0
+    research: dict[str, float] = field(default_factory=dict)
+    deliveries: dict[str, float] = field(default_factory=dict)
+    received: dict[str, float] = field(default_factory=dict)
+
+
+def scrape(url: str) -> Samples:
     """Counter samples of one /metrics page, keyed by (sample name, sorted labels)."""
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    out: Samples = {}
     try:
         text = httpx.get(url, timeout=2.0).text
     except httpx.HTTPError:
@@ -44,90 +111,303 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def summary_table(endpoints: list[Endpoint], elapsed: float) -> tuple[Table, dict[str, float]]:
-    """A table of messages in/out/rejected per component, and the totals per component."""
-    table = Table(title=f"caremesh demo — {elapsed:,.0f}s")
-    for col in ("component", "in", "out", "rejected", "out/s"):
-        table.add_column(col, justify="right" if col != "component" else "left")
-    totals: dict[str, float] = {}
-    for ep in endpoints:
-        samples = scrape(ep.url)
-        rows: dict[str, list[float]] = {}
-        for (name, labels), value in samples.items():
-            component = dict(labels).get("component")
-            if component is None:
-                continue
-            row = rows.setdefault(component, [0.0, 0.0, 0.0])
-            if name == "caremesh_messages_in_total":
-                row[0] += value
-            elif name == "caremesh_messages_out_total":
-                row[1] += value
-            elif name == "caremesh_messages_rejected_total":
-                row[2] += value
-        for component, (n_in, n_out, n_rej) in sorted(rows.items()):
-            totals[component] = totals.get(component, 0.0) + n_out
-            rate = n_out / elapsed if elapsed > 0 else 0.0
-            table.add_row(
-                component, f"{n_in:,.0f}", f"{n_out:,.0f}", f"{n_rej:,.0f}", f"{rate:,.1f}"
-            )
-    return table, totals
+def gather(ports: Ports) -> Summary:
+    """Scrape the worker, delivery and endpoint metrics into a Summary."""
+    s = Summary()
+    for (name, labels), value in scrape(f"http://127.0.0.1:{ports.worker}/metrics").items():
+        lab = dict(labels)
+        if name == "caremesh_messages_out_total":
+            s.stage_out[lab["component"]] = s.stage_out.get(lab["component"], 0) + value
+        elif name == "caremesh_messages_rejected_total":
+            s.dead_letters[lab["component"]] = s.dead_letters.get(lab["component"], 0) + value
+        elif name == "caremesh_consent_decisions_total" and lab.get("outcome") == "deny":
+            s.denials += value
+        elif name == "caremesh_alerts_total":
+            s.alerts += value
+        elif name == "caremesh_research_records_total":
+            s.research[lab["study"]] = s.research.get(lab["study"], 0) + value
+    for (name, labels), value in scrape(f"http://127.0.0.1:{ports.delivery}/metrics").items():
+        lab = dict(labels)
+        if name == "caremesh_deliveries_total" and lab.get("outcome") == "delivered":
+            s.deliveries[lab["organisation"]] = s.deliveries.get(lab["organisation"], 0) + value
+    for (name, labels), value in scrape(f"http://127.0.0.1:{ports.endpoints}/metrics").items():
+        if name == "caremesh_demo_endpoint_received_total":
+            org = dict(labels)["organisation"]
+            s.received[org] = s.received.get(org, 0) + value
+    return s
 
 
-def run_demo(settings: Settings, duration: float | None) -> int:
-    """Run the whole platform until Ctrl-C or `duration` seconds; 0 when every stage moved data."""
+def render(
+    summary: Summary, feeder: Feeder, elapsed: float, previous: Summary | None, interval: float
+) -> Group:
+    """The live summary: feed, stages, consent, alerts, research, deliveries."""
+    feed = Table(title=f"Feed ({elapsed:,.0f}s)", title_justify="left")
+    for col in ("channel", "sent", "accepted", "rejected", "retried"):
+        feed.add_column(col, justify="left" if col == "channel" else "right")
+    for channel, c in sorted(feeder.counters.snapshot().items()):
+        feed.add_row(channel, f"{c.sent:,}", f"{c.accepted:,}", f"{c.rejected:,}", f"{c.retried:,}")
+    stages = Table(title="Stages", title_justify="left")
+    for col in ("stage", "records out", "per second", "dead letters"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for stage in STAGES:
+        out = summary.stage_out.get(stage, 0.0)
+        before = previous.stage_out.get(stage, 0.0) if previous else 0.0
+        if previous is not None and interval > 0:
+            rate = (out - before) / interval
+        else:
+            rate = out / elapsed if elapsed > 0 else 0.0
+        stages.add_row(
+            stage, f"{out:,.0f}", f"{rate:,.1f}", f"{summary.dead_letters.get(stage, 0):,.0f}"
+        )
+    other = Table(title="Outcomes", title_justify="left")
+    other.add_column("what")
+    other.add_column("count", justify="right")
+    other.add_row("pathway alerts raised", f"{summary.alerts:,.0f}")
+    other.add_row("consent denials", f"{summary.denials:,.0f}")
+    for study, n in sorted(summary.research.items()):
+        other.add_row(f"research records: {study}", f"{n:,.0f}")
+    for org, n in sorted(summary.deliveries.items()):
+        other.add_row(f"delivered to {org}", f"{n:,.0f}")
+    return Group(feed, stages, other)
+
+
+def zero_stages(summary: Summary) -> list[str]:
+    """What stayed at zero: every stage, alerts, research and delivery must have moved."""
+    missing = [s for s in STAGES if summary.stage_out.get(s, 0) <= 0 and s != "pathways"]
+    if summary.alerts <= 0:
+        missing.append("pathways (alerts)")
+    if sum(summary.research.values()) <= 0:
+        missing.append("research")
+    if sum(summary.deliveries.values()) <= 0:
+        missing.append("delivery")
+    return missing
+
+
+def _environment(
+    settings: Settings, territory: Territory, ports: Ports, secrets_: dict[str, str]
+) -> dict[str, str]:
+    orgs = []
+    for org in territory.organisation_settings():
+        data = org.model_dump(mode="json")
+        data["fhir_endpoint"] = f"http://127.0.0.1:{ports.endpoints}/{org.id}/fhir"
+        data["token"] = secrets_["endpoint"]
+        orgs.append(data)
+    sources = [
+        {**s.model_dump(mode="json"), "token": s.token.get_secret_value() if s.token else None}
+        for s in territory.source_settings()
+    ]
+    coordinators = dict.fromkeys(
+        ("heart-failure", "type2-diabetes", "copd", "elderly-frailty"),
+        f"Organization/{COORDINATOR}",
+    )
+    return {
+        "CAREMESH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "CAREMESH_KAFKA__PARTITIONS": str(settings.kafka.partitions),
+        "CAREMESH_ORGANISATIONS": json.dumps(orgs),
+        "CAREMESH_SOURCES": json.dumps(sources),
+        "CAREMESH_STUDIES": json.dumps(
+            [s.model_dump(mode="json") for s in territory.study_settings()]
+        ),
+        "CAREMESH_CONSENT_API__ADMINS": json.dumps(
+            {k: v.get_secret_value() for k, v in territory.consent_admins().items()}
+        ),
+        "CAREMESH_PSEUDONYM__MASTER_KEY": secrets_["master"],
+        "CAREMESH_PATHWAYS__COORDINATORS": json.dumps(coordinators),
+        "CAREMESH_PATHWAYS__TICK_INTERVAL_SECONDS": "10",
+        "CAREMESH_INBOX__SESSION_SECRET": secrets_["session"],
+        "CAREMESH_INBOX__COORDINATORS": json.dumps(
+            [
+                {
+                    "username": "coordinator",
+                    "password_hash": hash_password(secrets_["password"]),
+                    "organisation": COORDINATOR,
+                    "display_name": "Demo coordinator",
+                }
+            ]
+        ),
+        "CAREMESH_HTTP_INGEST__PORT": str(ports.ingest),
+        "CAREMESH_MLLP__PORT": str(ports.mllp),
+        "CAREMESH_CONSENT_API__PORT": str(ports.consent),
+        "CAREMESH_DELIVERY__PORT": str(ports.delivery),
+        "CAREMESH_INBOX__PORT": str(ports.inbox),
+        "CAREMESH_WORKER__WEB_PORT": str(ports.worker),
+        "CAREMESH_WORKER__APP_ID": f"caremesh-demo-{secrets.token_hex(3)}",
+    }
+
+
+def _wait_http(url: str, supervisor: Supervisor, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.failed():
+            return
+        try:
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> int:
+    """Run the platform on a synthetic territory; 0 when every stage moved data."""
     console = Console()
+    seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
+    territory = Territory.generate(seed, patients=options.patients)
+    ports = Ports.pick()
+    secrets_ = {
+        "master": secrets.token_hex(32),
+        "session": secrets.token_urlsafe(48),
+        "password": secrets.token_urlsafe(9),
+        "endpoint": secrets.token_urlsafe(24),
+    }
+    env = _environment(settings, territory, ports, secrets_)
+
     broker = LocalKafka(settings.kafka)
     started_broker = not broker.answering()
+    console.print("Starting the local Kafka broker…" if started_broker else "Kafka broker is up.")
     broker.up()
     ensure_topics(
         settings.kafka.bootstrap_servers,
         catalogue(
-            [o.id for o in settings.organisations],
-            [(s.id, s.retention_days) for s in settings.studies],
+            [o.id for o in territory.organisation_settings()],
+            [(s.id, s.retention_days) for s in territory.study_settings()],
         ),
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         prefix=settings.kafka.topic_prefix,
     )
     supervisor = Supervisor(settings.state_dir / "demo-logs")
-    worker_url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
-    endpoints = [Endpoint("worker", worker_url)]
-    stop = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
-    failed: list[str] = []
-    start = time.monotonic()
+    stop = asyncio.Event()
+    result = 1
     try:
-        supervisor.start("worker", ["worker"])
-        console.print(f"Kafka: {settings.kafka.bootstrap_servers}")
-        for ep in endpoints:
-            console.print(f"Metrics ({ep.name}): {ep.url}")
+        supervisor.start("endpoints", ["demo-endpoints", "--port", str(ports.endpoints)], env)
+        supervisor.start("worker", ["worker"], env)
+        supervisor.start("ingest-api", ["ingest-api"], env)
+        supervisor.start("mllp", ["mllp"], env)
+        supervisor.start("consent-api", ["consent-api"], env)
+        supervisor.start("delivery", ["deliver"], env)
+        supervisor.start("inbox", ["inbox"], env)
+        console.print("Waiting for the services…")
+        for url in (
+            f"http://127.0.0.1:{ports.ingest}/health",
+            f"http://127.0.0.1:{ports.consent}/health",
+            f"http://127.0.0.1:{ports.inbox}/health",
+            f"http://127.0.0.1:{ports.worker}/health",
+            f"http://127.0.0.1:{ports.endpoints}/health",
+        ):
+            _wait_http(url, supervisor)
+        if supervisor.failed():
+            raise RuntimeError("a service stopped during start-up")
         console.print(
-            "Press Ctrl-C to stop." if duration is None else f"Running for {duration:.0f}s."
+            f"[bold]Inbox:[/bold] http://127.0.0.1:{ports.inbox}/  "
+            f"(user [bold]coordinator[/bold], password [bold]{secrets_['password']}[/bold])"
         )
-        with Live(console=console, refresh_per_second=1) as live:
-            while not stop:
-                elapsed = time.monotonic() - start
-                table, _ = summary_table(endpoints, elapsed)
-                live.update(table)
-                failed = [s.name for s in supervisor.failed()]
-                if failed or (duration is not None and elapsed >= duration):
-                    break
-                time.sleep(1.0)
+        for name, port in (
+            ("worker", ports.worker),
+            ("ingest API", ports.ingest),
+            ("consent API", ports.consent),
+            ("delivery", ports.delivery),
+        ):
+            console.print(f"Metrics ({name}): http://127.0.0.1:{port}/metrics")
+        console.print(
+            f"Territory: {options.patients:,} patients, seed {seed}; logs in "
+            f"{supervisor.log_dir}. "
+            + (
+                "Ctrl-C stops everything."
+                if options.duration is None
+                else f"Running for {options.duration:.0f}s."
+            )
+        )
+        result = asyncio.run(
+            _feed_and_watch(
+                console,
+                territory=territory,
+                ports=ports,
+                options=options,
+                supervisor=supervisor,
+                stop=stop,
+            )
+        )
     except KeyboardInterrupt:
-        pass
+        result = 0
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        result = 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
         supervisor.stop_all()
         if started_broker:
             broker.down()
-    final, _ = summary_table(endpoints, time.monotonic() - start)
-    console.print(final)
+    for service in supervisor.services:
+        code = service.process.returncode if service.process else None
+        if code not in (0, -signal.SIGTERM, None):
+            console.print(
+                f"[yellow]{service.name} exited with {code}; see {service.log_path}[/yellow]"
+            )
+    return result
+
+
+async def _feed_and_watch(
+    console: Console,
+    *,
+    territory: Territory,
+    ports: Ports,
+    options: DemoOptions,
+    supervisor: Supervisor,
+    stop: asyncio.Event,
+) -> int:
+    seconds = options.duration or 600.0
+    start, speed = demo_clock(datetime.now(UTC), options.simulated_days, seconds)
+    feeder = Feeder(
+        FeedTargets(
+            ingest_url=f"http://127.0.0.1:{ports.ingest}",
+            consent_url=f"http://127.0.0.1:{ports.consent}",
+            mllp_host="127.0.0.1",
+            mllp_port=ports.mllp,
+            tokens=territory.source_tokens(),
+            admin_token=territory.admin_token,
+        ),
+        FeedOptions(rate=options.rate, concurrency=8),
+    )
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    feed = asyncio.create_task(
+        feeder.run(territory.events(start, speed, days=options.simulated_days))
+    )
+    began = time.monotonic()
+    previous: Summary | None = None
+    summary = Summary()
+    failed: list[str] = []
+    interval = 2.0
+    try:
+        with Live(console=console, refresh_per_second=2, transient=True) as live:
+            while not stop.is_set():
+                elapsed = time.monotonic() - began
+                summary = await asyncio.to_thread(gather, ports)
+                live.update(render(summary, feeder, elapsed, previous, interval))
+                previous = summary
+                failed = [s.name for s in supervisor.failed()]
+                if failed or (options.duration is not None and elapsed >= options.duration):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+    finally:
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)
+    console.print(render(summary, feeder, time.monotonic() - began, None, interval))
     if failed:
         console.print(f"[red]services that stopped on their own: {', '.join(failed)}[/red]")
         return 1
+    if options.duration is not None:
+        missing = zero_stages(summary)
+        if missing:
+            console.print(f"[red]stayed at zero: {', '.join(missing)}[/red]")
+            return 1
+        console.print("[green]every stage moved data[/green]")
     return 0
+
+
+def options_from(args: Any) -> DemoOptions:
+    """DemoOptions from the CLI arguments."""
+    return DemoOptions(
+        duration=args.duration, patients=args.patients, rate=args.rate, seed=args.seed
+    )

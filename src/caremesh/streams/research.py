@@ -186,6 +186,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 headers=env.header_map(),
             )
             metrics.research_records.labels(sid, "resource").inc()
+            metrics.messages_out.labels(STAGE).inc()
             sent.add(sid)
         if sent:  # re-read with no await before the write: the consent agent shares this row
             had = set(filter(None, (released.get(patient) or "").split(",")))

@@ -85,6 +85,7 @@ _WITH_R_EXPLICIT = r4_consent(
     "c-r", provision("deny", purposes=["TREAT"], sub=[provision(labels=["R"], actors=[ORG_A])])
 )
 _RESEARCH_PERMIT = r4_consent("c-rs", provision("permit", purposes=["HRESCH"]), scope="research")
+_TREAT_PERMIT = r4_consent("c-t", provision("permit", purposes=["TREAT"]))
 _AT_2025 = "2025-01-01T00:00:00Z"
 
 CASES = [
@@ -642,14 +643,135 @@ CASES = [
         [_RESEARCH_PERMIT, withdrawal("c-rs", _AT_2025, "HRESCH")],
         query("CLINTRCH"),
         D,
-        Rule.NO_ACTIVE_CONSENT,
+        Rule.WITHDRAWN,
+        ("c-rs",),
     ),
     Case(
-        "withdrawal-for-all-purposes-restores-default",
-        [r4_consent("c1", provision("deny", purposes=["TREAT"])), withdrawal("c1", _AT_2025)],
+        "withdrawal-of-treat-permit-denies-despite-treat-default",
+        [_TREAT_PERMIT, withdrawal("c-t", _AT_2025, "TREAT")],
+        query("TREAT"),
+        D,
+        Rule.WITHDRAWN,
+        ("c-t",),
+    ),
+    Case(
+        "withdrawal-of-treat-for-all-purposes-denies-treat",
+        [_TREAT_PERMIT, withdrawal("c-t", _AT_2025)],
+        query("TREAT"),
+        D,
+        Rule.WITHDRAWN,
+        ("c-t",),
+    ),
+    Case(
+        "withdrawn-treat-covers-etreat",
+        [_TREAT_PERMIT, withdrawal("c-t", _AT_2025, "TREAT")],
+        query("ETREAT"),
+        D,
+        Rule.WITHDRAWN,
+        ("c-t",),
+    ),
+    Case(
+        "withdrawn-etreat-does-not-cover-treat",
+        [_TREAT_PERMIT, withdrawal("c-t", _AT_2025, "ETREAT")],
+        query("TREAT"),
+        P,
+        Rule.CONSENT_ROOT,
+        ("c-t",),
+    ),
+    Case(
+        "withdrawn-etreat-covers-break-the-glass",
+        [_TREAT_PERMIT, withdrawal("c-t", _AT_2025, "ETREAT")],
+        query("BTG"),
+        D,
+        Rule.WITHDRAWN,
+        ("c-t",),
+    ),
+    Case(
+        "withdrawal-effective-at-its-instant",
+        [_TREAT_PERMIT, withdrawal("c-t", NOW.isoformat(), "TREAT")],
+        query("TREAT"),
+        D,
+        Rule.WITHDRAWN,
+    ),
+    Case(
+        "withdrawal-then-newer-permit-permits",
+        [
+            _TREAT_PERMIT,
+            withdrawal("c-t", _AT_2025, "TREAT"),
+            r5_consent("c-new", "permit", date="2025-03-01"),
+        ],
+        query("TREAT"),
+        P,
+        Rule.CONSENT_ROOT,
+        ("c-new",),
+    ),
+    Case(
+        "withdrawal-then-newer-deny-denies-by-that-consent",
+        [
+            _TREAT_PERMIT,
+            withdrawal("c-t", _AT_2025, "TREAT"),
+            r4_consent("c-new", provision("deny", purposes=["TREAT"]), recorded="2025-03-01"),
+        ],
+        query("TREAT"),
+        D,
+        Rule.CONSENT_ROOT,
+        ("c-new",),
+    ),
+    Case(
+        "consent-recorded-before-the-withdrawal-does-not-lift-it",
+        [
+            _TREAT_PERMIT,
+            r5_consent("c-mid", "permit", date="2024-06-01"),
+            withdrawal("c-t", _AT_2025, "TREAT"),
+        ],
+        query("TREAT"),
+        D,
+        Rule.WITHDRAWN,
+        ("c-t",),
+    ),
+    Case(
+        "newer-consent-for-another-purpose-does-not-lift-withdrawal",
+        [
+            _TREAT_PERMIT,
+            withdrawal("c-t", _AT_2025, "TREAT"),
+            _r5_research_only("c-new", date="2025-03-01"),
+        ],
+        query("TREAT"),
+        D,
+        Rule.WITHDRAWN,
+        ("c-t",),
+    ),
+    Case(
+        "withdrawal-for-hresch-only-leaves-treat-unaffected",
+        [r5_consent("r5", "permit"), withdrawal("r5", _AT_2025, "HRESCH")],
+        query("TREAT"),
+        P,
+        Rule.CONSENT_ROOT,
+        ("r5",),
+    ),
+    Case(
+        "withdrawal-for-hresch-denies-clintrch",
+        [r5_consent("r5", "permit"), withdrawal("r5", _AT_2025, "HRESCH")],
+        query("CLINTRCH"),
+        D,
+        Rule.WITHDRAWN,
+        ("r5",),
+    ),
+    Case(
+        "withdrawal-of-research-consent-for-all-purposes-leaves-treat-default",
+        [_RESEARCH_PERMIT, withdrawal("c-rs", _AT_2025)],
         query("TREAT"),
         P,
         Rule.NO_ACTIVE_CONSENT,
+        (),
+    ),
+    Case(
+        "withdrawal-of-an-objection-is-still-restrictive",
+        [r4_consent("c1", provision("deny", purposes=["TREAT"])), withdrawal("c1", _AT_2025)],
+        query("TREAT"),
+        D,
+        Rule.WITHDRAWN,
+        ("c1",),
     ),
     Case(
         "withdrawal-in-the-future-not-yet-effective",
@@ -670,7 +792,7 @@ CASES = [
         [withdrawal("c-rs", "2024-06-01T00:00:00Z"), _RESEARCH_PERMIT],
         query("HRESCH"),
         D,
-        Rule.NO_ACTIVE_CONSENT,
+        Rule.WITHDRAWN,
     ),
     Case(
         "withdrawal-then-new-version-is-a-reconsent",
@@ -686,16 +808,16 @@ CASES = [
         Rule.CONSENT_ROOT,
     ),
     Case(
-        "withdrawal-of-one-consent-lets-older-objection-apply",
+        "withdrawal-of-newest-permit-is-not-undone-by-an-older-permit",
         [
-            r4_consent("old", provision("deny", purposes=["TREAT"]), recorded="2023-01-01"),
+            r4_consent("old", provision("permit", purposes=["TREAT"]), recorded="2023-01-01"),
             r4_consent("new", provision("permit", purposes=["TREAT"]), recorded="2024-01-01"),
             withdrawal("new", _AT_2025),
         ],
         query("TREAT"),
         D,
-        Rule.CONSENT_ROOT,
-        ("old",),
+        Rule.WITHDRAWN,
+        ("new",),
     ),
 ]
 

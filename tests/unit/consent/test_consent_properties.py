@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from caremesh.consent import (
     ActorRef,
     Consent,
+    ConsentPolicy,
     DecisionQuery,
     Outcome,
     Rule,
@@ -20,7 +21,7 @@ from caremesh.consent import (
     parse_consent,
 )
 from caremesh.consent.codec import consent_from_dict, consent_to_dict
-from caremesh.consent.purpose import lineage
+from caremesh.consent.purpose import implies, lineage
 from tests.unit.consent.consent_builders import (
     DR_X,
     ORG_A,
@@ -151,22 +152,70 @@ def test_newest_explicit_deny_for_an_actor_always_denies_that_actor(
     assert decision.consent_ids == ("zz-deny",)
 
 
-@settings(max_examples=100, deadline=None)
+def _with_withdrawal(consents: list[Consent], index: int, withdrawal: Withdrawal) -> list[Consent]:
+    target = consents[index]
+    changed = replace(target, withdrawals=(*target.withdrawals, withdrawal))
+    return [*consents[:index], changed, *consents[index + 1 :]]
+
+
+@settings(max_examples=200, deadline=None)
 @given(consent_lists(), queries(), st.data())
-def test_withdrawal_for_all_purposes_equals_the_consent_being_gone(
+def test_after_a_covering_withdrawal_only_a_newer_consent_can_release(
     consents: list[Consent], query: DecisionQuery, data: st.DataObject
 ) -> None:
     if not consents:
         return
     index = data.draw(st.integers(0, len(consents) - 1))
-    withdrawn = replace(consents[index], withdrawals=(Withdrawal(query.now),))
-    with_withdrawal = [*consents[:index], withdrawn, *consents[index + 1 :]]
-    without = [*consents[:index], *consents[index + 1 :]]
-    got, expected = evaluate(with_withdrawal, query), evaluate(without, query)
-    assert (got.outcome, got.consent_ids, got.provision) == (
-        expected.outcome,
-        expected.consent_ids,
-        expected.provision,
+    withdrawn_for = data.draw(st.sampled_from(lineage(query.purpose)))  # covers the query
+    at = query.now - timedelta(days=data.draw(st.integers(0, 400)))
+    after = _with_withdrawal(consents, index, Withdrawal(at, withdrawn_for))
+    decision = evaluate(after, query)
+    newer = {c.id for c in consents if c.recorded is not None and c.recorded > at}
+    if decision.permitted:
+        assert set(decision.consent_ids) <= newer
+        assert decision.consent_ids
+    elif decision.rule is Rule.WITHDRAWN:
+        assert decision.consent_ids == (consents[index].id,)
+    else:
+        assert set(decision.consent_ids) <= newer
+
+
+@settings(max_examples=200, deadline=None)
+@given(consent_lists(), queries(), st.data())
+def test_withdrawal_without_newer_consent_denies_whatever_the_default(
+    consents: list[Consent], query: DecisionQuery, data: st.DataObject
+) -> None:
+    if not consents:
+        return
+    index = data.draw(st.integers(0, len(consents) - 1))
+    withdrawn_for = data.draw(st.sampled_from(lineage(query.purpose)))
+    latest = max((c.recorded for c in consents if c.recorded is not None), default=None)
+    at = max(query.now - timedelta(days=1), latest or query.now)
+    if at > query.now:
+        return
+    permissive = ConsentPolicy(defaults={"PurposeOfUse": Outcome.PERMIT})
+    decision = evaluate(
+        _with_withdrawal(consents, index, Withdrawal(at, withdrawn_for)), query, permissive
+    )
+    assert (decision.outcome, decision.rule) == (Outcome.DENY, Rule.WITHDRAWN)
+
+
+@settings(max_examples=200, deadline=None)
+@given(consent_lists(), queries(), st.data())
+def test_withdrawal_not_covering_the_query_or_not_yet_effective_changes_nothing(
+    consents: list[Consent], query: DecisionQuery, data: st.DataObject
+) -> None:
+    if not consents:
+        return
+    index = data.draw(st.integers(0, len(consents) - 1))
+    unrelated = [p for p in PURPOSES if not implies(p, query.purpose)]
+    if data.draw(st.booleans()) and unrelated:
+        withdrawal = Withdrawal(query.now, data.draw(st.sampled_from(unrelated)))
+    else:
+        later = query.now + timedelta(seconds=data.draw(st.integers(1, 10**7)))
+        withdrawal = Withdrawal(later, data.draw(st.none() | st.sampled_from(PURPOSES)))
+    assert evaluate(_with_withdrawal(consents, index, withdrawal), query) == evaluate(
+        consents, query
     )
 
 

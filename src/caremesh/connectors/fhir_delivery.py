@@ -1,0 +1,454 @@
+"""FHIR REST delivery: each organisation's outbox.<org>.v1 pushed to its FHIR endpoint, isolated.
+
+Contract (DESIGN §4, §8):
+
+- One asyncio task per configured organisation with a `fhir_endpoint`, each with its own
+  consumer (group `<prefix>delivery-<org>`) and its own HTTP connection pool, so an endpoint that
+  is down or slow stalls only its own organisation. A task that crashes is restarted.
+- A record with `resourceType` and a FHIR `id` is sent as `PUT {base}/{type}/{id}` (an
+  idempotent update), one without an id as `POST {base}/{type}`, with `Authorization: Bearer`
+  (the organisation's token), `Content-Type: application/fhir+json` and `X-Caremesh-Event-Id:
+  <ce_id>`.
+- 2xx is delivered. 5xx, 408, 429, timeouts and connection errors are retried with exponential
+  backoff and jitter (`delivery.backoff_base_seconds` doubling up to `backoff_max_seconds`);
+  any other status is a permanent failure. After `delivery.max_attempts` tries, or at once for a
+  permanent failure or a record that is not a FHIR resource, the record goes to
+  delivery.failed.v1 (original key, value and headers, plus value-free reason headers: an error
+  code such as `http-400`, the attempts, the organisation and the origin coordinates; never a
+  response body).
+- Order per patient: the records of one partition are delivered one after the other;
+  partitions of one organisation proceed side by side.
+- Offsets are committed record by record, only after the outcome is settled: delivered (and its
+  AuditEvent acknowledged on audit.v1) or failed (the failed-topic record and the AuditEvent
+  acknowledged).
+- Deduplication by `ce_id`: each organisation keeps the ce_ids it delivered in a bounded LRU
+  (`delivery.dedup_cache_size`), so a record seen again (a replay, a redelivery after a
+  rebalance) is not sent twice while the process lives. Across restarts the window between a
+  delivery and its commit can resend a record once: a PUT is idempotent at the endpoint, and a
+  POST carries `X-Caremesh-Event-Id` for the endpoint to drop it.
+- `/metrics` (`caremesh_deliveries_total{organisation,outcome}`) and `/health` are served on
+  `delivery.host:port` without authentication: counters and task states only, no PHI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+from urllib.parse import quote
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from caremesh import envelope, topics
+from caremesh.connectors.http_common import server
+from caremesh.consent.audit import delivery_audit_event
+from caremesh.consent.model import ActorRef
+from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
+from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.kafka_io import AsyncProducer, OutRecord
+from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from caremesh.settings import DeliverySettings, OrganisationSettings, Settings
+
+log = logging.getLogger(__name__)
+
+COMPONENT: Final = "fhir_delivery"
+OBSERVER: Final = "caremesh-fhir-delivery"
+PURPOSE: Final = "TREAT"
+EVENT_ID_HEADER: Final = "X-Caremesh-Event-Id"
+H_ATTEMPTS: Final = "caremesh-delivery-attempts"
+H_ORGANISATION: Final = "caremesh-delivery-organisation"
+_TYPE: Final = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_jitter = random.SystemRandom()
+
+
+# -- pure rules ------------------------------------------------------------------------------
+
+
+def delivery_request(base_url: str, resource: object) -> tuple[str, str, str | None] | None:
+    """(method, URL, `Type/id` or None) for a resource, or None when it is not a FHIR resource."""
+    if not isinstance(resource, Mapping):
+        return None
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not _TYPE.fullmatch(rtype):
+        return None
+    base = base_url.rstrip("/")
+    rid = resource.get("id")
+    if isinstance(rid, str) and _FHIR_ID.fullmatch(rid):
+        return "PUT", f"{base}/{rtype}/{quote(rid, safe='')}", f"{rtype}/{rid}"
+    return "POST", f"{base}/{rtype}", None
+
+
+def retryable_status(status: int) -> bool:
+    """True for statuses worth retrying: 5xx, 408 Request Timeout, 429 Too Many Requests."""
+    return status >= 500 or status in (408, 429)
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float, draw: Callable[[], float] = _jitter.random
+) -> float:
+    """The pause after failed try `attempt` (1-based): half of min(cap, base·2^(n-1)) plus jitter.
+
+    `draw` returns a float in [0, 1); the delay lies in [d/2, d) so retries never hammer.
+    """
+    ceiling = min(cap, base * float(2 ** min(attempt - 1, 30)))
+    return float(ceiling / 2 + draw() * ceiling / 2)
+
+
+class DedupCache:
+    """A bounded LRU set of delivered ce_ids (size 0 disables it)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, ce_id: object) -> bool:
+        if ce_id in self._ids:
+            self._ids.move_to_end(str(ce_id))
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, ce_id: str) -> None:
+        """Remember one id, forgetting the least recently seen beyond `size`."""
+        if self.size <= 0:
+            return
+        self._ids[ce_id] = None
+        self._ids.move_to_end(ce_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one record's delivery ended: `code` None when delivered."""
+
+    code: str | None
+    attempts: int
+    resource: str | None = None
+
+
+# -- one organisation -----------------------------------------------------------------------
+
+
+class OrganisationDelivery:
+    """Delivers one organisation's outbox to its endpoint."""
+
+    def __init__(
+        self,
+        org: OrganisationSettings,
+        settings: Settings,
+        producer: AsyncProducer,
+        metrics: Metrics,
+    ) -> None:
+        if org.fhir_endpoint is None:
+            raise ConfigurationError(f"organisation {org.id} has no fhir_endpoint")
+        prefix = settings.kafka.topic_prefix
+        self.org = org
+        self.endpoint = org.fhir_endpoint
+        self.cfg: DeliverySettings = settings.delivery
+        self.bootstrap = settings.kafka.bootstrap_servers
+        self.topic = prefix + topics.outbox_topic(org.id)
+        self.group = f"{prefix}delivery-{org.id}"
+        self.failed_topic = prefix + topics.DELIVERY_FAILED
+        self.audit_topic = prefix + topics.AUDIT
+        self.producer = producer
+        self.metrics = metrics
+        self.delivered = DedupCache(self.cfg.dedup_cache_size)
+        self.recipient = ActorRef(reference=f"Organization/{org.id}")
+        self._commit_lock = asyncio.Lock()
+        self._headers = {"Content-Type": envelope.FHIR_JSON, "Accept": envelope.FHIR_JSON}
+        if org.token is not None:
+            self._headers["Authorization"] = f"Bearer {org.token.get_secret_value()}"
+
+    async def run(self) -> None:
+        """Consume and deliver until cancelled."""
+        attempt_budget = self.cfg.max_attempts * (
+            self.cfg.timeout_seconds + self.cfg.backoff_max_seconds
+        )
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=50,
+            # a partition's batch may wait out every retry of each record
+            max_poll_interval_ms=int(max(300.0, 50 * attempt_budget) * 1000),
+        )
+        await consumer.start()
+        log.info("delivery started: organisation=%s", self.org.id)
+        try:
+            async with httpx.AsyncClient(timeout=self.cfg.timeout_seconds) as client:
+                while True:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    await asyncio.gather(
+                        *(
+                            self._partition(consumer, client, tp, records)
+                            for tp, records in batches.items()
+                        )
+                    )
+        finally:
+            await consumer.stop()
+
+    async def _partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        client: httpx.AsyncClient,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        for record in records:
+            await self._one(client, record)
+            async with self._commit_lock:
+                try:
+                    await consumer.commit({tp: record.offset + 1})
+                except KafkaError as exc:  # revoked in a rebalance: the new owner redelivers
+                    log.warning(
+                        "delivery commit failed: organisation=%s partition=%d (%s)",
+                        self.org.id,
+                        tp.partition,
+                        type(exc).__name__,
+                    )
+                    return
+
+    async def _one(self, client: httpx.AsyncClient, record: ConsumerRecord[bytes, bytes]) -> None:
+        started = time.perf_counter()
+        self.metrics.messages_in.labels(COMPONENT).inc()
+        headers = list(record.headers or ())
+        ce_id = envelope.header_value(headers, envelope.H_ID) or ""
+        if ce_id and ce_id in self.delivered:
+            self.metrics.deliveries.labels(self.org.id, "duplicate").inc()
+            return
+        result = await self._deliver(client, record.value, ce_id)
+        outcome = "delivered" if result.code is None else "failed"
+        out = [self._audit(record, headers, ce_id, result)]
+        if result.code is not None:
+            out.append(self._failed(record, headers, result))
+        await self._write(out)
+        if result.code is None and ce_id:
+            self.delivered.add(ce_id)
+        self.metrics.deliveries.labels(self.org.id, outcome).inc()
+        self.metrics.stage_duration.labels(COMPONENT).observe(time.perf_counter() - started)
+        log.info(
+            "delivery %s: organisation=%s code=%s attempts=%d partition=%d offset=%d",
+            outcome,
+            self.org.id,
+            result.code or "-",
+            result.attempts,
+            record.partition,
+            record.offset,
+        )
+
+    async def _deliver(self, client: httpx.AsyncClient, value: bytes | None, ce_id: str) -> Attempt:
+        try:
+            resource = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            resource = None
+        request = delivery_request(self.endpoint, resource)
+        if request is None or value is None:
+            return Attempt("invalid-record", 0)
+        method, url, what = request
+        headers = {**self._headers, EVENT_ID_HEADER: ce_id} if ce_id else self._headers
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await client.request(method, url, content=value, headers=headers)
+            except httpx.TimeoutException:
+                code = "timeout"
+            except httpx.TransportError:
+                code = "connection-error"
+            else:
+                if 200 <= response.status_code < 300:
+                    return Attempt(None, attempt, what)
+                code = f"http-{response.status_code}"
+                if not retryable_status(response.status_code):
+                    return Attempt(code, attempt, what)
+            if attempt >= self.cfg.max_attempts:
+                return Attempt(code, attempt, what)
+            delay = backoff_delay(
+                attempt, self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds
+            )
+            self.metrics.retries.labels(COMPONENT).inc()
+            log.warning(
+                "delivery retry: organisation=%s code=%s attempt=%d next in %.2fs",
+                self.org.id,
+                code,
+                attempt,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    def _audit(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        headers: list[tuple[str, bytes]],
+        ce_id: str,
+        result: Attempt,
+    ) -> OutRecord:
+        outcome = "delivered" if result.code is None else "failed"
+        audit_id = (
+            envelope.child_message_id(ce_id, f"delivery:{self.org.id}:{outcome}")
+            if ce_id
+            else MessageId(str(uuid.uuid4()))
+        )
+        decisions = envelope.header_value(headers, envelope.H_CONSENT_DECISIONS) or ""
+        event = delivery_audit_event(
+            patient=PatientKey((record.key or b"").decode("utf-8", "replace")),
+            recipient=self.recipient,
+            purpose=PURPOSE,
+            message_id=MessageId(ce_id),
+            resource=result.resource,
+            consent_ids=[c for c in decisions.split(",") if c],
+            error_code=result.code,
+            event_id=audit_id,
+            recorded=datetime.now(UTC),
+            observer=OBSERVER,
+        )
+        env = Envelope(audit_id, f"urn:caremesh:{COMPONENT}", fhir_event_type("AuditEvent"))
+        return OutRecord(self.audit_topic, audit_id.encode(), orjson.dumps(event), env.headers())
+
+    def _failed(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        headers: list[tuple[str, bytes]],
+        result: Attempt,
+    ) -> OutRecord:
+        code = result.code or "unknown"
+        reason = f"{code} after {result.attempts} attempt(s)"
+        extra: list[tuple[str, str | bytes | None]] = [
+            (envelope.H_ERROR_CODE, code.encode()),
+            (envelope.H_ERROR_STAGE, COMPONENT.encode()),
+            (envelope.H_ERROR_REASON, reason.encode()),
+            (envelope.H_ORIGIN_TOPIC, record.topic.encode()),
+            (envelope.H_ORIGIN_PARTITION, str(record.partition).encode()),
+            (envelope.H_ORIGIN_OFFSET, str(record.offset).encode()),
+            (H_ORGANISATION, self.org.id.encode()),
+            (H_ATTEMPTS, str(result.attempts).encode()),
+        ]
+        kept: list[tuple[str, str | bytes | None]] = [
+            (k, v) for k, v in headers if k not in {name for name, _ in extra}
+        ]
+        return OutRecord(self.failed_topic, record.key, record.value, kept + extra)
+
+    async def _write(self, records: list[OutRecord]) -> None:
+        """Write until acknowledged: an outcome is never dropped, the record never re-sent."""
+        pause = 0.2
+        while True:
+            try:
+                await self.producer.send_all(records)
+                return
+            except KafkaUnavailableError:
+                self.metrics.retries.labels(COMPONENT).inc()
+                log.warning("delivery outcome not acknowledged: organisation=%s", self.org.id)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+
+# -- every organisation, and the process ----------------------------------------------------
+
+
+class FhirDelivery:
+    """One supervised delivery task per organisation with an endpoint."""
+
+    def __init__(self, settings: Settings, producer: AsyncProducer, metrics: Metrics) -> None:
+        self.workers = [
+            OrganisationDelivery(org, settings, producer, metrics)
+            for org in settings.organisations
+            if org.fhir_endpoint is not None
+        ]
+        if not self.workers:
+            raise ConfigurationError("no organisation has a fhir_endpoint to deliver to")
+        self.state: dict[str, str] = {w.org.id: "starting" for w in self.workers}
+
+    async def run(self) -> None:
+        """Run every organisation's task until cancelled."""
+        await asyncio.gather(*(self._supervise(w) for w in self.workers))
+
+    async def _supervise(self, worker: OrganisationDelivery) -> None:
+        pause = 1.0
+        while True:
+            self.state[worker.org.id] = "running"
+            try:
+                await worker.run()
+            except asyncio.CancelledError:
+                self.state[worker.org.id] = "stopped"
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolate: one organisation never stops others
+                self.state[worker.org.id] = "restarting"
+                log.error(
+                    "delivery task failed: organisation=%s (%s); restarting in %.0fs",
+                    worker.org.id,
+                    type(exc).__name__,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 60.0)
+
+    def healthy(self) -> bool:
+        """True when every organisation's task is running."""
+        return all(s == "running" for s in self.state.values())
+
+
+def create_app(delivery: FhirDelivery, metrics: Metrics) -> FastAPI:
+    """`/health` (per-organisation task states) and `/metrics`, open and PHI-free."""
+    app = FastAPI(title="caremesh FHIR delivery", version="1")
+
+    @app.get("/health")
+    async def health() -> Response:
+        ok = delivery.healthy()
+        body = {"status": "ok" if ok else "degraded", "organisations": delivery.state}
+        return JSONResponse(body, 200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    return app
+
+
+async def serve_delivery(settings: Settings, producer: AsyncProducer, metrics: Metrics) -> None:
+    """Deliver and serve /health and /metrics until the HTTP server is told to exit."""
+    delivery = FhirDelivery(settings, producer, metrics)
+    task = asyncio.create_task(delivery.run(), name="fhir-delivery")
+    srv = server(create_app(delivery, metrics), settings.delivery.host, settings.delivery.port)
+    try:
+        await srv.serve()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def run_delivery(settings: Settings) -> int:
+    """Run FHIR delivery for every organisation with an endpoint until interrupted; returns 0."""
+    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    log.info(
+        "fhir delivery: %d organisations, metrics on %s:%d",
+        sum(1 for o in settings.organisations if o.fhir_endpoint),
+        settings.delivery.host,
+        settings.delivery.port,
+    )
+    try:
+        asyncio.run(serve_delivery(settings, producer, Metrics()))
+    finally:
+        producer.close()
+    return 0
