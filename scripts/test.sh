@@ -6,6 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
 bash scripts/check.sh || exit 1
+bash scripts/ensure-browser.sh || exit 1
 
 started=0
 if ! .venv/bin/caremesh kafka status >/dev/null 2>&1; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -292,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `caremesh` console script."""
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
+        secrets_dir = os.environ.get("CAREMESH_SECRETS_DIR")
+        settings = Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     except ValueError as exc:
         print(f"caremesh: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Section(BaseModel):
+    """A settings section; attribute docstrings become field descriptions (docs/)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
 
 def _default_kafka_home() -> Path:
@@ -23,7 +34,7 @@ def _default_state_dir() -> Path:
     return _REPO_ROOT / ".caremesh"
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     """Where the Kafka cluster is, and how the local single-node broker is run."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -46,7 +57,7 @@ class KafkaSettings(BaseModel):
     """`CAREMESH_KAFKA__LOCAL_HEAP`: JVM heap of the local broker."""
 
 
-class OrganisationSettings(BaseModel):
+class OrganisationSettings(_Section):
     """A care provider that can receive data (outbox topic, FHIR endpoint)."""
 
     id: str
@@ -67,7 +78,7 @@ class OrganisationSettings(BaseModel):
         return value
 
 
-class StudySettings(BaseModel):
+class StudySettings(_Section):
     """An analytics consumer with a purpose of use (research, public health, quality)."""
 
     id: str
@@ -88,7 +99,7 @@ class StudySettings(BaseModel):
         return value
 
 
-class SourceSettings(BaseModel):
+class SourceSettings(_Section):
     """A source system allowed to publish (a hospital's FHIR client or HL7 v2 interface)."""
 
     id: str
@@ -106,7 +117,7 @@ class SourceSettings(BaseModel):
         return value
 
 
-class HttpIngestSettings(BaseModel):
+class HttpIngestSettings(_Section):
     """The FHIR HTTP ingest API."""
 
     host: str = "127.0.0.1"
@@ -117,7 +128,7 @@ class HttpIngestSettings(BaseModel):
     """`CAREMESH_HTTP_INGEST__MAX_BODY_BYTES`: larger bodies get 413."""
 
 
-class MllpSettings(BaseModel):
+class MllpSettings(_Section):
     """The HL7 v2 MLLP listener."""
 
     host: str = "127.0.0.1"
@@ -132,7 +143,7 @@ class MllpSettings(BaseModel):
     """`CAREMESH_MLLP__SOURCE`: default source id when MSH-4 (sending facility) is empty."""
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(_Section):
     """The Faust worker."""
 
     app_id: str = "caremesh"
@@ -148,7 +159,7 @@ class WorkerSettings(BaseModel):
     """`CAREMESH_WORKER__DATA_DIR`: local table state of the worker."""
 
 
-class ConsentSettings(BaseModel):
+class ConsentSettings(_Section):
     """Consent policy: what applies when a patient said nothing, and what needs a permit."""
 
     defaults: dict[str, str] = Field(
@@ -169,7 +180,7 @@ class ConsentSettings(BaseModel):
     """`CAREMESH_CONSENT__SENSITIVE_LABELS`: sensitivity codes needing an explicit permit."""
 
 
-class PathwaySettings(BaseModel):
+class PathwaySettings(_Section):
     """Care pathways run by the pathways stage."""
 
     directory: Path | None = None
@@ -180,7 +191,7 @@ class PathwaySettings(BaseModel):
     """`CAREMESH_PATHWAYS__TICK_INTERVAL_SECONDS`: how often deadlines are checked."""
 
 
-class PseudonymSettings(BaseModel):
+class PseudonymSettings(_Section):
     """Keys of the research streams; they never leave the platform's research stage."""
 
     master_key: SecretStr | None = None
@@ -190,7 +201,7 @@ class PseudonymSettings(BaseModel):
     """`CAREMESH_PSEUDONYM__KEY_ID`: the id of the current master key version."""
 
 
-class CoordinatorSettings(BaseModel):
+class CoordinatorSettings(_Section):
     """A care coordinator who may sign in to the inbox; sees only their organisation's alerts."""
 
     username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
@@ -210,7 +221,7 @@ class CoordinatorSettings(BaseModel):
         return value
 
 
-class InboxSettings(BaseModel):
+class InboxSettings(_Section):
     """The care coordinators' web inbox."""
 
     host: str = "127.0.0.1"
@@ -231,7 +242,7 @@ class InboxSettings(BaseModel):
     `{username, password_hash, organisation, display_name}`."""
 
 
-class ConsentApiSettings(BaseModel):
+class ConsentApiSettings(_Section):
     """The consent API (create, update, withdraw, list, decide)."""
 
     host: str = "127.0.0.1"
@@ -245,7 +256,7 @@ class ConsentApiSettings(BaseModel):
     """`CAREMESH_CONSENT_API__MAX_BODY_BYTES`: larger Consent bodies get 413."""
 
 
-class DeliverySettings(BaseModel):
+class DeliverySettings(_Section):
     """FHIR REST delivery of each organisation's outbox to its endpoint."""
 
     max_attempts: int = Field(default=8, ge=1)
@@ -271,7 +282,22 @@ class Settings(BaseSettings):
         env_prefix="CAREMESH_",
         env_nested_delimiter="__",
         extra="ignore",
+        use_attribute_docstrings=True,
+        secrets_nested_delimiter="__",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Constructor values, then the environment, then secret files (nested with `__`)."""
+        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        return init_settings, env_settings, dotenv_settings, secrets
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

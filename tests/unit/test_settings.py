@@ -21,3 +21,12 @@ def test_unsafe_organisation_id_is_rejected(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CAREMESH_ORGANISATIONS", '[{"id": "../etc"}]')
     with pytest.raises(ValueError, match="organisation id"):
         Settings()
+
+
+def test_secrets_can_come_from_files(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "caremesh_pseudonym__master_key").write_text("ab" * 32)
+    monkeypatch.delenv("CAREMESH_PSEUDONYM__MASTER_KEY", raising=False)
+    s = Settings(_secrets_dir=tmp_path)
+    assert s.pseudonym.master_key is not None
+    assert s.pseudonym.master_key.get_secret_value() == "ab" * 32
+    assert "abab" not in repr(s)
