@@ -231,7 +231,7 @@ def _environment(
         "CAREMESH_DELIVERY__PORT": str(ports.delivery),
         "CAREMESH_INBOX__PORT": str(ports.inbox),
         "CAREMESH_WORKER__WEB_PORT": str(ports.worker),
-        "CAREMESH_WORKER__APP_ID": f"caremesh-demo-{secrets.token_hex(3)}",
+        "CAREMESH_WORKER__APP_ID": "caremesh-demo",
     }
 
 

@@ -65,7 +65,7 @@ class Supervisor:
         """Services that exited on their own."""
         return [s for s in self.services if s.process is not None and s.process.poll() is not None]
 
-    def stop_all(self, timeout: float = 20.0) -> None:
+    def stop_all(self, timeout: float = 45.0) -> None:
         """SIGTERM every service still running, then SIGKILL what is left after `timeout`."""
         for service in reversed(self.services):
             if service.running and service.process is not None:
