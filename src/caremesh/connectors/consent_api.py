@@ -30,15 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 import orjson
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -51,25 +50,27 @@ from caremesh.connectors.http_common import (
     unauthorized,
 )
 from caremesh.consent import (
-    ActorRef,
-    Consent,
     ConsentEvent,
     ConsentUpserted,
     ConsentWithdrawn,
     DecisionQuery,
-    FhirRelease,
     evaluate,
-    parse_consent,
     withdrawal_json,
 )
 from caremesh.consent.audit import consent_change_audit_event, decision_audit_event
-from caremesh.consent.evaluate import named_purposes
-from caremesh.consent.parse import detect_release
-from caremesh.consent.purpose import is_purpose
+from caremesh.consent.requests import (
+    FHIR_ID,
+    ConsentRequestError,
+    actor_param,
+    check_consent,
+    consent_summary,
+    labels_param,
+    patient_param,
+    purpose_param,
+)
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConsentNotReadyError, InvalidFhirError, KafkaUnavailableError
-from caremesh.fhir.patient_key import resolve_reference
-from caremesh.fhir.validate import parse_json, release_from_content_type, validate_resource
+from caremesh.fhir.validate import parse_json
 from caremesh.kafka_io import Ack, AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.policy import consent_policy
@@ -83,9 +84,7 @@ OBSERVER: Final = "caremesh-consent-api"
 CE_SOURCE: Final = "urn:caremesh:consent-api"
 WITHDRAWAL_TYPE: Final = "org.caremesh.consent.withdrawal"
 RETRY_AFTER: Final = {"Retry-After": "5"}
-_PATIENT_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]{0,199}")
-_FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_LABEL: Final = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+LEDGER_START_ATTEMPTS: Final = 10
 
 
 class _RefusedError(Exception):
@@ -99,69 +98,6 @@ class _RefusedError(Exception):
         self.detail = detail
         self.status = status
         self.headers = headers
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    body: dict[str, Any]
-    consent: Consent
-    patient: PatientKey
-
-
-def _patient_param(value: str | None) -> PatientKey | None:
-    if value is None:
-        return None
-    if not _PATIENT_KEY.fullmatch(value):
-        raise _RefusedError("invalid-patient", "patient: not a patient key", 400)
-    return PatientKey(value)
-
-
-def _purpose_param(value: str | None, *, required: bool) -> str | None:
-    if value is None:
-        if required:
-            raise _RefusedError("invalid-purpose", "purpose: required", 400)
-        return None
-    if not is_purpose(value):
-        raise _RefusedError("invalid-purpose", "purpose: not a v3 ActReason PurposeOfUse", 400)
-    return value
-
-
-def _actor_param(value: str | None) -> ActorRef | None:
-    """`Type/id` as a reference, `system|value` as an identifier."""
-    if value is None:
-        return None
-    if "|" in value:
-        return ActorRef(identifier=value)
-    return ActorRef(reference=value)
-
-
-def consent_patient_key(body: Mapping[str, Any], release: FhirRelease) -> PatientKey | None:
-    """The INS a Consent names its patient by (`patient` R4, `subject` R5), or None."""
-    element = body.get("patient" if release is FhirRelease.R4 else "subject")
-    found = resolve_reference(element, CE_SOURCE, {})
-    return found.key if found is not None and found.kind == "ins" else None
-
-
-def consent_summary(consent: Consent) -> dict[str, Any]:
-    """What `GET /Consent` lists of one consent (from the normalised ledger state)."""
-    out: dict[str, Any] = {
-        "id": consent.id,
-        "release": consent.release.value,
-        "status": consent.status.value,
-        "decision": consent.root.outcome.value if consent.root is not None else None,
-        "purposes": sorted(named_purposes(consent)),
-    }
-    if consent.recorded is not None:
-        out["recorded"] = consent.recorded.isoformat()
-    if consent.period is not None:
-        out["period"] = {
-            "start": consent.period.start.isoformat() if consent.period.start else None,
-            "end": consent.period.end.isoformat() if consent.period.end else None,
-        }
-    out["withdrawals"] = [
-        {"at": w.at.isoformat(), "purpose": w.purpose} for w in consent.withdrawals
-    ]
-    return out
 
 
 class _ConsentApi:
@@ -199,56 +135,15 @@ class _ConsentApi:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise _RefusedError("too-large", f"the body exceeds {self.max_body} bytes", 413)
-        body = b""
+        body = bytearray()
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body:
+            if len(body) + len(chunk) > self.max_body:
                 raise _RefusedError("too-large", f"the body exceeds {self.max_body} bytes", 413)
+            body += chunk
         try:
-            return parse_json(body)
+            return parse_json(bytes(body))
         except InvalidFhirError as exc:
             raise _RefusedError(exc.code, exc.detail, 400) from None
-
-    def check(
-        self, body: Any, content_type: str | None, path_id: str | None, given: PatientKey | None
-    ) -> _Checked:
-        """Validate a posted Consent and settle its id and patient key (runs in a thread)."""
-        if not isinstance(body, dict) or body.get("resourceType") != "Consent":
-            raise _RefusedError("not-a-consent", "the body must be a FHIR Consent", 422)
-        try:
-            release = release_from_content_type(content_type)
-            rel = FhirRelease.R5 if release == "R5" else FhirRelease.R4 if release else None
-            rel = rel or detect_release(body)
-        except InvalidFhirError as exc:
-            raise _RefusedError(exc.code, exc.detail, 422) from None
-        body_id = body.get("id")
-        if path_id is not None and body_id is not None and body_id != path_id:
-            raise _RefusedError("id-mismatch", "Consent.id differs from the URL id", 400)
-        body = dict(body)
-        body["id"] = path_id or body_id or str(uuid.uuid4())
-        if not isinstance(body["id"], str) or not _FHIR_ID.fullmatch(body["id"]):
-            raise _RefusedError("invalid-id", "Consent.id is not a FHIR id", 422)
-        meta = body.get("meta")
-        body["meta"] = {
-            **(meta if isinstance(meta, dict) else {}),
-            "lastUpdated": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        try:
-            validate_resource(body, rel.value)
-            consent = parse_consent(body, rel)
-        except InvalidFhirError as exc:
-            raise _RefusedError(exc.code, exc.detail, 422) from None
-        named = consent_patient_key(body, rel)
-        if named is not None and given is not None and named != given:
-            raise _RefusedError("patient-mismatch", "?patient differs from the Consent's INS", 422)
-        patient = named or given
-        if patient is None:
-            raise _RefusedError(
-                "patient-key-required",
-                "the Consent names no INS identifier: give ?patient=<patient key>",
-                422,
-            )
-        return _Checked(body, consent, patient)
 
     def audit_record(
         self, event: ConsentEvent, patient: PatientKey, admin: str, at: datetime
@@ -282,7 +177,7 @@ class _ConsentApi:
     ) -> Response:
         body = await self.read_json(request)
         checked = await asyncio.to_thread(
-            self.check, body, request.headers.get("content-type"), path_id, given
+            check_consent, body, request.headers.get("content-type"), path_id, given
         )
         consent = checked.consent
         now = datetime.now(UTC)
@@ -329,10 +224,10 @@ class _ConsentApi:
                 raise _RefusedError("not-an-object", "the body must be a JSON object", 400)
             patient = patient or _str_or_none(body.get("patient"))
             purpose = purpose or _str_or_none(body.get("purpose"))
-        key = _patient_param(patient)
+        key = patient_param(patient)
         if key is None:
             raise _RefusedError("patient-key-required", "patient: required", 400)
-        code = _purpose_param(purpose, required=False)
+        code = purpose_param(purpose, required=False)
         await self.caught_up()
         if not any(c.id == consent_id for c in self.ledger.consents(key)):
             raise _RefusedError("consent-not-found", "the patient has no such consent", 404)
@@ -364,7 +259,7 @@ class _ConsentApi:
         return JSONResponse(answer, 200)
 
     async def listing(self, patient: str | None) -> Response:
-        key = _patient_param(patient)
+        key = patient_param(patient)
         if key is None:
             raise _RefusedError("patient-key-required", "patient: required", 400)
         await self.caught_up()
@@ -379,21 +274,19 @@ class _ConsentApi:
         resource_type: str | None,
         labels: str | None,
     ) -> Response:
-        key = _patient_param(patient)
+        key = patient_param(patient)
         if key is None:
             raise _RefusedError("patient-key-required", "patient: required", 400)
-        code = _purpose_param(purpose, required=True)
+        code = purpose_param(purpose, required=True)
         assert code is not None
-        label_set = frozenset(x for x in (labels or "").split(",") if x)
-        if not all(_LABEL.fullmatch(x) for x in label_set):
-            raise _RefusedError("invalid-label", "securityLabel: not a code list", 400)
+        label_set = labels_param(labels)
         await self.caught_up()
         now = datetime.now(UTC)
         query = DecisionQuery(
             patient=key,
             purpose=code,
             now=now,
-            actor=_actor_param(actor),
+            actor=actor_param(actor),
             resource_type=resource_type,
             security_labels=label_set,
         )
@@ -455,7 +348,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ledger.start()
+        pause = 0.5
+        for attempt in range(1, LEDGER_START_ATTEMPTS + 1):
+            try:
+                await ledger.start()
+                break
+            except (ConsentNotReadyError, KafkaError):
+                if attempt == LEDGER_START_ATTEMPTS:
+                    raise
+                log.warning("consent ledger not readable yet; retrying in %.1fs", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
         try:
             yield
         finally:
@@ -473,7 +376,10 @@ def create_app(
         metrics.messages_in.labels(COMPONENT).inc()
         try:
             admin = api.admin(request)
-            response: Response = await run(admin, *args)
+            try:
+                response: Response = await run(admin, *args)
+            except ConsentRequestError as bad:
+                raise _RefusedError(bad.code, bad.detail, bad.status) from None
         except _RefusedError as refused:
             metrics.rejected.labels(COMPONENT, refused.code).inc()
             log.info("consent api refused: status=%d code=%s", refused.status, refused.code)
@@ -486,16 +392,16 @@ def create_app(
     @app.post("/Consent", status_code=201, openapi_extra=_CONSENT_BODY, summary="Create")
     async def create(request: Request, patient: Patient = None) -> Response:
         async def run(admin: str) -> Response:
-            return await api.upsert(request, admin, None, _patient_param(patient))
+            return await api.upsert(request, admin, None, patient_param(patient))
 
         return await guarded(request, run)
 
     @app.put("/Consent/{consent_id}", openapi_extra=_CONSENT_BODY, summary="Update (new version)")
     async def update(request: Request, consent_id: str, patient: Patient = None) -> Response:
         async def run(admin: str) -> Response:
-            if not _FHIR_ID.fullmatch(consent_id):
+            if not FHIR_ID.fullmatch(consent_id):
                 raise _RefusedError("invalid-id", "the URL id is not a FHIR id", 400)
-            return await api.upsert(request, admin, consent_id, _patient_param(patient))
+            return await api.upsert(request, admin, consent_id, patient_param(patient))
 
         return await guarded(request, run)
 

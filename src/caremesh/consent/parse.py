@@ -301,7 +301,9 @@ def _patient(obj: Mapping[str, Any], key: str) -> ActorRef:
     if obj.get(key) is None:
         raise _fail(f"Consent.{key}", "required")
     patient = _reference(obj[key], f"Consent.{key}")
-    if patient.reference is not None and not patient.reference.startswith(("Patient/", "#")):
+    if patient.reference is not None and not patient.reference.startswith(
+        ("Patient/", "Patient?", "#")
+    ):
         raise _fail(f"Consent.{key}", "must be a Patient", CONSENT_UNSUPPORTED)
     return patient
 

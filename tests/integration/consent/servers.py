@@ -81,9 +81,7 @@ class FhirEndpoint:
             status = self.answer_for(now)
             with self.lock:
                 self.requests.append(
-                    Received(
-                        request.method, path, dict(request.headers), body, status, time.time()
-                    )
+                    Received(request.method, path, dict(request.headers), body, status, time.time())
                 )
             if 200 <= status < 300:
                 return Response(body, status, media_type="application/fhir+json")

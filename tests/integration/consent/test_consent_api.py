@@ -20,7 +20,7 @@ from caremesh.metrics import Metrics
 from caremesh.settings import Settings
 from caremesh.streams.ledger import ConsentLedger
 from tests.integration.consent.servers import serve
-from tests.support.kafka import Namespace
+from tests.support.kafka import Namespace, free_port
 from tests.unit.consent.consent_builders import INS, provision, r4_consent, r5_consent
 
 pytestmark = pytest.mark.kafka
@@ -202,7 +202,9 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer "])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"]
+)
 def test_every_route_needs_an_administrator_token(api: Api, authorization: str | None) -> None:
     headers = {"Content-Type": "application/fhir+json"}
     if authorization is not None:
@@ -245,7 +247,7 @@ BAD = [
     pytest.param(
         orjson.dumps({**_treat_permit("c-bad"), "status": SECRET}),
         422,
-        "validation-failed",
+        "consent-invalid",
         id="bad-status",
     ),
     pytest.param(
@@ -292,3 +294,22 @@ def test_a_bad_consent_is_refused_without_its_values(
     assert SECRET not in response.text
     assert PATIENT not in response.text
     assert api.ns.consume_all(topics.CONSENT_EVENTS, settle=2) == []
+
+
+def test_caremesh_consent_api_command_serves_the_api(namespace: Namespace, spawn: Any) -> None:
+    port = free_port()
+    env = namespace.env(
+        CAREMESH_CONSENT_API__ADMINS=orjson.dumps({"alice": TOKEN}).decode(),
+        CAREMESH_CONSENT_API__PORT=str(port),
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn("consent-api", ["consent-api"], env, wait_http=f"{url}/health")
+    created = httpx.post(
+        f"{url}/Consent", content=orjson.dumps(_treat_permit("c-cli")), headers=AUTH, timeout=30
+    )
+    assert created.status_code == 201, proc.log()[-3000:]
+    decision = httpx.get(
+        f"{url}/decision", params={"patient": PATIENT, "purpose": "TREAT"}, headers=AUTH
+    ).json()
+    assert decision["consentIds"] == ["c-cli"]
+    assert PATIENT not in proc.log()

@@ -19,6 +19,7 @@ from caremesh.consent import (
     parse_consent,
 )
 from caremesh.consent.audit import (
+    CONSENT_ADMIN_SYSTEM,
     PATIENT_KEY_SYSTEM,
     consent_change_audit_event,
     decision_audit_event,
@@ -132,6 +133,19 @@ def test_consent_change_audit_event(event: Any, action: str, purpose: str | None
     assert audit.entity[1].what.reference == "Consent/c9"
     codes = [p.coding[0].code for p in audit.purposeOfEvent or []]
     assert codes == ([purpose] if purpose else [])
+
+
+def test_consent_change_names_the_administrator_who_asked() -> None:
+    event = ConsentWithdrawn("c9", datetime(2025, 1, 1, tzinfo=UTC))
+    audit = _valid(
+        consent_change_audit_event(
+            event, PATIENT, event_id="e3", recorded=RECORDED, observer="api", requestor="alice"
+        )
+    )
+    requestors = [a for a in audit.agent if a.requestor]
+    assert len(requestors) == 1
+    assert requestors[0].who.identifier.system == CONSENT_ADMIN_SYSTEM
+    assert requestors[0].who.identifier.value == "alice"
 
 
 @pytest.mark.parametrize(

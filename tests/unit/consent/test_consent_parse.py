@@ -307,3 +307,27 @@ def test_bad_events_are_rejected_without_values(record: Any) -> None:
         parse_event(record)
     assert caught.value.code == "consent-event-invalid"
     assert MARKER not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("date", "last_updated", "expected"),
+    [
+        pytest.param(
+            "2025-03-01", "2025-03-01T10:30:00Z", "2025-03-01T10:30:00+00:00", id="refined"
+        ),
+        pytest.param(
+            "2025-03-01", "2025-04-02T10:30:00Z", "2025-03-01T00:00:00+00:00", id="outside-date"
+        ),
+        pytest.param(None, "2025-04-02T10:30:00Z", "2025-04-02T10:30:00+00:00", id="no-date"),
+        pytest.param("2025-03-01", None, "2025-03-01T00:00:00+00:00", id="no-meta"),
+        pytest.param(None, None, None, id="neither"),
+    ],
+)
+def test_recorded_is_refined_by_meta_last_updated(
+    date: str | None, last_updated: str | None, expected: str | None
+) -> None:
+    data = r5_consent("c", "permit", date=date)
+    if last_updated is not None:
+        data["meta"] = {"lastUpdated": last_updated}
+    recorded = parse_consent(data).recorded
+    assert (recorded.isoformat() if recorded else None) == expected
