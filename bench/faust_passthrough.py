@@ -18,10 +18,12 @@ def main() -> int:
     source, target = sys.argv[1], sys.argv[2]
     settings = Settings()
     app = create_app(settings, Metrics())
-    src = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw",
-                    value_serializer="raw")
-    dst = app.topic(target, key_type=bytes, value_type=bytes, key_serializer="raw",
-                    value_serializer="raw")
+    src = app.topic(
+        source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    dst = app.topic(
+        target, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
     @app.agent(src, name="passthrough")
     async def passthrough(stream: object) -> None:
