@@ -37,9 +37,13 @@ def chromium_path() -> str | None:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Chromium (Playwright sync API) for the session."""
+    """A headless Chromium (Playwright sync API) for one test module.
+
+    Playwright's sync API runs an event loop in the main thread while it is open; closing it
+    with the module keeps that loop from leaking into the asyncio tests that follow.
+    """
     executable = chromium_path()
     if executable is None:
         _missing("Chromium is not installed: run `bash scripts/ensure-browser.sh` (as root)")
