@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from caremesh.consent import PatientConsents, apply, parse_event
 from caremesh.consent.model import Consent
-from caremesh.errors import ConsentNotReadyError, RejectedInputError
+from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
+from caremesh.topic_reader import open_from_beginning
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +54,10 @@ class ConsentLedger:
 
     async def start(self) -> None:
         """Assign every partition of the ledger from its beginning and start folding."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        partitions = await asyncio.to_thread(_partition_ids, self.bootstrap_servers, self.topic)
-        if not partitions:
-            await consumer.stop()
-            raise ConsentNotReadyError(f"topic {self.topic} has no partitions")
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        try:
+            consumer, tps = await open_from_beginning(self.bootstrap_servers, [self.topic])
+        except KafkaUnavailableError as exc:
+            raise ConsentNotReadyError(str(exc)) from None
         self._positions = dict.fromkeys(tps, 0)
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="consent-ledger")
@@ -162,17 +152,3 @@ class ConsentLedger:
     def patients(self) -> int:
         """How many patients have consent state."""
         return len(self._state)
-
-
-def _partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-
-    try:
-        meta = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(topic, timeout=10)
-    except KafkaException:
-        return []
-    found = meta.topics.get(topic)
-    if found is None or found.error is not None:
-        return []
-    return list(found.partitions)

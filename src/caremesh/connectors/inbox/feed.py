@@ -19,9 +19,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from caremesh.connectors.inbox.state import InboxAlert, InboxState, read_alert
-from caremesh.errors import KafkaUnavailableError, RejectedInputError
+from caremesh.errors import RejectedInputError
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import CoordinatorAction, parse_action
+from caremesh.topic_reader import open_from_beginning
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +69,9 @@ class AlertFeed:
 
     async def start(self) -> None:
         """Assign every partition of both topics from the beginning and start folding."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+        consumer, tps = await open_from_beginning(
+            self.bootstrap_servers, (self.alerts_topic, self.actions_topic)
         )
-        await consumer.start()
-        tps: list[TopicPartition] = []
-        for topic in (self.alerts_topic, self.actions_topic):
-            partitions = await asyncio.to_thread(_partition_ids, self.bootstrap_servers, topic)
-            if not partitions:
-                await consumer.stop()
-                raise KafkaUnavailableError(f"topic {topic} has no partitions")
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         self._ends = dict(await consumer.end_offsets(tps))
         self._positions = dict.fromkeys(tps, 0)
         self._consumer = consumer
@@ -168,17 +155,3 @@ class AlertFeed:
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription."""
         self._subscribers.discard(sub)
-
-
-def _partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-
-    try:
-        meta = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(topic, timeout=10)
-    except KafkaException:
-        return []
-    found = meta.topics.get(topic)
-    if found is None or found.error is not None:
-        return []
-    return list(found.partitions)
