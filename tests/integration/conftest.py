@@ -6,33 +6,20 @@ import contextlib
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from caremesh import topics
-from tests.support.kafka import Namespace, Proc
+from tests.support.kafka import Namespace, Proc, make_namespace
 
 
 @pytest.fixture
 def namespace(kafka: str) -> Iterator[Namespace]:
     """Every catalogue topic under a unique prefix, deleted after the test."""
-    ns = Namespace(kafka, f"t{uuid.uuid4().hex[:10]}.", partitions=3)
-    specs = topics.catalogue(["org-a", "org-b", "org-c"], [("study-a", 30), ("study-b", 30)])
-    topics.ensure_topics(
-        kafka, specs, partitions=ns.partitions, replication_factor=1, prefix=ns.prefix
-    )
-    yield ns
-    admin = AdminClient({"bootstrap.servers": kafka})
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(ns.prefix)]
-    if names:
-        for fut in admin.delete_topics(names, operation_timeout=30).values():
-            with contextlib.suppress(Exception):
-                fut.result(timeout=30)
+    with make_namespace(kafka) as ns:
+        yield ns
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,3 +114,26 @@ def worker_ready(proc: Proc, port: int, timeout: float = 90.0) -> None:
                 return
         time.sleep(0.5)
     pytest.fail(f"worker not ready:\n{proc.log()[-3000:]}")
+
+
+@contextlib.contextmanager
+def make_namespace(kafka: str, partitions: int = 3) -> Iterator[Namespace]:
+    """Every catalogue topic (orgs org-a..c, studies study-a/b) under a unique prefix."""
+    from confluent_kafka.admin import AdminClient
+
+    from caremesh import topics as catalogue
+
+    ns = Namespace(kafka, f"t{uuid.uuid4().hex[:10]}.", partitions=partitions)
+    specs = catalogue.catalogue(["org-a", "org-b", "org-c"], [("study-a", 30), ("study-b", 30)])
+    catalogue.ensure_topics(
+        kafka, specs, partitions=partitions, replication_factor=1, prefix=ns.prefix
+    )
+    try:
+        yield ns
+    finally:
+        admin = AdminClient({"bootstrap.servers": kafka})
+        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(ns.prefix)]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result(timeout=30)
