@@ -17,6 +17,7 @@ from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 
 if TYPE_CHECKING:
+    from caremesh.streams.batch import BatchRunner
     from caremesh.streams.ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class CaremeshApp(faust.App):
 
     caremesh_metrics: Metrics
     caremesh_ledger: ConsentLedger | None = None
+    caremesh_batch_stages: list[BatchRunner]
 
     def _new_transport(self) -> Any:
         return IdempotentTransport(self.conf.broker_consumer, self)
@@ -49,7 +51,11 @@ class CaremeshApp(faust.App):
 
 
 def worker_ready(app: CaremeshApp) -> bool:
-    """True once the worker has partitions assigned and its tables have recovered."""
+    """True once every stage has partitions assigned and the Faust tables have recovered."""
+    if not all(stage.ready for stage in app.caremesh_batch_stages):
+        return False
+    if not app.agents:
+        return True
     try:
         assigned = bool(app.consumer.assignment())
         recovered = bool(getattr(app.tables, "recovery").completed.is_set())  # noqa: B009
@@ -84,6 +90,7 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
         autodiscover=False,
     )
     app.caremesh_metrics = metrics
+    app.caremesh_batch_stages = []
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:

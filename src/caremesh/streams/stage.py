@@ -23,6 +23,7 @@ from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, Rejecte
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp
+from caremesh.streams.batch import deadletter_headers
 from caremesh.topics import AUDIT, DEADLETTER
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,15 @@ class StageShell:
         """Write the original record to deadletter.v1 with value-free reason headers."""
         msg = event.message
         headers = dict(event.headers or {})
-        headers.update(
-            {
-                envelope.H_ERROR_CODE: code.encode(),
-                envelope.H_ERROR_STAGE: self.stage.encode(),
-                envelope.H_ERROR_REASON: reason.encode(),
-                envelope.H_ORIGIN_TOPIC: str(msg.topic).encode(),
-                envelope.H_ORIGIN_PARTITION: str(msg.partition).encode(),
-                envelope.H_ORIGIN_OFFSET: str(msg.offset).encode(),
-            }
+        reasons = deadletter_headers(
+            code,
+            self.stage,
+            reason,
+            topic=str(msg.topic),
+            partition=msg.partition,
+            offset=msg.offset,
         )
+        headers.update({k: v.encode() if isinstance(v, str) else (v or b"") for k, v in reasons})
         await self.deadletter.send(key=event.key, value=event.value, headers=headers)
         self.metrics.rejected.labels(self.stage, code).inc()
         log.info(

@@ -1,14 +1,23 @@
 """The validate stage: ingest.fhir.v1 → clinical.fhir.v1 (one validated resource per record).
 
-A thin shell over `caremesh.fhir.ingest.process_ingest`. The learned source-id → INS mappings
-of DESIGN §3 live in a Faust GlobalTable (every worker sees all of them, since the ingest topic is
-keyed by message id, not by patient). Rejected messages go to deadletter.v1 through the shell.
+A thin shell over `caremesh.fhir.ingest.process_ingest`, run by the confluent-kafka batch runner
+(`streams/batch.py`; the Faust per-event path costs more than validation itself). State:
+
+- the learned source-id → INS mappings of DESIGN §3, in a compacted topic every validate process
+  reads whole (the ingest topic is keyed by message id, not by patient);
+- the message ids seen within the idempotency window, per ingest partition, in a compacted topic
+  partitioned like the ingest topic, so a message sent again (same Idempotency-Key,
+  Bundle.identifier, MSH-10 or body) adds nothing downstream.
+
+Rejected messages go to deadletter.v1 with a code and coordinates, never their content.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+
+from confluent_kafka import Message
 
 from caremesh import envelope
 from caremesh.envelope import Envelope
@@ -17,8 +26,14 @@ from caremesh.fhir.ingest import process_ingest
 from caremesh.fhir.validate import warm_up
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp
-from caremesh.streams.stage import Event, StageShell, raw_topic, text_headers
-from caremesh.topics import CLINICAL_FHIR, INGEST_FHIR
+from caremesh.streams.batch import (
+    BatchRunner,
+    GlobalState,
+    Output,
+    PartitionState,
+    ensure_compacted,
+)
+from caremesh.topics import CLINICAL_FHIR, DEADLETTER, INGEST_FHIR
 
 log = logging.getLogger(__name__)
 
@@ -32,45 +47,36 @@ def source_of(ce_source: str) -> str:
 
 
 def install(app: CaremeshApp, settings: Settings) -> None:
-    """Register the validate agent and its table on the app."""
-    shell = StageShell(app, settings, STAGE)
+    """Register the validate stage on the worker (it runs beside the Faust agents)."""
     warm_up()
-    ingest = raw_topic(app, settings, INGEST_FHIR)
-    clinical = raw_topic(app, settings, CLINICAL_FHIR)
-    links = app.GlobalTable(
-        f"{settings.kafka.topic_prefix}validate-patient-links",
-        key_type=str,
-        value_type=str,
-        partitions=settings.kafka.partitions,
-    )
-    # Message ids seen within the idempotency window: a message sent again (same Idempotency-Key,
-    # Bundle.identifier, MSH-10 or body) adds nothing downstream. The ingest topic is keyed by
-    # message id, so this table is co-partitioned with it.
-    seen = app.Table(
-        f"{settings.kafka.topic_prefix}validate-seen-messages",
-        key_type=str,
-        value_type=float,
-        partitions=settings.kafka.partitions,
-    )
+    prefix = settings.kafka.topic_prefix
+    bootstrap = settings.kafka.bootstrap_servers
+    base = f"{prefix}{settings.worker.app_id}-validate"
+    links = GlobalState(bootstrap, f"{base}-patient-links")
+    seen = PartitionState(bootstrap, f"{base}-seen-messages")
     window = settings.worker.dedup_window_hours * 3600.0
     releases = {s.id: s.fhir_release for s in settings.sources if s.fhir_release}
-    out = shell.metrics.messages_out.labels(STAGE)
+    metrics = app.caremesh_metrics
+    out = metrics.messages_out.labels(STAGE)
+    duplicates = metrics.duplicates.labels(STAGE)
+    clinical = prefix + CLINICAL_FHIR
+    last_purge = [time.time()]
 
-    async def validate_one(event: Event) -> None:
-        headers = text_headers(event)
+    def validate_one(msg: Message) -> list[Output]:
+        headers = envelope.headers_dict(msg.headers() or [])  # type: ignore[arg-type]
         ce_source = headers.get(envelope.H_SOURCE, "")
         source = source_of(ce_source)
-        value: bytes = event.value or b""
+        value: bytes = msg.value() or b""
         msg_id = headers.get(envelope.H_ID) or envelope.body_message_id(source, value)
-        if msg_id in seen:
-            shell.metrics.duplicates.labels(STAGE).inc()
-            return
+        partition = msg.partition() or 0
+        if seen.get(partition, msg_id.encode()) is not None:
+            duplicates.inc()
+            return []
         hint = headers.get(envelope.H_FHIR_RELEASE) or releases.get(source)
-        result = process_ingest(value, source, msg_id, hint, links)
+        result = process_ingest(value, source, msg_id, hint, links.data)
         if result.rejection is not None:
             raise RejectedInputError(result.rejection.code, result.rejection.detail)
-        for mapping in result.learned:
-            links[mapping.local_key] = str(mapping.ins)
+        outputs = [links.put(m.local_key, str(m.ins)) for m in result.learned]
         for rec in result.records:
             env = Envelope(
                 rec.message_id,
@@ -78,18 +84,43 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 envelope.fhir_event_type(rec.resource_type),
                 extra={envelope.H_FHIR_RELEASE: rec.release, envelope.H_CORRELATION_ID: msg_id},
             )
-            await clinical.send(key=rec.key.encode(), value=rec.value, headers=env.header_map())
-        seen[msg_id] = time.time()
+            outputs.append(Output(clinical, rec.key.encode(), rec.value, env.headers()))
+        outputs.append(seen.put(partition, msg_id.encode(), repr(time.time()).encode()))
         out.inc(len(result.records))
+        return outputs
 
-    @app.timer(3600.0)  # type: ignore[untyped-decorator]
-    async def forget_old_messages() -> None:
-        cutoff = time.time() - window
-        old = [key for key, at in list(seen.items()) if at < cutoff]
-        for key in old:
-            del seen[key]
+    def before_batch() -> None:
+        links.catch_up()  # mappings other validate processes learned
+        now = time.time()
+        if now - last_purge[0] > 60:
+            last_purge[0] = now
+            cutoff = now - window
+            for part in seen.data.values():
+                for key in [k for k, at in part.items() if float(at) < cutoff]:
+                    del part[key]
 
-    @app.agent(ingest, name=f"{settings.kafka.topic_prefix}validate")
-    async def validate(stream: object) -> None:
-        async for event in stream.events():  # type: ignore[attr-defined]
-            await shell.handle(event, validate_one)
+    def prepare() -> None:
+        partitions = settings.kafka.partitions
+        ensure_compacted(bootstrap, links.topic, partitions, settings.kafka.replication_factor)
+        ensure_compacted(
+            bootstrap,
+            seen.changelog,
+            partitions,
+            settings.kafka.replication_factor,
+            retention_ms=int(window * 1000),
+        )
+        links.load()
+
+    runner = BatchRunner(
+        stage=STAGE,
+        bootstrap=bootstrap,
+        group_id=f"{settings.worker.app_id}-{STAGE}",
+        source=prefix + INGEST_FHIR,
+        handler=validate_one,
+        metrics=metrics,
+        deadletter_topic=prefix + DEADLETTER,
+        partition_state=seen,
+        on_batch_start=before_batch,
+        prepare=prepare,
+    )
+    app.caremesh_batch_stages.append(runner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Callable, Sequence
 
@@ -52,6 +53,9 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
         settings.worker.web_host,
         settings.worker.web_port,
     )
+    for stage in app.caremesh_batch_stages:
+        stage.start()
+        atexit.register(stage.stop)
     worker = Worker(app, loglevel=settings.log_level, override_logging=False)
     worker.execute_from_commandline()
     return 0
