@@ -184,7 +184,7 @@ def zero_stages(summary: Summary) -> list[str]:
 
 
 def _environment(
-    settings: Settings, territory: Territory, ports: Ports, secrets_: dict[str, str]
+    settings: Settings, territory: Territory, ports: Ports, secrets_: dict[str, str], prefix: str
 ) -> dict[str, str]:
     orgs = []
     for org in territory.organisation_settings():
@@ -231,8 +231,23 @@ def _environment(
         "CAREMESH_DELIVERY__PORT": str(ports.delivery),
         "CAREMESH_INBOX__PORT": str(ports.inbox),
         "CAREMESH_WORKER__WEB_PORT": str(ports.worker),
-        "CAREMESH_WORKER__APP_ID": "caremesh-demo",
+        "CAREMESH_KAFKA__TOPIC_PREFIX": prefix,
+        "CAREMESH_WORKER__APP_ID": f"{prefix}caremesh-demo",
     }
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic of one demo run (its catalogue topics and the stages' state topics)."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(timeout=30)
+    except KafkaException:
+        log.warning("could not delete the demo topics with prefix %s", prefix)
 
 
 def _wait_http(url: str, supervisor: Supervisor, timeout: float = 120.0) -> None:
@@ -260,7 +275,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         "password": secrets.token_urlsafe(9),
         "endpoint": secrets.token_urlsafe(24),
     }
-    env = _environment(settings, territory, ports, secrets_)
+    # Each run has its own topics (deleted at the end), so a run never replays an earlier one.
+    prefix = f"{settings.kafka.topic_prefix}demo-{seed}."
+    env = _environment(settings, territory, ports, secrets_, prefix)
 
     broker = LocalKafka(settings.kafka)
     started_broker = not broker.answering()
@@ -274,7 +291,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         ),
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
-        prefix=settings.kafka.topic_prefix,
+        prefix=prefix,
     )
     supervisor = Supervisor(settings.state_dir / "demo-logs")
     stop = asyncio.Event()
@@ -335,6 +352,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         result = 1
     finally:
         supervisor.stop_all()
+        delete_topics(settings.kafka.bootstrap_servers, prefix)
         if started_broker:
             broker.down()
     for service in supervisor.services:

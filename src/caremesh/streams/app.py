@@ -81,6 +81,7 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        stream_wait_empty=False,  # at-least-once: what was not committed is processed again
         web_enabled=True,
         web_bind=settings.worker.web_host,
         web_port=settings.worker.web_port,
