@@ -408,6 +408,8 @@ async def _feed_and_watch(
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
+    except asyncio.CancelledError:  # Ctrl-C: show where things stood, then stop everything
+        summary = await asyncio.to_thread(gather, ports)
     finally:
         feed.cancel()
         await asyncio.gather(feed, return_exceptions=True)
