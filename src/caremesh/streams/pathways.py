@@ -116,11 +116,12 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 envelope.fhir_event_type("Communication"),
                 extra={envelope.H_FHIR_RELEASE: "R4"},
             )
-            await alerts_topic.send(
+            pending = await alerts_topic.send(
                 key=patient.encode(),
                 value=orjson.dumps(build_communication(alert)),
                 headers=env.header_map(),
             )
+            await pending  # acknowledged before the state that remembers it is stored
             metrics.alerts.labels(alert.pathway_id, alert.severity).inc()
             out.inc()
 
@@ -136,19 +137,38 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         now = datetime.fromtimestamp(as_of, UTC) if as_of else datetime.now(UTC)
         # Wait for consent state first: a transient failure must retry before anything is stored.
         await (await ledger_for(app, settings)).wait_caught_up(as_of=as_of)
+
+        def step(states: States) -> tuple[States, list[AlertCandidate]]:
+            candidates: list[AlertCandidate] = []
+            after_all = dict(states)
+            for pid, pathway in pathways.items():
+                before = states.get(pid, PatientPathwayState(pathway_id=pid))
+                after, raised = evaluate_pathway(
+                    pathway, before, resource, patient_key=PatientKey(patient), now=now
+                )
+                if after != before:
+                    after_all[pid] = after
+                candidates.extend(raised)
+            return after_all, candidates
+
+        # Alerts are written (and acknowledged) before the state that records them, so a crash in
+        # between raises the same alert id again (dropped by sinks) instead of losing it. While
+        # the alerts were being written a coordinator action may have changed the state: the
+        # step is then taken again on the fresh state (it is deterministic), emitting only what
+        # is new.
         states = load(patient)
-        candidates: list[AlertCandidate] = []
-        for pid, pathway in pathways.items():
-            before = states.get(pid, PatientPathwayState(pathway_id=pid))
-            after, raised = evaluate_pathway(
-                pathway, before, resource, patient_key=PatientKey(patient), now=now
-            )
-            if after != before:
-                states[pid] = after
-            candidates.extend(raised)
-        store(patient, states)
-        if candidates:
+        after, candidates = step(states)
+        emitted: set[str] = set()
+        while candidates:
             await emit(patient, candidates, as_of)
+            emitted.update(c.alert_id for c in candidates)
+            fresh = load(patient)
+            if fresh == states:
+                break
+            states = fresh
+            after, again = step(states)
+            candidates = [c for c in again if c.alert_id not in emitted]
+        store(patient, after)
 
     async def on_action(event: Event) -> None:
         patient = (event.key or b"").decode("utf-8", "replace")
