@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import corpus, ingest
+from bench import corpus, ingest, latency
 from bench.harness import write
 
 
@@ -22,6 +22,7 @@ def main() -> int:
     results = [
         ingest.cpu_ratio(messages, args.repetitions),
         ingest.throughput_ratio(args.bootstrap, messages, args.repetitions),
+        *latency.latency_result(args.bootstrap),
     ]
     settings = {
         "repetitions": args.repetitions,
