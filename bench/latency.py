@@ -95,14 +95,18 @@ def raw_kafka_latency(bootstrap: str, rate: float, count: int) -> list[float]:
 
     def read() -> None:
         while not done.is_set():
-            for msg in consumer.consume(100, 0.1):
-                if msg.error() is None:
-                    latencies.append(time.time() - float(msg.value() or b"0"))
+            msg = consumer.poll(0.1)
+            if msg is not None and msg.error() is None and (msg.value() or b"").startswith(b"m:"):
+                latencies.append(time.time() - float((msg.value() or b"m:0")[2:]))
 
     reader = threading.Thread(target=read)
     reader.start()
+    for _ in range(50):  # warm-up: connections and fetch positions settle; not measured
+        producer.produce(topic, key=uuid.uuid4().bytes, value=b"w:")
+        producer.poll(0)
+        time.sleep(1 / rate)
     for _ in range(count):
-        producer.produce(topic, key=uuid.uuid4().bytes, value=repr(time.time()).encode())
+        producer.produce(topic, key=uuid.uuid4().bytes, value=b"m:" + repr(time.time()).encode())
         producer.poll(0)
         time.sleep(1 / rate)
     producer.flush(30)

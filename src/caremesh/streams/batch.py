@@ -306,7 +306,7 @@ class BatchRunner:
         duration = self.metrics.stage_duration.labels(self.stage)
         try:
             while not self._stop.is_set():
-                batch = [m for m in consumer.consume(self.batch_size, 0.2) if m.error() is None]
+                batch = _next_batch(consumer, self.batch_size)
                 if not batch:
                     continue
                 if self.on_batch_start is not None:
@@ -382,6 +382,16 @@ class BatchRunner:
                 return
             except BufferError:
                 producer.poll(0.05)
+
+
+def _next_batch(consumer: Consumer, size: int) -> list[Message]:
+    """Wait for one record, then take what else is already there: low latency when traffic is
+    light, batches when it is heavy (`consume(n, t)` would wait `t` to fill `n`)."""
+    first = consumer.poll(0.2)
+    if first is None:
+        return []
+    batch = [first, *consumer.consume(size - 1, 0)]
+    return [m for m in batch if m.error() is None]
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import Consumer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from caremesh.consent import PatientConsents, apply, parse_event
 from caremesh.consent.model import Consent
@@ -50,6 +52,7 @@ class ConsentLedger:
         self._refresh_lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -71,6 +74,8 @@ class ConsentLedger:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._offsets is not None:
+            self._offsets.close()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -107,10 +112,26 @@ class ConsentLedger:
                 return snap
             assert self._consumer is not None
             taken_at = time.time()
-            ends = await self._consumer.end_offsets(list(self._positions))
+            # Not through the folding consumer: its fetcher serialises the request behind a fetch
+            # that waits up to fetch.max.wait on an idle ledger (500 ms per decision).
+            ends = await asyncio.to_thread(self._watermarks, list(self._positions))
             snap = _Snapshot(taken_at, dict(ends))
             self._snapshot = snap
             return snap
+
+    def _watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self._offsets is None:
+            self._offsets = Consumer(
+                {"bootstrap.servers": self.bootstrap_servers, "group.id": "caremesh-ledger-offsets"}
+            )
+        return {
+            tp: int(
+                self._offsets.get_watermark_offsets(
+                    KafkaTopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+                )[1]
+            )
+            for tp in tps
+        }
 
     def _caught_up(self, snap: _Snapshot) -> bool:
         return all(self._positions.get(tp, 0) >= end for tp, end in snap.end_offsets.items())
