@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import atexit
 import logging
+import signal
+import threading
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 from faust import Worker
 
-from caremesh.metrics import Metrics
+from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp, create_app
 
@@ -53,9 +57,53 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
         settings.worker.web_host,
         settings.worker.web_port,
     )
+    if not app.agents:
+        # Only batch stages: no Faust runtime (its event loop would take the GIL for nothing).
+        return run_batch_only(app, settings)
     for stage in app.caremesh_batch_stages:
         stage.start()
         atexit.register(stage.stop)
     worker = Worker(app, loglevel=settings.log_level, override_logging=False)
     worker.execute_from_commandline()
     return 0
+
+
+def run_batch_only(app: CaremeshApp, settings: Settings) -> int:
+    """Run batch stages with a small HTTP server for /metrics and /health, until a signal."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = _status_server(app, settings)
+    threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
+    for stage in app.caremesh_batch_stages:
+        stage.start()
+    stop.wait()
+    for stage in app.caremesh_batch_stages:
+        stage.stop()
+    server.shutdown()
+    return 0
+
+
+def _status_server(app: CaremeshApp, settings: Settings) -> ThreadingHTTPServer:
+    metrics = app.caremesh_metrics
+
+    class Status(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body, kind = metrics.render(), PROMETHEUS_CONTENT_TYPE
+            elif self.path == "/health":
+                ready = all(stage.ready for stage in app.caremesh_batch_stages)
+                body, kind = orjson.dumps({"status": "ok", "ready": ready}), "application/json"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # no access log
+
+    return ThreadingHTTPServer((settings.worker.web_host, settings.worker.web_port), Status)
