@@ -4,6 +4,7 @@ none repeated under another id (records repeated with the same id are dropped by
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -68,17 +69,32 @@ def test_kill_9_mid_stream_loses_no_alert_and_repeats_none(
             records.append(_record(p, resource))
 
     worker = _start(spawn, namespace)
-    namespace.produce("clinical.fhir.v1", records)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if len(namespace.consume("pathway.alerts.v1", 15, timeout=2)) >= 15:
-            break
+    conditions, readings = records[:PATIENTS], records[PATIENTS:]
+    namespace.produce("clinical.fhir.v1", conditions)
+
+    produced = [0]
+
+    def trickle() -> None:  # the stream goes on through the kill and the restart
+        for record in readings:
+            namespace.produce("clinical.fhir.v1", [record])
+            produced[0] += 1
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=trickle)
+    producer.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        produced[0] < len(readings) // 2
+        or len(namespace.consume_all("pathway.alerts.v1", settle=0.5)) < 5
+    ):
+        time.sleep(0.5)
     worker.process.send_signal(signal.SIGKILL)  # mid-stream: some alerts out, others not yet
     worker.process.wait(timeout=30)
     killed_at = len(namespace.consume_all("pathway.alerts.v1", settle=1))
     assert killed_at < PATIENTS, "the stream ended before the kill; make it longer"
 
     _start(spawn, namespace)
+    producer.join()
     deadline = time.monotonic() + 180
     by_patient: dict[bytes, set[str]] = defaultdict(set)
     while time.monotonic() < deadline:
