@@ -43,6 +43,7 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.security.clients import confluent_security  # noqa: PLC0415
     from caremesh.topics import catalogue, ensure_topics  # noqa: PLC0415
 
     specs = catalogue(
@@ -63,6 +64,7 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         prefix=settings.kafka.topic_prefix,
+        client_config=confluent_security(settings.kafka),
     )
     for outcome in outcomes:
         print(f"{outcome.action:9} {outcome.name}")
@@ -146,6 +148,57 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
     return run_delivery(settings)
 
 
+def _acl(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.security.commands import acl_apply  # noqa: PLC0415
+
+    plan = acl_apply(settings, dry_run=args.dry_run, prune=args.prune)
+    verb = "would create" if args.dry_run else "created"
+    for rule in plan.create:
+        print(
+            f"{verb} {rule.principal} {rule.operation} {rule.resource}:{rule.pattern}:{rule.name}"
+        )
+    for rule in plan.delete:
+        gone = "would delete" if args.dry_run else "deleted"
+        print(
+            f"{gone} {rule.principal} {rule.operation} {rule.resource}:{rule.pattern}:{rule.name}"
+        )
+    print(
+        f"ACLs: {len(plan.create)} to create, {len(plan.present)} present, {len(plan.delete)} stale"
+    )
+    return 0
+
+
+def _k8s(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.security.commands import k8s_topics  # noqa: PLC0415
+
+    print(k8s_topics(settings, cluster=args.cluster, namespace=args.namespace), end="")
+    return 0
+
+
+def _gdpr(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.security.commands import gdpr_record  # noqa: PLC0415
+
+    print(gdpr_record(settings), end="")
+    return 0
+
+
+def _research(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from caremesh.connectors.research_export import export_study  # noqa: PLC0415
+    from caremesh.research_export import ExportFormat  # noqa: PLC0415
+
+    summary = export_study(
+        settings, args.study, ExportFormat(args.format), Path(args.output), progress=not args.quiet
+    )
+    print(
+        f"records: {summary.records}  pseudonyms: {summary.pseudonyms}  "
+        f"retracted: {summary.retracted}  retractions: {summary.retractions}  "
+        f"invalid: {summary.invalid}"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Handler] = {
     "ingest-api": _ingest_api,
     "mllp": _mllp,
@@ -158,6 +211,10 @@ COMMANDS: dict[str, Handler] = {
     "inbox": _inbox,
     "consent-api": _consent_api,
     "deliver": _deliver,
+    "research": _research,
+    "acl": _acl,
+    "k8s": _k8s,
+    "gdpr": _gdpr,
 }
 
 
@@ -286,6 +343,61 @@ def build_parser() -> argparse.ArgumentParser:
         "per-organisation isolation and a failed-delivery topic; /metrics on "
         "CAREMESH_DELIVERY__PORT.",
     )
+    acl = sub.add_parser(
+        "acl",
+        help="apply the Kafka ACLs generated from the topic catalogue",
+        description="Create one principal's ALLOW rules per component, organisation and study "
+        "(deny by default), with the admin's credentials from CAREMESH_KAFKA__*. Idempotent.",
+    )
+    acl.add_argument("action", choices=["apply"])
+    acl.add_argument("--dry-run", action="store_true", help="print what would change only")
+    acl.add_argument(
+        "--prune", action="store_true", help="also delete stale rules of caremesh's principals"
+    )
+    k8s = sub.add_parser(
+        "k8s",
+        help="print Strimzi KafkaTopic and KafkaUser resources",
+        description="Print the catalogue's topics and the principals with their ACLs as Strimzi "
+        "custom resources (kafka.strimzi.io/v1beta2).",
+    )
+    k8s.add_argument("action", choices=["topics"])
+    k8s.add_argument("--cluster", default="caremesh", help="Strimzi Kafka cluster name")
+    k8s.add_argument("--namespace", default=None, help="namespace of the resources")
+    gdpr = sub.add_parser(
+        "gdpr",
+        help="print the GDPR Art. 30 record of processing",
+        description="Print the record of processing (purposes, data categories, recipients, "
+        "retention per topic) generated from the catalogue and configuration, as markdown.",
+    )
+    gdpr.add_argument("action", choices=["record"])
+    research = sub.add_parser(
+        "research",
+        help="researchers' tools (export a study stream)",
+        description="Tools for a study's researchers; they read only research.<study>.v1.",
+    )
+    research_sub = research.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = research_sub.add_parser(
+        "export",
+        help="write a study topic to NDJSON or Parquet",
+        description="Read research.<study>.v1 from its beginning to its current end (outside "
+        "any consumer group, so it finishes), drop the records of retracted pseudonyms that came "
+        "before their retraction, and write NDJSON (one resource per line) or Parquet "
+        "(pseudonym, resourceType, id, keyId, effective, code, resource). Prints a summary.",
+    )
+    export.add_argument("--study", required=True, help="the study id (research.<id>.v1)")
+    export.add_argument("--format", choices=["ndjson", "parquet"], default="ndjson")
+    export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
+    export.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read from the first retained offset (the default, and the only mode)",
+    )
+    export.add_argument(
+        "--until-end",
+        action="store_true",
+        help="stop at the end offsets read at start (the default, and the only mode)",
+    )
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

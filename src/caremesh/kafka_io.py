@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from caremesh.envelope import HeaderList, producer_config
 from caremesh.errors import KafkaUnavailableError
+from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ class AsyncProducer:
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
+
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings, **overrides: Any) -> AsyncProducer:
+        """A producer connecting as this process's own principal (`CAREMESH_KAFKA__*`)."""
+        from caremesh.security.clients import confluent_security  # noqa: PLC0415
+
+        return cls(kafka.bootstrap_servers, **{**confluent_security(kafka), **overrides})
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caremesh.errors import LocalKafkaError
+from caremesh.security import broker as secured_broker
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,9 @@ class LocalKafka:
         from confluent_kafka import KafkaException  # noqa: PLC0415
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap, "log_level": 0, **self.admin_security()}
+        )
         try:
             admin.list_topics(timeout=timeout)
         except KafkaException:
@@ -126,7 +130,80 @@ class LocalKafka:
             pid is not None, pid, self.answering() if pid else False, self.bootstrap
         )
 
+    # -- secured profile (CAREMESH_KAFKA__LOCAL_SECURED) --------------------------------------
+
+    def _admin_credentials(self) -> tuple[str, str]:
+        if not self.settings.username or self.settings.password is None:
+            raise LocalKafkaError(
+                "the secured local broker needs its admin: set CAREMESH_KAFKA__USERNAME and "
+                "CAREMESH_KAFKA__PASSWORD"
+            )
+        return self.settings.username, self.settings.password.get_secret_value()
+
+    def _broker_password(self) -> str:
+        """The broker principal's password: configured, or generated once into the data dir."""
+        if self.settings.local_broker_password is not None:
+            return self.settings.local_broker_password.get_secret_value()
+        path = self.data_dir / "broker.secret"
+        if not path.is_file():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    def _tls(self) -> secured_broker.TlsFiles | None:
+        s = self.settings
+        if s.local_ssl_keystore is None:
+            return None
+        if s.local_ssl_truststore is None or s.local_ssl_keystore_password is None:
+            raise LocalKafkaError(
+                "a TLS listener needs CAREMESH_KAFKA__LOCAL_SSL_TRUSTSTORE and "
+                "CAREMESH_KAFKA__LOCAL_SSL_KEYSTORE_PASSWORD too"
+            )
+        return secured_broker.TlsFiles(
+            s.local_ssl_keystore,
+            s.local_ssl_truststore,
+            s.local_ssl_keystore_password.get_secret_value(),
+        )
+
+    def admin_security(self) -> dict[str, str]:
+        """The admin's confluent-kafka security properties for this broker ({} if plaintext)."""
+        if not self.settings.local_secured:
+            return {}
+        user, password = self._admin_credentials()
+        config = {
+            "security.protocol": secured_broker.client_protocol(self._tls()),
+            "sasl.mechanism": secured_broker.SCRAM_MECHANISM,
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+        if self.settings.ssl_cafile is not None and self._tls() is not None:
+            config["ssl.ca.location"] = str(self.settings.ssl_cafile)
+        return config
+
+    def _scram_users(self) -> dict[str, str]:
+        user, password = self._admin_credentials()
+        users = {k: v.get_secret_value() for k, v in self.settings.local_scram_users.items()}
+        users[secured_broker.BROKER_USER] = self._broker_password()
+        users[user] = password
+        return users
+
     def _write_config(self) -> Path:
+        if self.settings.local_secured:
+            admin_user, _ = self._admin_credentials()
+            text = secured_broker.secured_properties(
+                (self.home / "server-secured.properties.in").read_text(),
+                port=self.settings.local_port,
+                controller_port=self.settings.local_controller_port,
+                log_dirs=self.data_dir / "logs",
+                broker_password=self._broker_password(),
+                admin_user=admin_user,
+                tls=self._tls(),
+            )
+            path = self.data_dir / "server.properties"
+            path.unlink(missing_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(text)
+            return path
         template = (self.home / "server.properties.in").read_text()
         text = (
             template.replace("@PORT@", str(self.settings.local_port))
@@ -140,6 +217,7 @@ class LocalKafka:
     def _format(self, config: Path) -> None:
         if (self.data_dir / "logs" / "meta.properties").is_file():
             return
+        secured = self.settings.local_secured
         java = self._java()
         cp = self.classpath()
         uuid = subprocess.run(  # noqa: S603
@@ -157,19 +235,24 @@ class LocalKafka:
                 "-cp",
                 cp,
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
+                f"-Dkafka.logs.dir={self.data_dir}",  # not the caller's working directory
                 STORAGE_TOOL,
                 "format",
                 "-t",
                 cluster_id,
                 "-c",
                 str(config),
+                *(secured_broker.scram_format_args(self._scram_users()) if secured else []),
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
-            raise LocalKafkaError(f"StorageTool format failed: {(fmt.stdout + fmt.stderr)[-1000:]}")
+            detail = (fmt.stdout + fmt.stderr)[-1000:]
+            if secured:  # the tool may echo its arguments, and they hold passwords
+                detail = "see the arguments' syntax (output withheld: it may hold passwords)"
+            raise LocalKafkaError(f"StorageTool format failed: {detail}")
         log.info("formatted KRaft storage in %s", self.data_dir / "logs")
 
     def up(self, wait: float = 90.0) -> BrokerStatus:

@@ -8,6 +8,7 @@ reads settings itself: the CLI builds one `Settings` and passes the parts down.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -55,6 +56,50 @@ class KafkaSettings(_Section):
     """`CAREMESH_KAFKA__LOCAL_CONTROLLER_PORT`: controller listener port of the local broker."""
     local_heap: str = "1g"
     """`CAREMESH_KAFKA__LOCAL_HEAP`: JVM heap of the local broker."""
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    """`CAREMESH_KAFKA__SECURITY_PROTOCOL`: how this process talks to the brokers."""
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    """`CAREMESH_KAFKA__SASL_MECHANISM`: SASL mechanism with a SASL_* protocol."""
+    username: str | None = None
+    """`CAREMESH_KAFKA__USERNAME`: this process's own Kafka principal (SASL user name)."""
+    password: SecretStr | None = None
+    """`CAREMESH_KAFKA__PASSWORD`: the principal's SASL password."""
+    ssl_cafile: Path | None = None
+    """`CAREMESH_KAFKA__SSL_CAFILE`: PEM file of the CAs that sign the brokers' certificates."""
+    ssl_certfile: Path | None = None
+    """`CAREMESH_KAFKA__SSL_CERTFILE`: PEM client certificate (mutual TLS), if the brokers ask."""
+    ssl_keyfile: Path | None = None
+    """`CAREMESH_KAFKA__SSL_KEYFILE`: PEM private key of `ssl_certfile`."""
+    local_secured: bool = False
+    """`CAREMESH_KAFKA__LOCAL_SECURED`: run the local broker with SASL/SCRAM and ACLs (deny by
+    default); `username`/`password` are then the admin (a super user)."""
+    local_broker_password: SecretStr | None = None
+    """`CAREMESH_KAFKA__LOCAL_BROKER_PASSWORD`: password of the secured local broker's own
+    principal; None: generated once and kept in the data dir."""
+    local_scram_users: dict[str, SecretStr] = Field(default_factory=dict)
+    """`CAREMESH_KAFKA__LOCAL_SCRAM_USERS`: JSON map user → password of further SCRAM users the
+    secured local broker gets when its storage is formatted."""
+    local_ssl_keystore: Path | None = None
+    """`CAREMESH_KAFKA__LOCAL_SSL_KEYSTORE`: PKCS12 keystore of the secured local broker; when
+    set its client listener is SASL_SSL instead of SASL_PLAINTEXT."""
+    local_ssl_keystore_password: SecretStr | None = None
+    """`CAREMESH_KAFKA__LOCAL_SSL_KEYSTORE_PASSWORD`: password of the keystore and truststore."""
+    local_ssl_truststore: Path | None = None
+    """`CAREMESH_KAFKA__LOCAL_SSL_TRUSTSTORE`: PKCS12 truststore with the CA of the keystore's
+    certificate (the broker connects to itself over the client listener)."""
+
+
+class SecuritySettings(_Section):
+    """Kafka principals that are not components, organisations or studies (DESIGN §9)."""
+
+    admin: str = "caremesh-admin"
+    """`CAREMESH_SECURITY__ADMIN`: the only principal that alters ACLs, topics and the audit
+    topic's configuration."""
+    auditors: list[str] = Field(default_factory=lambda: ["caremesh-auditor"])
+    """`CAREMESH_SECURITY__AUDITORS`: JSON list of principals that read `audit.v1`."""
+    operators: list[str] = Field(default_factory=lambda: ["caremesh-operator"])
+    """`CAREMESH_SECURITY__OPERATORS`: JSON list of principals that read the dead-letter and
+    failed-delivery topics (they hold PHI)."""
 
 
 class OrganisationSettings(_Section):
@@ -311,6 +356,7 @@ class Settings(BaseSettings):
     pathways: PathwaySettings = Field(default_factory=PathwaySettings)
     inbox: InboxSettings = Field(default_factory=InboxSettings)
     pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from caremesh.errors import KafkaUnavailableError, TopicMismatchError
@@ -193,6 +193,7 @@ def ensure_topics(
     replication_factor: int,
     prefix: str = "",
     timeout: float = 30.0,
+    client_config: Mapping[str, str] | None = None,
 ) -> list[TopicOutcome]:
     """Create missing topics and verify existing ones, idempotently.
 
@@ -209,7 +210,7 @@ def ensure_topics(
         ResourceType,
     )
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(client_config or {})})
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:

@@ -130,7 +130,7 @@ async def _import(
     progress: bool,
     chunk_size: int,
 ) -> ImportSummary:
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    producer = AsyncProducer.from_settings(settings.kafka)
     sender = _ChunkSender(producer, chunk_size)
     topic = settings.kafka.topic_prefix + topics.INGEST_FHIR
     by_code: Counter[str] = Counter()

@@ -23,6 +23,10 @@ Contract (DESIGN §5, §8, §9):
   `settings.consent`. Both first wait until the ledger reader has caught up with every record
   written before the request, so a client reads its own writes; 503 when it cannot. Each
   decision is audited like the stages' decisions.
+- `POST /Patient/$erase` (`patient` as a query parameter or in a JSON body) erases a patient
+  (GDPR Art. 17, see `caremesh.erasure`): an erasure record on consent.events.v1, a tombstone
+  for the patient key on keys.patient.v1 and an AuditEvent, answered 200 only after the broker
+  acknowledged all three. From then on every decision for that patient is deny (rule `erased`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from caremesh.consent import (
     withdrawal_json,
 )
 from caremesh.consent.audit import consent_change_audit_event, decision_audit_event
+from caremesh.consent.model import PatientErased
+from caremesh.consent.parse import erasure_json
 from caremesh.consent.requests import (
     FHIR_ID,
     ConsentRequestError,
@@ -69,6 +75,7 @@ from caremesh.consent.requests import (
     purpose_param,
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, fhir_event_type
+from caremesh.erasure import ERASURE_EVENT_TYPE, KEY_TOMBSTONE_TYPE, erasure_audit_event
 from caremesh.errors import ConsentNotReadyError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.validate import parse_json
 from caremesh.kafka_io import Ack, AsyncProducer, OutRecord
@@ -414,6 +421,71 @@ def create_app(
 
         return await guarded(request, run)
 
+    @app.post("/Patient/$erase", summary="Erase a patient (GDPR Art. 17, crypto-shredding)")
+    async def erase(request: Request, patient: Patient = None) -> Response:
+        async def run(admin: str) -> Response:
+            given = patient
+            if request.headers.get("content-length", "0") not in ("", "0"):
+                body = await api.read_json(request)
+                if not isinstance(body, dict):
+                    raise _RefusedError("not-an-object", "the body must be a JSON object", 400)
+                given = given or _str_or_none(body.get("patient"))
+            key = patient_param(given)
+            if key is None:
+                raise _RefusedError("patient-key-required", "patient: required", 400)
+            event = PatientErased(datetime.now(UTC))
+            audit_id = str(uuid.uuid4())
+            audit = erasure_audit_event(
+                key,
+                erased_at=event.at,
+                event_id=audit_id,
+                recorded=event.at,
+                observer=OBSERVER,
+                requestor=admin,
+            )
+            ledger_env = Envelope(
+                MessageId(str(uuid.uuid4())),
+                CE_SOURCE,
+                ERASURE_EVENT_TYPE,
+                content_type="application/json",
+            )
+            tombstone_env = Envelope(
+                MessageId(str(uuid.uuid4())),
+                CE_SOURCE,
+                KEY_TOMBSTONE_TYPE,
+                content_type="application/octet-stream",
+            )
+            audit_env = Envelope(audit_id, CE_SOURCE, fhir_event_type("AuditEvent"))
+            ack = await api.write(
+                [
+                    OutRecord(
+                        api.ledger_topic,
+                        key.encode(),
+                        orjson.dumps(erasure_json(event)),
+                        ledger_env.headers(),
+                    ),
+                    OutRecord(
+                        settings.kafka.topic_prefix + topics.KEYS_PATIENT,
+                        key.encode(),
+                        None,
+                        tombstone_env.headers(),
+                    ),
+                    OutRecord(
+                        api.audit_topic, audit_id.encode(), orjson.dumps(audit), audit_env.headers()
+                    ),
+                ]
+            )
+            log.info(
+                "patient erased: admin=%s partition=%d offset=%d", admin, ack.partition, ack.offset
+            )
+            answer = {
+                "erasedAt": event.at.isoformat(),
+                "acknowledgedAt": datetime.now(UTC).isoformat(),
+            }
+            return JSONResponse(answer, 200)
+
+        return await guarded(request, run)
+
     @app.get("/Consent", summary="The patient's current consents")
     async def listing(request: Request, patient: Patient = None) -> Response:
         async def run(admin: str) -> Response:
@@ -455,7 +527,7 @@ def create_app(
 
 def run_consent_api(settings: Settings) -> int:
     """Serve the consent API on `settings.consent_api` host:port until interrupted; returns 0."""
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    producer = AsyncProducer.from_settings(settings.kafka)
     ledger = ConsentLedger(
         settings.kafka.bootstrap_servers, settings.kafka.topic_prefix + topics.CONSENT_EVENTS
     )

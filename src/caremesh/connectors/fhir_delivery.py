@@ -440,7 +440,7 @@ async def serve_delivery(settings: Settings, producer: AsyncProducer, metrics: M
 
 def run_delivery(settings: Settings) -> int:
     """Run FHIR delivery for every organisation with an endpoint until interrupted; returns 0."""
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    producer = AsyncProducer.from_settings(settings.kafka)
     log.info(
         "fhir delivery: %d organisations, metrics on %s:%d",
         sum(1 for o in settings.organisations if o.fhir_endpoint),

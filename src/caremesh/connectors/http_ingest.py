@@ -351,7 +351,7 @@ def run_http_ingest(settings: Settings) -> int:
     On Ctrl-C uvicorn shuts down cleanly and then re-raises KeyboardInterrupt (the CLI maps it
     to exit status 130); the producer is flushed and closed either way.
     """
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    producer = AsyncProducer.from_settings(settings.kafka)
     app = create_app(settings, producer, Metrics())
     config = uvicorn.Config(
         app,

@@ -196,7 +196,7 @@ class MllpServer:
 
 
 async def _serve(settings: Settings) -> None:
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    producer = AsyncProducer.from_settings(settings.kafka)
     server = MllpServer(settings, producer, Metrics())
     await server.start()
     stop = asyncio.Event()

@@ -33,6 +33,8 @@ The rules, in order (DESIGN §5):
 6. Restricted data: when the query carries a label of `restricted_labels` or
    `sensitive_labels`, a permit stands only when it is explicit: the deciding provision is a
    permit provision that lists every such label of the query. Otherwise the decision is deny.
+7. Erasure (GDPR Art. 17): when the consents hold the erasure marker (`model.ERASURE_ID`, left
+   by the state fold), every query is denied with rule `erased`, whatever else is there.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from enum import StrEnum
 
 from caremesh.consent import purpose as pou
 from caremesh.consent.model import (
+    ERASURE_ID,
     ActorRef,
     Consent,
     ConsentStatus,
@@ -63,6 +66,7 @@ class Rule(StrEnum):
     NO_ACTIVE_CONSENT = "no-active-consent"
     RESTRICTED = "restricted-needs-explicit-permit"
     WITHDRAWN = "withdrawn"
+    ERASED = "erased"
 
 
 def _default_defaults() -> dict[str, Outcome]:
@@ -270,6 +274,8 @@ def evaluate(
 ) -> Decision:
     """Decide `query` against one patient's consents (see the module docstring for the rules)."""
     rules = policy if policy is not None else ConsentPolicy()
+    if any(c.id == ERASURE_ID for c in consents):
+        return Decision(Outcome.DENY, Rule.ERASED, query.purpose)
     barrier = _barrier(consents, query)
     if barrier is not None:
         consents = [c for c in consents if _after(c, barrier[0])]

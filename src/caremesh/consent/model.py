@@ -187,4 +187,40 @@ class ConsentWithdrawn:
 
 
 ConsentEvent = ConsentUpserted | ConsentWithdrawn
+"""A consent change of the consent ledger (`consent.events.v1`): an upsert or a withdrawal."""
+
+
+ERASURE_ID = "$erasure"
+"""Id of the marker consent that stands for an erasure in a patient's state.
+
+Not a valid FHIR id (`$` is outside `[A-Za-z0-9-.]`), so it never collides with a real consent.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientErased:
+    """The patient's data was erased at `at` (GDPR Art. 17): no release for any purpose, ever."""
+
+    at: datetime
+
+
+LedgerEvent = ConsentUpserted | ConsentWithdrawn | PatientErased
 """One record of the consent ledger (`consent.events.v1`)."""
+
+
+def erasure_marker(at: datetime) -> Consent:
+    """The consent that an erasure leaves in the patient's state: deny everything, from `at`.
+
+    Consent state is a tuple of `Consent`s everywhere it travels (ledger, tables, evaluation), so
+    an erasure is carried as this one marker (id `ERASURE_ID`); `evaluate` answers deny with
+    rule `erased` whenever it is present, and the state fold ignores every later event.
+    """
+    return Consent(
+        id=ERASURE_ID,
+        release=FhirRelease.R5,
+        status=ConsentStatus.ACTIVE,
+        patient=ActorRef(),
+        recorded=at,
+        period=None,
+        root=Provision(outcome=Outcome.DENY, path="erasure"),
+    )

@@ -4,8 +4,8 @@ Follows FHIR R4 (4.0.1) Consent, where `provision` is one root rule with nested 
 FHIR R5 (5.0.0) Consent, where `decision` is the root rule and `provision[]` its exceptions.
 Bad input raises `InvalidFhirError` with code `consent-invalid` (not a Consent we can read) or
 `consent-unsupported` (valid FHIR that caremesh cannot enforce), and ledger records that are
-neither a Consent nor a withdrawal raise code `consent-event-invalid`. Error details name element
-paths only, never values.
+neither a Consent, a withdrawal nor an erasure raise code `consent-event-invalid`. Error details
+name element paths only, never values.
 
 Dates follow FHIR `date`/`dateTime`: partial dates start at their first instant and a Period end
 covers its whole precision unit; a value without a timezone is read as UTC.
@@ -24,12 +24,13 @@ from caremesh.consent.model import (
     R5_STATUSES,
     ActorRef,
     Consent,
-    ConsentEvent,
     ConsentStatus,
     ConsentUpserted,
     ConsentWithdrawn,
     FhirRelease,
+    LedgerEvent,
     Outcome,
+    PatientErased,
     Period,
     Provision,
     ProvisionActor,
@@ -42,6 +43,8 @@ EVENT_INVALID: Final = "consent-event-invalid"
 
 WITHDRAWAL_EVENT: Final = "consent-withdrawal"
 """`caremeshEvent` value of a withdrawal record on consent.events.v1 (a caremesh format)."""
+ERASURE_EVENT: Final = "erasure"
+"""`caremeshEvent` value of an erasure record (GDPR Art. 17) on consent.events.v1 (caremesh)."""
 
 RESOURCE_TYPES_SYSTEMS: Final = frozenset(
     {"http://hl7.org/fhir/resource-types", "http://hl7.org/fhir/fhir-types"}
@@ -394,10 +397,19 @@ def _parse_r5(obj: Mapping[str, Any], consent_id: str, status: ConsentStatus) ->
     )
 
 
-def parse_event(data: object) -> ConsentEvent:
-    """One consent.events.v1 record: a Consent (upsert) or a caremesh withdrawal object."""
+def parse_event(data: object) -> LedgerEvent:
+    """One consent.events.v1 record: a Consent (upsert), a caremesh withdrawal or erasure object.
+
+    An erasure is `{"caremeshEvent": "erasure", "at": <dateTime>}`; the record key names the
+    patient, the body carries no identifier.
+    """
     if isinstance(data, Mapping) and data.get("resourceType") == "Consent":
         return ConsentUpserted(parse_consent(data))
+    if isinstance(data, Mapping) and data.get("caremeshEvent") == ERASURE_EVENT:
+        try:
+            return PatientErased(parse_datetime(data.get("at"), "erasure.at")[0])
+        except InvalidFhirError as exc:
+            raise InvalidFhirError(EVENT_INVALID, exc.detail) from None
     if not isinstance(data, Mapping) or data.get("caremeshEvent") != WITHDRAWAL_EVENT:
         raise InvalidFhirError(EVENT_INVALID, "record: neither a Consent nor a withdrawal")
     consent_id = data.get("consentId")
@@ -423,3 +435,8 @@ def withdrawal_json(event: ConsentWithdrawn) -> dict[str, Any]:
     if event.purpose is not None:
         out["purpose"] = event.purpose
     return out
+
+
+def erasure_json(event: PatientErased) -> dict[str, Any]:
+    """The consent.events.v1 record of an erasure (the inverse of `parse_event`)."""
+    return {"caremeshEvent": ERASURE_EVENT, "at": event.at.isoformat()}

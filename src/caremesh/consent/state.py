@@ -10,6 +10,9 @@
   evaluation denies those purposes unless a consent recorded after the withdrawal permits them
   (see `evaluate`). A withdrawal of a consent not (yet) in the state is kept pending and
   attached when the consent arrives.
+- an erasure (GDPR Art. 17) removes the patient's consents and pending withdrawals and leaves
+  only the erasure marker (`model.erasure_marker`), which `evaluate` answers with deny, rule
+  `erased`; every later event of that patient is ignored (an erasure is final).
 
 The state serialises to a JSON-able dict (`to_dict` / `from_dict`) so it can live in a Faust
 table keyed by patient.
@@ -29,12 +32,15 @@ from caremesh.consent.codec import (
     withdrawal_to_list,
 )
 from caremesh.consent.model import (
+    ERASURE_ID,
     Consent,
-    ConsentEvent,
     ConsentStatus,
     ConsentUpserted,
     ConsentWithdrawn,
+    LedgerEvent,
+    PatientErased,
     Withdrawal,
+    erasure_marker,
 )
 from caremesh.errors import RejectedInputError
 
@@ -51,6 +57,11 @@ class PatientConsents:
     def get(self, consent_id: str) -> Consent | None:
         """The current version of one consent, or None."""
         return next((c for c in self.consents if c.id == consent_id), None)
+
+    @property
+    def erased(self) -> bool:
+        """True once the patient's data was erased (no release, ever)."""
+        return any(c.id == ERASURE_ID for c in self.consents)
 
 
 def _keep_after(withdrawals: tuple[Withdrawal, ...], consent: Consent) -> tuple[Withdrawal, ...]:
@@ -84,8 +95,12 @@ def _withdraw(state: PatientConsents, event: ConsentWithdrawn) -> PatientConsent
     )
 
 
-def apply(state: PatientConsents, event: ConsentEvent) -> PatientConsents:
+def apply(state: PatientConsents, event: LedgerEvent) -> PatientConsents:
     """The state after one ledger event (the input state is not changed)."""
+    if state.erased:
+        return state
+    if isinstance(event, PatientErased):
+        return PatientConsents((erasure_marker(event.at),), ())
     if isinstance(event, ConsentUpserted):
         return _upsert(state, event.consent)
     return _withdraw(state, event)

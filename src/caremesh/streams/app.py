@@ -14,6 +14,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from caremesh.security.clients import faust_credentials
 from caremesh.settings import Settings
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
         datadir=str(settings.worker.data_dir),
         table_standby_replicas=0,
         autodiscover=False,
+        broker_credentials=faust_credentials(settings.kafka),
     )
     app.caremesh_metrics = metrics
     app.caremesh_batch_stages = []

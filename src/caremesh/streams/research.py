@@ -5,7 +5,9 @@ study's anonymizer rules with keys derived from the master key for that study on
 record goes to the study topic keyed by the study pseudonym, with fresh headers that carry no
 source or patient identifier. A consent change that turns a study's decision to deny emits a
 retraction for the patient's pseudonym to each study that had received data of that patient
-(tracked in a table co-partitioned with the patient-keyed topics).
+(tracked in a table co-partitioned with the patient-keyed topics). Its reason is `erasure` when
+the ledger event was an erasure (GDPR Art. 17, see `caremesh.erasure`), else
+`consent-withdrawn`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from caremesh.consent import evaluate as evaluate_consent
 from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, KeyId, PatientKey
+from caremesh.erasure import REASON_WITHDRAWN, retraction_reason
 from caremesh.errors import ConfigurationError, RejectedInputError
 from caremesh.policy import consent_policy
 from caremesh.pseudonym.engine import Anonymizer
@@ -102,14 +105,16 @@ def study_runtimes(settings: Settings) -> list[StudyRuntime]:
     return out
 
 
-def retraction_value(study: str, pseudonym: str, at: datetime) -> bytes:
+def retraction_value(
+    study: str, pseudonym: str, at: datetime, reason: str = REASON_WITHDRAWN
+) -> bytes:
     """A retraction record: the study must delete everything it holds under `pseudonym`."""
     return orjson.dumps(
         {
             "caremeshEvent": RETRACTION,
             "study": study,
             "pseudonym": pseudonym,
-            "reason": "consent-withdrawn",
+            "reason": reason,
             "at": at.isoformat(),
         }
     )
@@ -213,7 +218,8 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 now=now,
                 actor=study.actor,
             )
-            if evaluate_consent(consents, query, study.policy).permitted:
+            decision = evaluate_consent(consents, query, study.policy)
+            if decision.permitted:
                 continue
             pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
             env = Envelope(
@@ -224,7 +230,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             )
             await topics[sid].send(
                 key=pseudonym.encode(),
-                value=retraction_value(sid, pseudonym, now),
+                value=retraction_value(sid, pseudonym, now, retraction_reason(decision)),
                 headers=env.header_map(),
             )
             metrics.research_records.labels(sid, RETRACTION).inc()

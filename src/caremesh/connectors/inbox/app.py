@@ -183,7 +183,7 @@ def run_inbox(settings: Settings) -> int:
     password hash is missing or malformed.
     """
     SessionBook.from_settings(settings.inbox)  # fail fast on configuration errors
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
+    producer = AsyncProducer.from_settings(settings.kafka)
     app = create_app(settings, producer, Metrics())
     config = uvicorn.Config(
         app,
