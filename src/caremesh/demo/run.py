@@ -21,6 +21,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -361,7 +362,19 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             console.print(
                 f"[yellow]{service.name} exited with {code}; see {service.log_path}[/yellow]"
             )
+            for line in _log_tail(service.log_path):
+                console.print(f"  {service.name}| {line}", markup=False, highlight=False)
     return result
+
+
+def _log_tail(path: Path | None, lines: int = 25) -> list[str]:
+    """The last lines of a service's log (logs carry no payloads), to show why it stopped."""
+    if path is None or not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 16_384))
+        text = handle.read().decode("utf-8", "replace")
+    return text.splitlines()[-lines:]
 
 
 async def _feed_and_watch(

@@ -61,6 +61,7 @@ def ensure_compacted(
         config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=30).topics:
+        wait_for_leaders(admin, topic)
         return
     futures = admin.create_topics(
         [
@@ -78,6 +79,53 @@ def ensure_compacted(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    wait_for_leaders(admin, topic)
+
+
+_TRANSIENT = {
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._UNKNOWN_TOPIC,
+}
+
+
+def wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 60.0) -> None:
+    """Wait until every partition of a (just created) topic has a leader.
+
+    A topic exists for the controller before each partition's leader is known to the broker
+    that answers metadata; reading watermarks in that gap fails with LEADER_NOT_AVAILABLE.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(topic, timeout=30).topics.get(topic)
+        ready = (
+            meta is not None
+            and meta.error is None
+            and bool(meta.partitions)
+            and all(p.error is None and p.leader >= 0 for p in meta.partitions.values())
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} has partitions without a leader after {timeout}s")
+        time.sleep(0.1)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) -> tuple[int, int]:
+    """The low and high offsets of a partition, retrying while its leader is being elected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _TRANSIENT or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _read_to_end(bootstrap: str, tps: list[TopicPartition]) -> Iterable[Message]:
@@ -95,7 +143,7 @@ def _read_to_end(bootstrap: str, tps: list[TopicPartition]) -> Iterable[Message]
     try:
         ends = {}
         for tp in tps:
-            _, high = consumer.get_watermark_offsets(tp, timeout=30)
+            _, high = watermarks(consumer, tp)
             ends[(tp.topic, tp.partition)] = high
         pending = {k for k, high in ends.items() if high > 0}
         if not pending:
@@ -167,9 +215,9 @@ class GlobalState:
 
     def load(self) -> None:
         """Read the whole topic, then keep a consumer positioned at its end."""
-        meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(
-            self.topic, timeout=30
-        )
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        wait_for_leaders(admin, self.topic)
+        meta = admin.list_topics(self.topic, timeout=30)
         tps = [TopicPartition(self.topic, p) for p in meta.topics[self.topic].partitions]
         for msg in _read_to_end(self.bootstrap, tps):
             self._apply(msg)
@@ -182,7 +230,7 @@ class GlobalState:
         )
         positioned = []
         for tp in tps:
-            _, high = consumer.get_watermark_offsets(tp, timeout=30)
+            _, high = watermarks(consumer, tp)
             positioned.append(TopicPartition(self.topic, tp.partition, high))
         consumer.assign(positioned)
         self._consumer = consumer
@@ -320,7 +368,7 @@ class BatchRunner:
                 left = producer.flush(60)
                 if left or self._errors:
                     raise RuntimeError(f"{left} records unacknowledged, errors {self._errors[:3]}")
-                consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+                _commit(consumer, batch, self.stage)
         finally:
             producer.flush(30)
             consumer.close()
@@ -382,6 +430,29 @@ class BatchRunner:
                 return
             except BufferError:
                 producer.poll(0.05)
+
+
+_REBALANCED = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._NO_OFFSET,
+}
+
+
+def _commit(consumer: Consumer, batch: list[Message], stage: str) -> None:
+    """Commit a batch whose outputs the broker acknowledged.
+
+    When the group rebalanced meanwhile, the commit is refused: the partitions' new owner reads
+    the batch again and its outputs carry the same `ce_id`s (at-least-once), so the loop goes on.
+    """
+    try:
+        consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+    except KafkaException as exc:
+        if exc.args[0].code() not in _REBALANCED:
+            raise
+        log.warning("stage %s: commit refused after a rebalance (%s)", stage, exc.args[0].name())
 
 
 def _next_batch(consumer: Consumer, size: int) -> list[Message]:
