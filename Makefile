@@ -15,8 +15,8 @@ test:
 check: install
 	bash scripts/check.sh
 
-bench: install
-	.venv/bin/python -m bench
+bench: install  # BENCH_ARGS=--quick for a fast run
+	.venv/bin/python -m bench $(BENCH_ARGS)
 
 kafka-up: install
 	.venv/bin/caremesh kafka up

@@ -1,37 +1,129 @@
-"""`python -m bench [--quick]`: run the benchmarks on the local broker and print ratio tables."""
+"""`python -m bench [--quick]`: every benchmark of issue 8 in one run on the local broker.
+
+Raw baselines (Kafka's perf tools, confluent-kafka and aiokafka loops), Faust overhead, per-stage
+CPU against its floor, end to end with 1 and 2 workers, latency at half the measured maximum
+rate, and a backlog drained after the workers were stopped. Each figure is a median over
+`--repetitions` runs (the backlog, minutes long, runs once) against a baseline measured in the
+same run. Writes docs/bench/results.{json,md} and the README's quoted table; the benchmark's
+topics live under a prefix of their own and are deleted at the end.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-from bench import corpus, ingest, latency
-from bench.harness import write
+from bench import corpus, pipeline, raw, stages
+from bench.harness import (
+    Result,
+    delete_topics,
+    load_note,
+    machine,
+    run_prefix,
+    splice_readme,
+    write,
+)
+from bench.latency import latency_result
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog")
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes for a fast check")
     parser.add_argument("--repetitions", type=int, default=3, help="runs per measurement (median)")
-    parser.add_argument("--singles", type=int, default=4000, help="single-resource messages")
-    parser.add_argument("--bundles", type=int, default=400, help="Bundles of 20")
+    parser.add_argument("--singles", type=int, help="single-resource messages (default 1000)")
+    parser.add_argument("--bundles", type=int, help="Bundles of 20 (default 100)")
+    parser.add_argument("--raw-records", type=int, help="records of the raw baselines (20000)")
+    parser.add_argument("--backlog", type=int, help="backlog resources (default 500000)")
+    parser.add_argument("--backlog-workers", type=int, default=2)
+    parser.add_argument("--backlog-timeout", type=float, default=600.0, help="seconds")
+    parser.add_argument("--probes", type=int, help="latency probes (default 100)")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
+    )
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--output", default="results", help="docs/bench/<output>.{json,md}")
     parser.add_argument(
         "--bootstrap", default=os.environ.get("CAREMESH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
-    args = parser.parse_args()
-    messages = corpus.messages(args.singles, args.bundles)
-    results = [
-        ingest.cpu_ratio(messages, args.repetitions),
-        ingest.throughput_ratio(args.bootstrap, messages, args.repetitions),
-        *latency.latency_result(args.bootstrap),
-    ]
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    quick = args.quick
+    singles = args.singles or (300 if quick else 1000)
+    bundles = args.bundles or (30 if quick else 100)
+    raw_records = args.raw_records or (5000 if quick else 20_000)
+    backlog_n = args.backlog or (20_000 if quick else 500_000)
+    probes = args.probes or (30 if quick else 100)
+    sections = args.only or list(SECTIONS)
+    meta = machine()
+    meta["load_before"] = load_note()
+    prefix = run_prefix()
+    messages = corpus.messages(singles, bundles)
+    work = pipeline.workload(singles, bundles)
+    results: list[Result] = []
+    one_worker_rate = 0.0
+
+    def section(name: str, fn: Callable[[], list[Result]]) -> None:
+        if name not in sections:
+            return
+        started = time.monotonic()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        rows = fn()
+        results.extend(rows)
+        for r in rows:
+            print(
+                f"[bench]   {r.name}: {r.value:,.4g} {r.unit} vs {r.baseline:,.4g} "
+                f"→ {r.ratio:.2f} ({r.target}, {'met' if r.met else 'MISSED'})",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(f"[bench] {name} took {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    try:
+        section("raw", lambda: raw.results(args.bootstrap, prefix, raw_records, args.repetitions))
+        section("cpu", lambda: stages.results(messages, args.repetitions))
+        section("e2e", lambda: pipeline.results(args.bootstrap, prefix, work, args.repetitions))
+        for r in results:
+            if r.name.startswith("end to end: 1 worker"):
+                one_worker_rate = r.value
+        rate = max(20.0, min(one_worker_rate / 2, 1000.0)) if one_worker_rate else 100.0
+        section("latency", lambda: latency_result(args.bootstrap, prefix, rate, probes))
+        section(
+            "backlog",
+            lambda: pipeline.backlog(
+                args.bootstrap, prefix, backlog_n, args.backlog_workers, args.backlog_timeout
+            ),
+        )
+    finally:
+        deleted = delete_topics(args.bootstrap, prefix)
+        print(f"[bench] deleted {deleted} topics under {prefix}", file=sys.stderr)
     settings = {
         "repetitions": args.repetitions,
-        "single messages": args.singles,
-        "bundles of 20": args.bundles,
-        "partitions": 6,
+        "single messages": singles,
+        "bundles of 20": bundles,
         "resources": sum(corpus.resource_count(m) for m in messages),
+        "e2e resources (with care teams, enrolments)": sum(corpus.resource_count(m) for m in work),
+        "raw records (1 KB)": raw_records,
+        "backlog resources": backlog_n,
+        "backlog workers": args.backlog_workers,
+        "latency probes": probes,
+        "latency load (resources/s)": round(rate),
+        "partitions": raw.PARTITIONS,
+        "sections": ",".join(sections),
     }
-    print(write(results, settings))
+    table = write(results, settings, name=args.output, meta=meta)
+    print(table)
+    if not args.no_readme and set(sections) == set(SECTIONS):
+        README.write_text(splice_readme(README.read_text(), table))
     return 0 if all(r.met for r in results) else 1
 
 

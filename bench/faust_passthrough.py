@@ -1,11 +1,17 @@
 """A Faust worker whose only agent forwards raw records (framework overhead baseline).
 
 Run as `python -m bench.faust_passthrough IN OUT` with the usual CAREMESH_* environment.
+`BENCH_FAUST_VARIANT` (JSON) picks the variant: `{"conf": {faust setting: value},
+"mode": "events" | "take", "take": [n, within seconds], "concurrency": k}`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import sys
+from typing import Any
 
 from faust import Worker
 
@@ -16,19 +22,35 @@ from caremesh.streams.app import create_app
 
 def main() -> int:
     source, target = sys.argv[1], sys.argv[2]
+    variant: dict[str, Any] = json.loads(os.environ.get("BENCH_FAUST_VARIANT") or "{}")
     settings = Settings()
     app = create_app(settings, Metrics())
+    for name, value in variant.get("conf", {}).items():
+        setattr(app.conf, name, value)
     src = app.topic(
         source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     dst = app.topic(
         target, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+    size, within = variant.get("take", [500, 0.05])
 
-    @app.agent(src, name="passthrough")
-    async def passthrough(stream: object) -> None:
-        async for event in stream.events():  # type: ignore[attr-defined]
-            await dst.send(key=event.key, value=event.value, headers=event.headers)
+    if variant.get("mode") == "take":
+
+        @app.agent(src, name="passthrough", concurrency=variant.get("concurrency", 1))
+        async def passthrough_take(stream: Any) -> None:
+            async for events in stream.take_events(size, within=within):
+                pending = [
+                    await dst.send(key=e.key, value=e.value, headers=e.headers) for e in events
+                ]
+                await asyncio.gather(*pending)  # acknowledged before the batch is acked
+
+    else:
+
+        @app.agent(src, name="passthrough", concurrency=variant.get("concurrency", 1))
+        async def passthrough(stream: Any) -> None:
+            async for event in stream.events():
+                await dst.send(key=event.key, value=event.value, headers=event.headers)
 
     Worker(app, loglevel="WARNING", override_logging=False).execute_from_commandline()
     return 0

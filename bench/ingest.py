@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bench import corpus
 from bench.harness import Result, cpu_seconds, median_of
@@ -64,19 +64,22 @@ def _drain_timestamps(bootstrap: str, topic: str, count: int, timeout: float) ->
     Waiting on end offsets (a cheap request every half second) instead of consuming while the
     worker runs keeps the reader from taking CPU from the worker it measures.
     """
-    consumer = Consumer(
-        envelope.consumer_config(
-            bootstrap, f"bench-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800}
-        )
+    config = envelope.consumer_config(
+        bootstrap, f"{topic}-drain-{uuid.uuid4().hex[:8]}", **{"fetch.max.bytes": 52428800}
     )
+    consumer = Consumer(config)
     stamps: list[int] = []
     deadline = time.monotonic() + timeout
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         tps = [TopicPartition(topic, p) for p in partitions]
         while time.monotonic() < deadline:
-            if sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps) >= count:
-                break
+            try:
+                if sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps) >= count:
+                    break
+            except KafkaException:  # a new topic's leaders were still being elected: start over
+                consumer.close()
+                consumer = Consumer(config)
             time.sleep(0.5)
         consumer.subscribe([topic])
         while len(stamps) < count and time.monotonic() < deadline:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from caremesh import __version__
 from caremesh.errors import CaremeshError
@@ -182,6 +183,34 @@ def _gdpr(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _org(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.security.admission import org_add, org_remove  # noqa: PLC0415
+
+    if args.action == "add":
+        if not args.territory:
+            print("caremesh org add: --territory is required", file=sys.stderr)
+            return 2
+        done = org_add(
+            settings,
+            args.name,
+            territory=args.territory,
+            endpoint=args.endpoint,
+            subscriptions=args.subscribe,
+        )
+        print(
+            f"organisation {done.org}: topic {done.topic} {done.topic_action}, principal "
+            f"{done.principal} credentials {'created' if done.credentials_created else 'kept'}, "
+            f"{done.acls_created} ACLs created; password in {done.secret_file}"
+        )
+        return 0
+    gone = org_remove(settings, args.name)
+    print(
+        f"organisation {gone.org}: {gone.acls_deleted} ACLs deleted, credentials "
+        f"{'deleted' if gone.credentials_deleted else 'already absent'}; audit trail kept"
+    )
+    return 0
+
+
 def _research(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path  # noqa: PLC0415
 
@@ -199,6 +228,30 @@ def _research(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _pseudonymise(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from caremesh.pseudonymise import run_pseudonymise  # noqa: PLC0415
+
+    return run_pseudonymise(
+        settings,
+        config=args.config,
+        source=Path(args.input),
+        target=Path(args.output),
+        study=args.study,
+        key_file=Path(args.key_file) if args.key_file else None,
+        source_id=args.source,
+        force=args.force,
+        progress=not args.quiet,
+    )
+
+
+def _deadletter(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.deadletter_ops import run  # noqa: PLC0415
+
+    return run(args, settings)
+
+
 COMMANDS: dict[str, Handler] = {
     "ingest-api": _ingest_api,
     "mllp": _mllp,
@@ -212,9 +265,12 @@ COMMANDS: dict[str, Handler] = {
     "consent-api": _consent_api,
     "deliver": _deliver,
     "research": _research,
+    "pseudonymise": _pseudonymise,
     "acl": _acl,
     "k8s": _k8s,
     "gdpr": _gdpr,
+    "org": _org,
+    "deadletter": _deadletter,
 }
 
 
@@ -370,6 +426,24 @@ def build_parser() -> argparse.ArgumentParser:
         "retention per topic) generated from the catalogue and configuration, as markdown.",
     )
     gdpr.add_argument("action", choices=["record"])
+    org = sub.add_parser(
+        "org",
+        help="admit or remove a member organisation",
+        description="add: create the organisation's outbox topic, principal, SCRAM credentials "
+        "(password written to a 0600 file under the state dir), ACLs and registry entry, "
+        "idempotently; remove: delete its ACLs and credentials, keeping its audit trail.",
+    )
+    org.add_argument("action", choices=["add", "remove"])
+    org.add_argument("name", help="organisation id (letters, digits, '-', '_')")
+    org.add_argument("--territory", default=None, help="the territory it joins (add)")
+    org.add_argument("--endpoint", default=None, help="its FHIR endpoint base URL (add)")
+    org.add_argument(
+        "--subscribe",
+        action="append",
+        default=None,
+        metavar="TYPE",
+        help="a resource type it subscribes to (repeatable; default: a care set)",
+    )
     research = sub.add_parser(
         "research",
         help="researchers' tools (export a study stream)",
@@ -398,7 +472,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the end offsets read at start (the default, and the only mode)",
     )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
+    _pseudonymise_parser(sub)
+    from caremesh.deadletter_ops import add_parser as deadletter_parser  # noqa: PLC0415
+
+    deadletter_parser(sub)
     return parser
+
+
+def _pseudonymise_parser(sub: Any) -> None:
+    from caremesh.pseudonym.presets import preset_names  # noqa: PLC0415
+
+    pseudo = sub.add_parser(
+        "pseudonymise",
+        help="apply research pseudonymisation rules to FHIR JSON/NDJSON files offline",
+        description="Pseudonymise FHIR files with the research rule engine, as the research "
+        "stage would for a study: IN and OUT are files (.json: one resource or Bundle; "
+        ".ndjson/.jsonl: one resource per line) or folders (searched recursively, tree mirrored). "
+        "Keys are derived from the master key (CAREMESH_PSEUDONYM__MASTER_KEY, a secret file "
+        "under CAREMESH_SECRETS_DIR, or --key-file) for --study. Records that cannot be read or "
+        "pseudonymised are skipped and listed by file:line and error code; exit code 4 then.",
+        epilog="example: caremesh pseudonymise --config gdpr-research exports/ pseudonymised/",
+    )
+    pseudo.add_argument(
+        "--config",
+        required=True,
+        metavar="RULES",
+        help=f"a shipped rule preset ({', '.join(preset_names())}) or the path of an anonymizer "
+        "rule file (FHIR-Tools-for-Anonymization format)",
+    )
+    pseudo.add_argument("input", metavar="IN", help="input file or folder")
+    pseudo.add_argument("output", metavar="OUT", help="output file or folder")
+    pseudo.add_argument(
+        "--study",
+        default="offline",
+        help="study whose derived keys are used (default: offline); the same study name gives "
+        "the same hashes, date shifts and pseudonyms as that study's research stream",
+    )
+    pseudo.add_argument(
+        "--key-file", metavar="FILE", help="read the master key (hex or text) from this file"
+    )
+    pseudo.add_argument(
+        "--source",
+        default="offline",
+        help="source id scoping local patient ids without an INS (default: offline)",
+    )
+    pseudo.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    pseudo.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,10 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
+
+if TYPE_CHECKING:
+    from caremesh.security.clients import KafkaTarget
 
 PatientKey = NewType("PatientKey", str)
 """The one key per person of DESIGN §3 (INS, learned mapping, or `<source>/Patient/<id>`)."""
@@ -147,14 +150,21 @@ def fhir_event_type(resource_type: str) -> str:
     return f"org.hl7.fhir.{resource_type}"
 
 
-def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+def _connection(target: KafkaTarget) -> dict[str, Any]:
+    from caremesh.security.clients import confluent_config  # noqa: PLC0415 - no import cycle
+
+    return confluent_config(target)
+
+
+def producer_config(bootstrap_servers: KafkaTarget, **overrides: Any) -> dict[str, Any]:
     """The one configuration every confluent-kafka producer of caremesh uses.
 
     Idempotent writes acknowledged by all in-sync replicas, and the Java murmur2 partitioner so
     that confluent-kafka sends a key to the same partition as aiokafka and Faust (DESIGN §2).
+    Given the process's `KafkaSettings`, it connects as the process's own principal.
     """
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
+        **_connection(bootstrap_servers),
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": "murmur2_random",
@@ -167,10 +177,12 @@ def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(
+    bootstrap_servers: KafkaTarget, group_id: str, **overrides: Any
+) -> dict[str, Any]:
     """A confluent-kafka consumer that commits only what the caller stored after its output."""
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
+        **_connection(bootstrap_servers),
         "group.id": group_id,
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,

@@ -8,12 +8,14 @@ An erasure of a patient is, all in one acknowledged write of the consent API
    only the erasure marker, so every later decision for that patient, whatever the purpose or
    recipient, is deny with rule `erased`, forever (`consent.state.apply`, `consent.evaluate`);
 2. a tombstone (null value) for the patient key on the compacted `keys.patient.v1`
-   (crypto-shredding, DESIGN §5). Identifying data kept beyond transport is to be encrypted
-   with a per-patient data key held on that topic, so that deleting the key makes it
-   unreadable everywhere. No per-patient key material exists yet (the re-identification vault
-   is in memory and derives pseudonyms with HMAC; dead letters are not encrypted): today the
-   tombstone only marks the patient as shredded for the key service that will hold those keys,
-   and compaction removes whatever value the key had;
+   (crypto-shredding, DESIGN §5). That topic holds the patient's re-identification vault
+   record (`caremesh.pseudonym.vault`): a per-patient AES-256 data key wrapped (AES-KW) under
+   a key derived from the master key, and the study → pseudonym mapping sealed with it
+   (AES-GCM). Every vault reader drops the record at the tombstone, so the pseudonyms can no
+   longer be resolved, and compaction removes the older values from the log. Dead letters of
+   the patient-keyed stages are sealed with the same data key (`caremesh.deadletters`), so
+   they become unreadable too; ingest dead letters, written before a patient is known, are
+   not (docs/operators/gdpr.md);
 3. an AuditEvent on `audit.v1` (`erasure_audit_event`).
 
 The research stage, seeing the erasure on the ledger, sends a retraction with reason `erasure`
@@ -46,6 +48,8 @@ ERASURE_EVENT_TYPE: Final = "org.caremesh.consent.erasure"
 """CloudEvents `ce_type` of the erasure ledger record."""
 KEY_TOMBSTONE_TYPE: Final = "org.caremesh.keys.patient.tombstone"
 """CloudEvents `ce_type` of the `keys.patient.v1` tombstone."""
+VAULT_RECORD_TYPE: Final = "org.caremesh.keys.patient.vault"
+"""CloudEvents `ce_type` of a sealed vault record on `keys.patient.v1`."""
 
 
 def retraction_reason(decision: Decision) -> str:

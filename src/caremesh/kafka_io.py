@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from caremesh.envelope import HeaderList, producer_config
 from caremesh.errors import KafkaUnavailableError
+from caremesh.security.clients import KafkaTarget
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: HeaderList
+    partition: int | None = None
+    """An explicit partition; None lets the murmur2 partitioner choose from the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +49,10 @@ class Ack:
 class AsyncProducer:
     """A shared idempotent producer whose sends are awaitable; one per process is enough."""
 
-    def __init__(self, bootstrap_servers: str, **overrides: Any) -> None:
+    def __init__(self, bootstrap_servers: KafkaTarget, **overrides: Any) -> None:
         config = producer_config(bootstrap_servers, **{"message.timeout.ms": 15000, **overrides})
         self._producer = Producer(config)
+        self._partitions: dict[str, int] = {}
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
@@ -55,9 +60,7 @@ class AsyncProducer:
     @classmethod
     def from_settings(cls, kafka: KafkaSettings, **overrides: Any) -> AsyncProducer:
         """A producer connecting as this process's own principal (`CAREMESH_KAFKA__*`)."""
-        from caremesh.security.clients import confluent_security  # noqa: PLC0415
-
-        return cls(kafka.bootstrap_servers, **{**confluent_security(kafka), **overrides})
+        return cls(kafka, **overrides)
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
@@ -95,6 +98,7 @@ class AsyncProducer:
                         value=rec.value,
                         key=rec.key,
                         headers=rec.headers,
+                        partition=-1 if rec.partition is None else rec.partition,
                         on_delivery=on_delivery,
                     )
                     break
@@ -107,6 +111,33 @@ class AsyncProducer:
             if isinstance(result, BaseException):
                 raise result
         return [r for r in results if isinstance(r, Ack)]
+
+    async def partition_count(self, topic: str, timeout: float = 10.0) -> int:
+        """How many partitions `topic` has (asked once, then cached: catalogue topics never
+        change their count); raises `KafkaUnavailableError` when the broker does not say."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+
+        def ask() -> int:
+            # A just-created topic may answer without partitions (or with a leader error but
+            # its partitions listed, which is enough to count them): ask again until `timeout`.
+            deadline = time.monotonic() + timeout
+            while True:
+                left = max(0.1, deadline - time.monotonic())
+                meta = self._producer.list_topics(topic, timeout=left).topics.get(topic)
+                if meta is not None and meta.partitions:
+                    return len(meta.partitions)
+                if time.monotonic() >= deadline:
+                    raise KafkaUnavailableError(f"no partitions known for topic {topic}")
+                time.sleep(0.1)
+
+        try:
+            count = await asyncio.to_thread(ask)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"no metadata for topic {topic}") from exc
+        self._partitions[topic] = count
+        return count
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still queued."""

@@ -186,6 +186,10 @@ class MllpSettings(_Section):
     """`CAREMESH_MLLP__IDLE_TIMEOUT_SECONDS`: idle connections are closed after this."""
     source: str = "mllp"
     """`CAREMESH_MLLP__SOURCE`: default source id when MSH-4 (sending facility) is empty."""
+    metrics_host: str = "127.0.0.1"
+    """`CAREMESH_MLLP__METRICS_HOST`: bind address of the listener's /metrics and /health."""
+    metrics_port: int = Field(default=8083, ge=1, le=65535)
+    """`CAREMESH_MLLP__METRICS_PORT`: port of the listener's /metrics and /health (HTTP)."""
 
 
 class WorkerSettings(_Section):
@@ -202,6 +206,17 @@ class WorkerSettings(_Section):
     same message sent again within this window adds nothing downstream."""
     data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "worker")
     """`CAREMESH_WORKER__DATA_DIR`: local table state of the worker."""
+    session_timeout_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    """`CAREMESH_WORKER__SESSION_TIMEOUT_SECONDS`: consumer group session timeout of every stage
+    consumer (Faust and batch stages); the heartbeat interval is a third of it. A worker that
+    dies without leaving its group (SIGKILL, power loss) keeps its partitions this long before
+    another worker takes them over. 10 s (Kafka's default is 45 s) fails over quickly while
+    tolerating a few missed heartbeats; the broker refuses values outside its
+    `group.min.session.timeout.ms` (6 s) and `group.max.session.timeout.ms` (30 min)."""
+    fault_marker: str | None = None
+    """`CAREMESH_WORKER__FAULT_MARKER`: tests only, off by default. When set, a record whose
+    bytes contain this marker makes the Faust stages (share, pathways, research) raise, so
+    fault tests can prove that a raising stage dead-letters the record and moves on."""
 
 
 class ConsentSettings(_Section):
@@ -297,6 +312,10 @@ class ConsentApiSettings(_Section):
     admins: dict[str, SecretStr] = Field(default_factory=dict)
     """`CAREMESH_CONSENT_API__ADMINS`: JSON map administrator name → bearer token; the name is
     recorded in the AuditEvents of the changes they make. Empty: every request gets 401."""
+    reidentifiers: dict[str, SecretStr] = Field(default_factory=dict)
+    """`CAREMESH_CONSENT_API__REIDENTIFIERS`: JSON map name → bearer token of the people who may
+    re-identify a study pseudonym (`POST /ResearchStudy/{study}/$reidentify`, audited); a role of
+    its own, consent administrators cannot. Empty: nobody can."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """`CAREMESH_CONSENT_API__MAX_BODY_BYTES`: larger Consent bodies get 413."""
 
@@ -318,6 +337,32 @@ class DeliverySettings(_Section):
     """`CAREMESH_DELIVERY__HOST`: bind address of /metrics and /health."""
     port: int = Field(default=8082, ge=1, le=65535)
     """`CAREMESH_DELIVERY__PORT`: port of /metrics and /health."""
+
+
+class OidcSettings(_Section):
+    """OAuth2/OIDC bearer tokens (JWT) accepted by the HTTP APIs beside their static tokens."""
+
+    issuer: str | None = None
+    """`CAREMESH_OIDC__ISSUER`: the `iss` every token must carry; None: JWTs are not accepted."""
+    audience: str | None = None
+    """`CAREMESH_OIDC__AUDIENCE`: the `aud` every token must carry (required with an issuer)."""
+    jwks_file: Path | None = None
+    """`CAREMESH_OIDC__JWKS_FILE`: the issuer's JSON Web Key Set (RFC 7517), read at start."""
+    public_key_files: list[Path] = Field(default_factory=list)
+    """`CAREMESH_OIDC__PUBLIC_KEY_FILES`: JSON list of PEM public keys (RSA or EC P-256)."""
+    algorithms: list[Literal["RS256", "ES256"]] = Field(
+        default_factory=lambda: ["RS256", "ES256"]  # type: ignore[arg-type]
+    )
+    """`CAREMESH_OIDC__ALGORITHMS`: JSON list of accepted signature algorithms."""
+    roles_claim: str = "roles"
+    """`CAREMESH_OIDC__ROLES_CLAIM`: the claim (a list or a space-separated string) holding the
+    caller's roles: source-system, coordinator, consent-admin, auditor, researcher."""
+    source_claim: str = "source"
+    """`CAREMESH_OIDC__SOURCE_CLAIM`: the claim naming a source system's configured source id."""
+    organisation_claim: str = "organisation"
+    """`CAREMESH_OIDC__ORGANISATION_CLAIM`: the claim naming a coordinator's organisation id."""
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    """`CAREMESH_OIDC__LEEWAY_SECONDS`: clock skew allowed on `exp`, `nbf` and `iat`."""
 
 
 class Settings(BaseSettings):
@@ -357,6 +402,7 @@ class Settings(BaseSettings):
     inbox: InboxSettings = Field(default_factory=InboxSettings)
     pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     organisations: list[OrganisationSettings] = Field(default_factory=list)
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)

@@ -5,15 +5,20 @@ clinical.fhir.v1 (FHIR R4/R5 shapes): the organisations referenced by `CareTeam.
 `CareTeam.participant.onBehalfOf`, `CareTeam.managingOrganization` and
 `EpisodeOfCare.managingOrganization`. A newer version of the same CareTeam or EpisodeOfCare
 replaces the older one; an inactive, entered-in-error, finished or cancelled one removes its
-organisations. Organisations are matched by `Organization/<id>` reference or by identifier value,
-against the configured organisation ids.
+organisations. An `Organization/<id>` reference names organisation `<id>` whether or not it is a
+member yet (so a member admitted later receives for the care teams that already named it); an
+identifier value names an organisation only when it is a known organisation id. Who actually
+receives is decided when a resource is shared, against the organisations of that moment.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
+_ORG_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""An organisation id as the configuration allows it (ASCII here: it names a topic)."""
 CARE_TEAM_TYPES = frozenset({"CareTeam", "EpisodeOfCare"})
 ENDED_STATUSES = frozenset({"inactive", "entered-in-error", "finished", "cancelled", "suspended"})
 
@@ -27,7 +32,7 @@ def _org_of(ref: object, known: frozenset[str]) -> str | None:
     reference = ref.get("reference")
     if isinstance(reference, str):
         rtype, _, rid = reference.rpartition("/")
-        if rtype.endswith("Organization") and rid in known:
+        if rtype.endswith("Organization") and _ORG_ID.fullmatch(rid):
             return rid
     identifier = ref.get("identifier")
     if isinstance(identifier, Mapping):

@@ -15,12 +15,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from caremesh.errors import KafkaUnavailableError
+from caremesh.security.clients import KafkaTarget, aiokafka_config, confluent_config
 
 
-def partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
+def partition_ids(bootstrap_servers: KafkaTarget, topic: str) -> list[int]:
     """The partition numbers of a topic, or [] when it does not exist or the broker is away."""
     try:
-        meta = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(topic, timeout=10)
+        meta = AdminClient(confluent_config(bootstrap_servers)).list_topics(topic, timeout=10)
     except KafkaException:
         return []
     found = meta.topics.get(topic)
@@ -30,14 +31,14 @@ def partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
 
 
 async def open_from_beginning(
-    bootstrap_servers: str, topics: Sequence[str]
+    bootstrap_servers: KafkaTarget, topics: Sequence[str]
 ) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A started consumer assigned every partition of `topics`, positioned at their beginning.
 
     Raises KafkaUnavailableError (transient) when a topic has no partitions yet.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **aiokafka_config(bootstrap_servers),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -28,6 +28,7 @@ class KeyKind(enum.StrEnum):
     ORIGINAL_KEY = "original key"
     STUDY_PSEUDONYM = "study pseudonym"
     EVENT_ID = "event id"
+    ORGANISATION_ID = "organisation id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,8 @@ PATHWAY_ACTIONS = "pathway.actions.v1"
 AUDIT = "audit.v1"
 KEYS_PATIENT = "keys.patient.v1"
 DELIVERY_FAILED = "delivery.failed.v1"
+ORGANISATIONS = "organisations.v1"
+"""The organisations registry: compacted, one partition, keyed by organisation id."""
 
 
 def outbox_topic(org_id: str) -> str:
@@ -142,6 +145,15 @@ BASE_TOPICS: tuple[TopicSpec, ...] = (
         "outbox record whose delivery failed N times",
         30 * DAY_MS,
         ("operators",),
+    ),
+    TopicSpec(
+        ORGANISATIONS,
+        KeyKind.ORGANISATION_ID,
+        "an organisation's public registration (territory, endpoint, subscriptions, status)",
+        FOREVER,
+        ("share stage", "delivery"),
+        compacted=True,
+        partitions=1,
     ),
 )
 

@@ -3,7 +3,10 @@
 Contract (DESIGN §5, §8, §9):
 
 - Every route but `/health`, `/metrics` and `/openapi.json` needs `Authorization: Bearer` with a
-  consent administrator's token (`settings.consent_api.admins`); else 401 and nothing is read.
+  consent administrator's token (`settings.consent_api.admins`) or an OIDC JWT
+  (`caremesh.security.http_auth`); else 401 and nothing is read. Changes need the
+  `consent-admin` role, `GET /Consent` also admits `auditor`, `GET /decision` also `coordinator`;
+  another role gets 403.
 - `POST /Consent` and `PUT /Consent/{id}` take FHIR Consent JSON, R4 or R5 (a `fhirVersion=`
   Content-Type parameter names the release, else it is detected). The body is validated with
   fhir.resources and read by `consent.parse_consent`; bad JSON → 400, an invalid or unenforceable
@@ -27,6 +30,8 @@ Contract (DESIGN §5, §8, §9):
   (GDPR Art. 17, see `caremesh.erasure`): an erasure record on consent.events.v1, a tombstone
   for the patient key on keys.patient.v1 and an AuditEvent, answered 200 only after the broker
   acknowledged all three. From then on every decision for that patient is deny (rule `erased`).
+- `POST /ResearchStudy/{study}/$reidentify` (re-identifier role, audited): see
+  `caremesh.connectors.reidentify`.
 """
 
 from __future__ import annotations
@@ -47,12 +52,12 @@ from fastapi.responses import JSONResponse, Response
 
 from caremesh import topics
 from caremesh.connectors.http_common import (
-    TokenTable,
     install_error_handlers,
     outcome_response,
     server,
     unauthorized,
 )
+from caremesh.connectors.reidentify import install_reidentification
 from caremesh.consent import (
     ConsentEvent,
     ConsentUpserted,
@@ -81,6 +86,14 @@ from caremesh.fhir.validate import parse_json
 from caremesh.kafka_io import Ack, AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.policy import consent_policy
+from caremesh.security.http_auth import (
+    ROUTE_ROLES,
+    AuthRefusedError,
+    BearerAuth,
+    Caller,
+    Role,
+    StaticToken,
+)
 from caremesh.settings import Settings
 from caremesh.streams.ledger import ConsentLedger
 
@@ -123,7 +136,13 @@ class _ConsentApi:
         prefix = settings.kafka.topic_prefix
         self.ledger_topic = prefix + topics.CONSENT_EVENTS
         self.audit_topic = prefix + topics.AUDIT
-        self.tokens = TokenTable(settings.consent_api.admins)
+        self.auth = BearerAuth.from_settings(
+            settings.oidc,
+            [
+                StaticToken(token, Caller(name, frozenset({Role.CONSENT_ADMIN})))
+                for name, token in settings.consent_api.admins.items()
+            ],
+        )
         self.max_body = settings.consent_api.max_body_bytes
         self.policy = consent_policy(settings.consent)
         self.producer = producer
@@ -132,11 +151,14 @@ class _ConsentApi:
         self.send_timeout = send_timeout
         self.read_timeout = read_timeout
 
-    def admin(self, request: Request) -> str:
-        name = self.tokens.holder(request.headers.get("authorization"))
-        if name is None:
-            raise _RefusedError("unauthorized", "a valid bearer token is required", 401)
-        return name
+    def admin(self, request: Request, route: str = "consent:write") -> str:
+        """The caller's name, if it holds a role `route` admits (401 / 403 otherwise)."""
+        try:
+            caller = self.auth.authorize(request.headers.get("authorization"), ROUTE_ROLES[route])
+        except AuthRefusedError as refused:
+            code = "unauthorized" if refused.status == 401 else "forbidden"
+            raise _RefusedError(code, refused.detail, refused.status) from None
+        return caller.name
 
     async def read_json(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -378,11 +400,14 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app, COMPONENT)
+    install_reidentification(app, settings, producer, metrics, send_timeout=send_timeout)
 
-    async def guarded(request: Request, run: Any, *args: Any) -> Response:
+    async def guarded(
+        request: Request, run: Any, *args: Any, route: str = "consent:write"
+    ) -> Response:
         metrics.messages_in.labels(COMPONENT).inc()
         try:
-            admin = api.admin(request)
+            admin = api.admin(request, route)
             try:
                 response: Response = await run(admin, *args)
             except ConsentRequestError as bad:
@@ -491,7 +516,7 @@ def create_app(
         async def run(admin: str) -> Response:
             return await api.listing(patient)
 
-        return await guarded(request, run)
+        return await guarded(request, run, route="consent:read")
 
     @app.get("/decision", summary="Decide (patient, purpose, actor, resource type)")
     async def decision(
@@ -506,7 +531,7 @@ def create_app(
         async def run(admin: str) -> Response:
             return await api.decide(patient, purpose, actor, resource_type, security_label)
 
-        return await guarded(request, run)
+        return await guarded(request, run, route="consent:decide")
 
     @app.get("/health", summary="200 when consent state has caught up (no auth, no PHI)")
     async def health() -> Response:
@@ -528,9 +553,7 @@ def create_app(
 def run_consent_api(settings: Settings) -> int:
     """Serve the consent API on `settings.consent_api` host:port until interrupted; returns 0."""
     producer = AsyncProducer.from_settings(settings.kafka)
-    ledger = ConsentLedger(
-        settings.kafka.bootstrap_servers, settings.kafka.topic_prefix + topics.CONSENT_EVENTS
-    )
+    ledger = ConsentLedger(settings.kafka, settings.kafka.topic_prefix + topics.CONSENT_EVENTS)
     app = create_app(settings, producer, ledger, Metrics())
     cfg = settings.consent_api
     log.info(

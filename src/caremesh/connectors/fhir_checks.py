@@ -19,6 +19,7 @@ from typing import Any, Final
 from caremesh.envelope import MessageId, body_message_id, message_id
 from caremesh.errors import InvalidFhirError
 from caremesh.fhir.ingest import Rejection, process_ingest
+from caremesh.fhir.ordering import fhir_ordering_key
 from caremesh.fhir.validate import Release, parse_json
 
 MAX_IDEMPOTENCY_KEY: Final = 256
@@ -36,6 +37,9 @@ class Checked:
     """How many clinical records the validate stage will make of it."""
     release: Release | None
     """The release the message validated as (None for an empty Bundle)."""
+    ordering_key: str | None = None
+    """The one patient the message concerns, which chooses its ingest partition (see
+    `caremesh.fhir.ordering`); None when it concerns no patient or several."""
 
 
 def check_fhir(
@@ -75,6 +79,7 @@ def check_fhir(
         identifier=_bundle_identifier(obj) if resource_type == "Bundle" else None,
         resources=len(result.records),
         release=release,
+        ordering_key=fhir_ordering_key(result.records),
     )
 
 

@@ -61,6 +61,8 @@ from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
 from caremesh.kafka_io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from caremesh.security.clients import aiokafka_config
+from caremesh.security.registry import OrganisationRegistry, follow
 from caremesh.settings import DeliverySettings, OrganisationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +165,7 @@ class OrganisationDelivery:
         self.org = org
         self.endpoint = org.fhir_endpoint
         self.cfg: DeliverySettings = settings.delivery
-        self.bootstrap = settings.kafka.bootstrap_servers
+        self.kafka = settings.kafka
         self.topic = prefix + topics.outbox_topic(org.id)
         self.group = f"{prefix}delivery-{org.id}"
         self.failed_topic = prefix + topics.DELIVERY_FAILED
@@ -184,7 +186,7 @@ class OrganisationDelivery:
         )
         consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=self.bootstrap,
+            **aiokafka_config(self.kafka),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -367,33 +369,99 @@ class OrganisationDelivery:
 
 
 class FhirDelivery:
-    """One supervised delivery task per organisation with an endpoint."""
+    """One supervised delivery task per organisation with an endpoint, following the registry.
 
-    def __init__(self, settings: Settings, producer: AsyncProducer, metrics: Metrics) -> None:
-        self.workers = [
-            OrganisationDelivery(org, settings, producer, metrics)
-            for org in settings.organisations
-            if org.fhir_endpoint is not None
-        ]
-        if not self.workers:
+    The organisations are the configured ones and those of the registry topic organisations.v1
+    (`caremesh.security.registry`): a task starts when an organisation with an endpoint is
+    admitted, restarts when its endpoint or token changes, and stops when it is removed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: AsyncProducer,
+        metrics: Metrics,
+        *,
+        follow_registry: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.metrics = metrics
+        self.follow_registry = follow_registry
+        self.registry = OrganisationRegistry(settings.organisations)
+        if not follow_registry and not self._wanted():
             raise ConfigurationError("no organisation has a fhir_endpoint to deliver to")
-        self.state: dict[str, str] = {w.org.id: "starting" for w in self.workers}
+        self.state: dict[str, str] = dict.fromkeys(self._wanted(), "starting")
+        self._tasks: dict[str, tuple[OrganisationSettings, asyncio.Task[None]]] = {}
+        self._workers: dict[str, OrganisationDelivery] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    def _wanted(self) -> dict[str, OrganisationSettings]:
+        return {
+            o.id: o for o in self.registry.organisations.values() if o.fhir_endpoint is not None
+        }
 
     async def run(self) -> None:
-        """Run every organisation's task until cancelled."""
-        await asyncio.gather(*(self._supervise(w) for w in self.workers))
+        """Run every organisation's task, and follow the registry, until cancelled."""
+        follower: asyncio.Task[None] | None = None
+        try:
+            self.reconcile()
+            if self.follow_registry:
+                topic = self.settings.kafka.topic_prefix + topics.ORGANISATIONS
+                follower = asyncio.create_task(
+                    follow(
+                        self.registry, self.settings.kafka, topic, lambda _org: self.reconcile()
+                    ),
+                    name="delivery-registry",
+                )
+            await asyncio.Event().wait()
+        finally:
+            if follower is not None:
+                follower.cancel()
+            for org in list(self._tasks):
+                await self._stop(org)
+
+    def reconcile(self) -> None:
+        """Start, restart or stop tasks so that they match the organisations of the moment."""
+        wanted = self._wanted()
+        for org, (current, task) in list(self._tasks.items()):
+            if wanted.get(org) != current:
+                task.cancel()
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+                del self._tasks[org]
+                self._workers.pop(org, None)
+                self.state.pop(org, None)
+                log.info("delivery stopped: organisation=%s", org)
+        for org, settings in wanted.items():
+            if org in self._tasks:
+                continue
+            worker = OrganisationDelivery(settings, self.settings, self.producer, self.metrics)
+            self._workers[org] = worker
+            self.state[org] = "starting"
+            task = asyncio.create_task(self._supervise(worker), name=f"delivery-{org}")
+            self._tasks[org] = (settings, task)
+
+    async def _stop(self, org: str) -> None:
+        _settings, task = self._tasks.pop(org)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _supervise(self, worker: OrganisationDelivery) -> None:
         pause = 1.0
         while True:
-            self.state[worker.org.id] = "running"
+            if self._workers.get(worker.org.id) is worker:
+                self.state[worker.org.id] = "running"
             try:
                 await worker.run()
             except asyncio.CancelledError:
-                self.state[worker.org.id] = "stopped"
+                if self._workers.get(worker.org.id) is worker:
+                    self.state[worker.org.id] = "stopped"
                 raise
             except Exception as exc:  # noqa: BLE001 - isolate: one organisation never stops others
-                self.state[worker.org.id] = "restarting"
+                if self._workers.get(worker.org.id) is worker:
+                    self.state[worker.org.id] = "restarting"
                 log.error(
                     "delivery task failed: organisation=%s (%s); restarting in %.0fs",
                     worker.org.id,

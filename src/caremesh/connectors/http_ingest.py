@@ -2,8 +2,10 @@
 
 Contract (DESIGN §4, §8):
 
-- `Authorization: Bearer <token>` names the source (tokens of `settings.sources`, compared with
-  `hmac.compare_digest`); missing or unknown → 401 and nothing is read or written.
+- `Authorization: Bearer <token>` names the source: a static token of `settings.sources`
+  (compared with `hmac.compare_digest`), or an OIDC JWT with the `source-system` role whose
+  source claim names a configured source (`caremesh.security.http_auth`); missing, unknown,
+  expired or wrong-audience → 401, another role → 403, and nothing is read or written.
 - Bodies above `http_ingest.max_body_bytes` → 413: the Content-Length is checked first, and the
   body is counted while it streams in, so a chunked body is refused without buffering it all
   (uvicorn discards what the client still sends after the answer).
@@ -12,8 +14,11 @@ Contract (DESIGN §4, §8):
 - Malformed input → 400, input failing FHIR validation → 422, both with an OperationOutcome
   whose diagnostics carry a code and a value-free detail.
 - The raw body, as received, is written to ingest.fhir.v1 keyed by its message id (see
-  `fhir_checks.stable_message_id`); 202 `{"messageId", "resources"}` is answered only after the
-  broker acknowledged it, 503 with `Retry-After` when it did not.
+  `fhir_checks.stable_message_id`; DESIGN §2), in the partition chosen by the patient it
+  concerns (`caremesh.fhir.ordering`: same murmur2 hash as the partitioner), so one patient's
+  messages stay in one partition and the validate stage keeps their order; 202
+  `{"messageId", "resources"}` is answered only after the broker acknowledged it, 503 with
+  `Retry-After` when it did not.
 - Duplicates: the same Idempotency-Key (or Bundle.identifier, or body) always gives the same
   `ce_id` and is written again; the validate stage and the sinks drop duplicates by `ce_id`.
   There is deliberately no in-process cache of recent ids: it would not span API replicas.
@@ -24,7 +29,6 @@ Contract (DESIGN §4, §8):
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterable
@@ -50,9 +54,19 @@ from caremesh.connectors.outcome import http_status, outcome_bytes
 from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
 from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.ingest import Rejection
+from caremesh.fhir.ordering import ingest_partition
 from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
 from caremesh.kafka_io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from caremesh.security.clients import KafkaTarget, confluent_config
+from caremesh.security.http_auth import (
+    ROUTE_ROLES,
+    AuthRefusedError,
+    BearerAuth,
+    Caller,
+    Role,
+    StaticToken,
+)
 from caremesh.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -84,7 +98,6 @@ async def read_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
 @dataclass(frozen=True, slots=True)
 class _Source:
     id: str
-    token: bytes
     release: Release | None
 
 
@@ -101,7 +114,7 @@ class _RefusedError(Exception):
 class _BrokerProbe:
     """Whether the broker answers a metadata request; cached for a second or two."""
 
-    def __init__(self, bootstrap_servers: str, ttl: float = 2.0) -> None:
+    def __init__(self, bootstrap_servers: KafkaTarget, ttl: float = 2.0) -> None:
         self._bootstrap = bootstrap_servers
         self._ttl = ttl
         self._checked_at = -1e9
@@ -113,7 +126,7 @@ class _BrokerProbe:
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 0})
+            self._admin = AdminClient(confluent_config(self._bootstrap, log_level=0))
         try:
             self._admin.list_topics(timeout=2)
         except KafkaException:
@@ -128,17 +141,23 @@ class _BrokerProbe:
         return self._ok
 
 
-def _sources(configured: list[SourceSettings]) -> list[_Source]:
-    out = []
+def _sources(configured: list[SourceSettings]) -> dict[str, _Source]:
+    out = {}
     for src in configured:
-        if src.token is None:
-            continue
         try:
             release = normalise_release(src.fhir_release)
         except InvalidFhirError as exc:
             raise ConfigurationError(f"source {src.id}: fhir_release is not supported") from exc
-        out.append(_Source(src.id, src.token.get_secret_value().encode(), release))
+        out[src.id] = _Source(src.id, release)
     return out
+
+
+def _source_tokens(configured: list[SourceSettings]) -> list[StaticToken]:
+    return [
+        StaticToken(s.token, Caller(s.id, frozenset({Role.SOURCE_SYSTEM}), source=s.id))
+        for s in configured
+        if s.token is not None
+    ]
 
 
 def _outcome_response(code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -177,25 +196,24 @@ class _IngestApi:
         self, settings: Settings, producer: AsyncProducer, metrics: Metrics, send_timeout: float
     ) -> None:
         self.sources = _sources(settings.sources)
+        self.auth = BearerAuth.from_settings(settings.oidc, _source_tokens(settings.sources))
         self.max_body = settings.http_ingest.max_body_bytes
         self.topic = settings.kafka.topic_prefix + topics.INGEST_FHIR
         self.producer = producer
         self.metrics = metrics
         self.send_timeout = send_timeout
-        self.probe = _BrokerProbe(settings.kafka.bootstrap_servers)
+        self.probe = _BrokerProbe(settings.kafka)
 
     def authenticate(self, header: str | None) -> _Source:
-        scheme, _, token = (header or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise _RefusedError("unauthorized", "a bearer token is required", _CHALLENGE)
-        given = token.encode()
-        found: _Source | None = None
-        for src in self.sources:  # compare with every token: timing does not tell which one
-            if hmac.compare_digest(given, src.token) and found is None:
-                found = src
-        if found is None:
-            raise _RefusedError("unauthorized", "the bearer token is not valid", _CHALLENGE)
+        try:
+            caller = self.auth.authorize(header, ROUTE_ROLES["ingest:post"])
+        except AuthRefusedError as refused:
+            if refused.status == 403:
+                raise _RefusedError("forbidden", refused.detail) from None
+            raise _RefusedError("unauthorized", refused.detail, _CHALLENGE) from None
+        found = self.sources.get(caller.source or "")
+        if found is None:  # a JWT naming no configured source
+            raise _RefusedError("forbidden", "the token names no configured source")
         return found
 
     def release_hint(self, content_type: str | None, src: _Source) -> Release | None:
@@ -228,8 +246,13 @@ class _IngestApi:
             content_type=FHIR_JSON,
             extra=extra,
         )
-        record = OutRecord(self.topic, mid.encode(), body, env.headers())
         try:
+            # Key = message id (DESIGN §2); partition = patient, so per-patient order holds.
+            partitions = await asyncio.wait_for(
+                self.producer.partition_count(self.topic), self.send_timeout
+            )
+            partition = ingest_partition(checked.ordering_key, mid.encode(), partitions)
+            record = OutRecord(self.topic, mid.encode(), body, env.headers(), partition)
             await asyncio.wait_for(self.producer.send_all([record]), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):
             raise _RefusedError(

@@ -17,6 +17,13 @@ and its operators see the ACK. The source is MSH-4 (its namespace id) when that 
 source id; otherwise `mllp.source`, and then the sending facility also scopes the message id, so
 two unknown facilities that reuse a control id do not collide. Record key: MSH-10; `ce_id`:
 `message_id(source, MSH-10)` (`message_id(source, "<MSH-4>|<MSH-10>")` for the default source).
+Partition: chosen from the patient of PID-3 (`caremesh.fhir.ordering.hl7v2_ordering_key`, the
+same murmur2 hash as the partitioner), not from the key, so one patient's messages stay in one
+partition, in the order they were acknowledged (DESIGN §2 keeps the message id as the key).
+
+`/metrics` (Prometheus text) and `/health` (200 while the listener accepts connections) are
+served over HTTP on `mllp.metrics_host`:`mllp.metrics_port`, open like every service's: they carry
+counters and a state only, no PHI.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Final
+from typing import Any, Final
 
 from caremesh import topics
 from caremesh.connectors import source_urn
@@ -34,8 +41,9 @@ from caremesh.connectors.mllp_framing import Frame, FrameEvent, MllpFramer, fram
 from caremesh.envelope import HL7V2, Envelope, message_id
 from caremesh.errors import InvalidHl7Error, KafkaUnavailableError
 from caremesh.fhir.hl7v2 import AckCode, Hl7Message, build_ack, component_of, parse_hl7
+from caremesh.fhir.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.kafka_io import AsyncProducer, OutRecord
-from caremesh.metrics import Metrics
+from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,11 @@ class MllpServer:
         self._send_timeout = send_timeout
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def listening(self) -> bool:
+        """True while the listener accepts connections."""
+        return self._server is not None and self._server.is_serving()
 
     @property
     def port(self) -> int:
@@ -153,18 +166,20 @@ class MllpServer:
             except InvalidHl7Error as exc:
                 return self._refuse(event.payload, exc.code, exc.code)
             source, mid = self._identify(summary)
-            record = OutRecord(
-                self._topic,
-                summary.control_id.encode(),
-                event.payload,
-                Envelope(
-                    mid,
-                    source_urn(source),
-                    f"org.hl7.v2.{summary.message_type}_{summary.trigger_event}",
-                    content_type=HL7V2,
-                ).headers(),
-            )
+            key = summary.control_id.encode()
+            ordering = hl7v2_ordering_key(source, event.payload, summary.seps)
+            headers = Envelope(
+                mid,
+                source_urn(source),
+                f"org.hl7.v2.{summary.message_type}_{summary.trigger_event}",
+                content_type=HL7V2,
+            ).headers()
             try:
+                partitions = await asyncio.wait_for(
+                    self._producer.partition_count(self._topic), self._send_timeout
+                )
+                partition = ingest_partition(ordering, key, partitions)
+                record = OutRecord(self._topic, key, event.payload, headers, partition)
                 await asyncio.wait_for(self._producer.send_all([record]), self._send_timeout)
             except (KafkaUnavailableError, TimeoutError):
                 return self._refuse(summary, "kafka-unavailable", "kafka-unavailable retry later")
@@ -195,10 +210,37 @@ class MllpServer:
         return build_ack(message, ack, reason, error=code)
 
 
+def create_status_app(mllp: MllpServer, metrics: Metrics) -> Any:
+    """The listener's `/health` and `/metrics` as an ASGI app (open, PHI-free)."""
+    from fastapi import FastAPI  # noqa: PLC0415 - only the served listener needs FastAPI
+    from fastapi.responses import JSONResponse, Response  # noqa: PLC0415
+
+    app = FastAPI(title="caremesh MLLP listener", version="1")
+
+    @app.get("/health")
+    async def health() -> Response:
+        ok = mllp.listening
+        return JSONResponse({"status": "ok" if ok else "not-listening"}, 200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    return app
+
+
 async def _serve(settings: Settings) -> None:
+    from caremesh.connectors.http_common import server as http_server  # noqa: PLC0415
+
     producer = AsyncProducer.from_settings(settings.kafka)
-    server = MllpServer(settings, producer, Metrics())
+    metrics = Metrics()
+    server = MllpServer(settings, producer, metrics)
     await server.start()
+    status = http_server(
+        create_status_app(server, metrics), settings.mllp.metrics_host, settings.mllp.metrics_port
+    )
+    status.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    status_task = asyncio.create_task(status.serve(), name="mllp-status-http")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -207,6 +249,9 @@ async def _serve(settings: Settings) -> None:
     try:
         await stop.wait()
     finally:
+        status.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(status_task, 10)
         await server.stop()
         await asyncio.to_thread(producer.close)
 

@@ -19,6 +19,7 @@ ERROR_CODE_SYSTEM: Final = "urn:caremesh:error-code"
 
 _ISSUE_TYPES: Final[Mapping[str, str]] = {
     "unauthorized": "login",
+    "forbidden": "forbidden",
     "too-large": "too-long",
     "unsupported-media-type": "not-supported",
     "unsupported-release": "not-supported",
@@ -42,6 +43,7 @@ _ISSUE_TYPES: Final[Mapping[str, str]] = {
 
 _HTTP_STATUS: Final[Mapping[str, int]] = {
     "unauthorized": 401,
+    "forbidden": 403,
     "not-found": 404,
     "method-not-allowed": 405,
     "too-large": 413,

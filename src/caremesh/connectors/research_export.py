@@ -34,6 +34,7 @@ from caremesh.research_export import (
     open_writer,
     read_record,
 )
+from caremesh.security.clients import confluent_config
 from caremesh.settings import Settings, StudySettings
 from caremesh.topics import research_topic
 
@@ -182,7 +183,7 @@ def export_study(
     writer = open_writer(fmt, output)  # fails early on an unwritable path
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            **confluent_config(settings.kafka),
             "group.id": f"caremesh-export-{uuid.uuid4().hex}",  # never joined: assign only
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

@@ -36,6 +36,7 @@ from caremesh.demo.scenario import demo_clock
 from caremesh.demo.supervisor import Supervisor
 from caremesh.demo.territory import Territory
 from caremesh.localkafka import LocalKafka
+from caremesh.security.clients import KafkaTarget, confluent_config, confluent_security
 from caremesh.settings import Settings
 from caremesh.topics import catalogue, ensure_topics
 
@@ -237,12 +238,12 @@ def _environment(
     }
 
 
-def delete_topics(bootstrap: str, prefix: str) -> None:
+def delete_topics(bootstrap: KafkaTarget, prefix: str) -> None:
     """Delete every topic of one demo run (its catalogue topics and the stages' state topics)."""
     from confluent_kafka import KafkaException  # noqa: PLC0415
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(confluent_config(bootstrap))
     try:
         names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
         for future in admin.delete_topics(names, operation_timeout=30).values():
@@ -293,6 +294,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         prefix=prefix,
+        client_config=confluent_security(settings.kafka),
     )
     supervisor = Supervisor(settings.state_dir / "demo-logs")
     stop = asyncio.Event()
@@ -353,7 +355,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         result = 1
     finally:
         supervisor.stop_all()
-        delete_topics(settings.kafka.bootstrap_servers, prefix)
+        delete_topics(settings.kafka, prefix)
         if started_broker:
             broker.down()
     for service in supervisor.services:

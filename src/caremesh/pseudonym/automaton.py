@@ -39,6 +39,19 @@ class Entry(NamedTuple):
     pending: tuple[Position, ...]
 
 
+class _Decision:
+    """A node of an entry's predicate decision tree (see `Matcher.resolve`)."""
+
+    __slots__ = ("entry", "failed", "passed", "position", "result")
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry  # keeps the entry, whose id() keys the tree, alive
+        self.position: Position | None = None
+        self.result: tuple[int, Rule | None] | None = None
+        self.passed: _Decision | None = None
+        self.failed: _Decision | None = None
+
+
 class PredicateFailedError(Exception):
     """A where() predicate raised (the message carries nothing from the data)."""
 
@@ -69,6 +82,7 @@ class Matcher:
         self._members: list[frozenset[Position]] = [frozenset()]
         self._fields: dict[tuple[int, str | None], dict[str, Entry]] = {}
         self._roots: dict[str, Entry] = {}
+        self._trees: dict[int, _Decision] = {}
 
     # -- states ---------------------------------------------------------------------------
 
@@ -160,7 +174,56 @@ class Matcher:
         return found
 
     def resolve(self, entry: Entry, value: Any) -> tuple[int, Rule | None]:
-        """State and rule of a node whose entry has pending where() predicates."""
+        """State and rule of a node whose entry has pending where() predicates.
+
+        The result depends on the value only through the predicates' outcomes, so it is cached
+        per entry in a decision tree: each node names the next predicate the full resolution
+        would evaluate, and its leaves hold (state, rule). Unseen outcome paths are resolved in
+        full and added."""
+        node = self._trees.get(id(entry))
+        if node is None:
+            node = self._trees[id(entry)] = _Decision(entry)
+        while True:
+            position = node.position
+            if position is None:
+                if node.result is None:
+                    break  # a path not seen yet
+                return node.result
+            n, pos = position
+            predicate = self.chains[n][0].steps[pos].predicate
+            assert predicate is not None
+            try:
+                passed = bool(predicate(value, entry.info.fhir_type))
+            except Exception:  # noqa: BLE001 - fhirpathpy errors are untyped and may quote data
+                raise PredicateFailedError from None
+            following = node.passed if passed else node.failed
+            if following is None:
+                break
+            node = following
+        trace: list[tuple[Position, bool]] = []
+        result = self._resolve(entry, value, trace)
+        self._record(self._trees[id(entry)], trace, result)
+        return result
+
+    @staticmethod
+    def _record(
+        node: _Decision, trace: list[tuple[Position, bool]], result: tuple[int, Rule | None]
+    ) -> None:
+        for position, passed in trace:
+            node.position = position
+            following = node.passed if passed else node.failed
+            if following is None:
+                following = _Decision(node.entry)
+                if passed:
+                    node.passed = following
+                else:
+                    node.failed = following
+            node = following
+        node.result = result
+
+    def _resolve(
+        self, entry: Entry, value: Any, trace: list[tuple[Position, bool]]
+    ) -> tuple[int, Rule | None]:
         alive = set(self._members[entry.state])
         match = entry.match
         fhir_type = entry.info.fhir_type
@@ -173,6 +236,7 @@ class Matcher:
                 passed = predicate(value, fhir_type)
             except Exception:  # noqa: BLE001 - fhirpathpy errors are untyped and may quote data
                 raise PredicateFailedError from None
+            trace.append(((n, pos), bool(passed)))
             if passed:
                 more: list[Position] = []
                 match = self._first(match, self._settle(n, pos + 1, fhir_type, alive, more))

@@ -15,6 +15,11 @@ Order-dependent details kept from upstream: the resource-scope date shift uses t
 resource's id as the rules before the dateshift rule left it (so `Resource.id` cryptoHash
 listed first shifts by the hashed id); substitution keeps the nodes that earlier rules
 processed. Difference: where() predicates see input values.
+
+The walk follows compiled plans (`plan`): per node context and JSON key, the decision that
+depends only on the path and element type is made once; nested resources, `_x` extensions
+and nodes under where() predicates go through the general code, as does everything when the
+anonymizer is built with `compiled_plans=False`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,18 @@ from caremesh.pseudonym.output import (
     add_security_labels,
     prune_aligned,
     prune_value,
+    with_security_labels,
+)
+from caremesh.pseudonym.plan import (
+    CALL,
+    COPY,
+    DROP,
+    GENERAL,
+    PENDING,
+    Action,
+    Plan,
+    PlanCompiler,
+    shortcut,
 )
 from caremesh.pseudonym.ruleset import Rule, RuleSet, parse_parameters
 from caremesh.pseudonym.values import PSEUDONYM_SYSTEM, RunState, ValueMethods
@@ -80,7 +97,10 @@ class Anonymizer:
         key_id: KeyId | None = None,
         today: date | None = None,
         rng: random.Random | None = None,
+        compiled_plans: bool = True,
     ) -> None:
+        """`compiled_plans=False` runs every node through the general path (see `plan`): the
+        same output, slower; the reference the plan tests compare against."""
         self.ruleset = ruleset
         self.params = p = parse_parameters({**ruleset.raw_parameters, **(parameters or {})})
         self.study = study
@@ -106,18 +126,29 @@ class Anonymizer:
         self._values = ValueMethods(
             p, study=study, vault=vault, rng=rng, encrypts="encrypt" in used
         )
+        self._plans = PlanCompiler(self._matcher, p, self._values.table)
+        self._plans.enabled = compiled_plans
+        self._top_plans: dict[str, Plan] = {}
 
     def apply(
         self, resource: Mapping[str, Any], *, patient_key: str | None = None
     ) -> dict[str, Any]:
         """A pseudonymised copy of `resource` (the input is not modified)."""
-        return self.anonymize(resource, patient_key=patient_key).resource
+        return self._run(resource, patient_key)[0]
 
     def anonymize(
         self, resource: Mapping[str, Any], *, patient_key: str | None = None
     ) -> AnonymizedResource:
         """Like `apply`, with the key id and study pseudonym that went into the result."""
-        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+        out, pseudonym = self._run(resource, patient_key)
+        return AnonymizedResource(out, self.key_id, pseudonym)
+
+    def _run(
+        self, resource: Mapping[str, Any], patient_key: str | None
+    ) -> tuple[dict[str, Any], Pseudonym | None]:
+        if not (type(resource) is dict or isinstance(resource, Mapping)) or not isinstance(
+            resource.get("resourceType"), str
+        ):
             raise PseudonymisationError("invalid-input: not a FHIR resource object")
         if self._needs_patient and patient_key is None:
             raise PseudonymisationError("patient-key-missing: the rules need the patient key")
@@ -129,9 +160,9 @@ class Anonymizer:
                 raise PseudonymisationError(str(failure)) from None
             emptied: dict[str, Any] = {"resourceType": resource["resourceType"]}
             add_security_labels(emptied, REDACTED)
-            return AnonymizedResource(emptied, self.key_id, None)
+            return emptied, None
         assert out is not None
-        return AnonymizedResource(out, self.key_id, run.pseudonym)
+        return out, run.pseudonym
 
     # -- the walk --------------------------------------------------------------------------
 
@@ -145,26 +176,44 @@ class Anonymizer:
         top: bool,
     ) -> dict[str, Any] | None:
         resource_type = obj["resourceType"]
+        plan = self._top_plans.get(resource_type) if top and inherited is None else None
+        if plan is not None:  # the usual case, decided once per resource type
+            run.flags = 0
+            out: dict[str, Any] = {"resourceType": resource_type}
+            self._root_id(obj, plan, run)
+            self._walk(out, obj, plan, run)
+            flags = run.flags
+            return with_security_labels(out, flags) if flags else out
         root = self._matcher.root(resource_type)
         state, match = self._resolve(root, obj, resource_type)
         rule = _first(inherited, match)
         saved, run.flags = run.flags, 0
-        out: dict[str, Any] = {"resourceType": resource_type}
+        out = {"resourceType": resource_type}
+        if (
+            top
+            and inherited is None
+            and not root.pending
+            and (rule is None or rule.method != "substitute")
+        ):
+            self._top_plans[resource_type] = self._plans.plan(
+                state, root.info.type_key, rule, resource_type, top
+            )
         if rule is not None and rule.method == "substitute":
             replaced = self._substitute(obj, root.info, state, rule, run, resource_type)
             if type(replaced) is dict:
                 out.update((k, v) for k, v in replaced.items() if k != "resourceType")
             run.flags |= SUBSTITUTED
         else:
+            plan = self._plans.plan(state, root.info.type_key, rule, resource_type, top)
             if top:
-                self._root_id(obj, root.info.type_key, state, rule, run)
-            self._fill(out, obj, root.info.type_key, state, rule, run, resource_type, top)
+                self._root_id(obj, plan, run)
+            self._walk(out, obj, plan, run)
         flags = run.flags
         run.flags = saved | flags
         if not top and len(out) == 1:
             return None
         if flags and not contained:
-            add_security_labels(out, flags)
+            return with_security_labels(out, flags)
         return out
 
     def _resolve(self, entry: Entry, value: Any, where: str) -> tuple[int, Rule | None]:
@@ -175,21 +224,15 @@ class Anonymizer:
         except PredicateFailedError:
             raise _RuleError("predicate-failed", where) from None
 
-    def _root_id(
-        self,
-        obj: Mapping[str, Any],
-        type_key: str | None,
-        state: int,
-        rule: Rule | None,
-        run: RunState,
-    ) -> None:
+    def _root_id(self, obj: Mapping[str, Any], plan: Plan, run: RunState) -> None:
         value = obj.get("id")
         if not isinstance(value, str):
             return
-        fields = self._matcher.fields(state, type_key)
-        entry = fields.get("id") or self._matcher.entry(fields, state, type_key, "id")
+        entry = plan.id_entry
+        if entry is None:
+            entry = plan.id_entry = plan.entry("id")
         _state, match = self._resolve(entry, value, obj["resourceType"])
-        id_rule = _first(rule, match)
+        id_rule = _first(plan.rule, match)
         run.id_input = run.id_final = value
         if id_rule is not None:
             run.id_rank = id_rule.index
@@ -207,51 +250,213 @@ class Anonymizer:
         parent_type: str,
         top: bool = False,
     ) -> None:
-        matcher = self._matcher
-        fields = matcher.fields(state, type_key)
-        aligned: list[str] = []
+        self._walk(out, obj, self._plans.plan(state, type_key, rule, parent_type, top), run)
+
+    def _walk(self, out: dict[str, Any], obj: Mapping[str, Any], plan: Plan, run: RunState) -> None:
+        """Fill `out` with the anonymized children of `obj`, following `plan` key by key."""
+        aligned: list[str] | None = None
+        walk = self._walk
+        system = self._pseudonym_system
         for key, value in obj.items():
-            if key[0] == "_":
-                self._extension(out, obj, key, value, fields, type_key, state, rule, run, aligned)
+            action = plan[key]
+            kind = action[0]
+            kind_of_value = type(value)
+            if kind_of_value is str:
+                if kind == COPY:
+                    if value:
+                        out[key] = value  # the common case: a string no rule reaches, or kept
+                    continue
+                if kind == DROP:
+                    if value:
+                        run.flags |= REDACTED
+                    continue
+            if kind == PENDING and kind_of_value is not list:
+                action = self._settle(action, value, plan)
+                kind = action[0]
+            if kind_of_value is dict and kind < GENERAL:
+                child = action[3]
+                if child is None:
+                    new = self._item(action, value, plan, run)
+                    if new is not None:
+                        out[key] = new
+                else:
+                    sub = shortcut(value, child, run, system) if child.tries > 0 else None
+                    if sub is None:
+                        sub = {}
+                        walk(sub, value, child, run)
+                    if sub:
+                        out[key] = sub
                 continue
-            if key == "resourceType":
+            if kind == GENERAL:
+                if key == "resourceType":
+                    continue
+                if plan.top and key == "id" and run.id_rank < (1 << 30):
+                    if run.id_final:
+                        out[key] = run.id_final  # computed first, by _root_id
+                    continue
+                if aligned is None:
+                    aligned = []
+                self._general_key(out, obj, key, value, plan, run, aligned)
                 continue
-            entry = fields.get(key) or matcher.entry(fields, state, type_key, key)
-            if rule is None and entry.match is None and not entry.pending and type(value) is str:
-                if value:
-                    out[key] = value  # the common case: a primitive no rule reaches
-                continue
-            if top and key == "id" and run.id_rank < (1 << 30):
-                if run.id_final:
-                    out[key] = run.id_final
-                continue
-            if type(value) is list:
+            if kind_of_value is list:
                 items: list[Any] = []
                 keep_slots = (
                     bool(value) and type(value[0]) is not dict and type(obj.get("_" + key)) is list
                 )
+                child = action[3] if kind != PENDING else None
                 for item in value:
-                    new = self._value(entry, item, rule, run, parent_type)
-                    if new is None and not keep_slots:
-                        continue
-                    if (
-                        type(new) is dict
-                        and new.get("system") == self._pseudonym_system
-                        and new in items
-                    ):
-                        continue
+                    if child is not None and type(item) is dict:
+                        new = shortcut(item, child, run, system) if child.tries > 0 else None
+                        if new is None:
+                            new = {}
+                            walk(new, item, child, run)
+                        if not new:
+                            if not keep_slots:
+                                continue
+                            new = None
+                        elif new.get("system") == system and new in items:
+                            continue
+                    elif kind < CALL and type(item) is not dict:  # COPY or DROP, inline
+                        if item is None or item == "" or type(item) is list:
+                            new = None
+                        elif kind == COPY:
+                            new = item
+                        else:
+                            run.flags |= REDACTED
+                            new = None
+                        if new is None and not keep_slots:
+                            continue
+                    else:
+                        new = self._item(action, item, plan, run)
+                        if new is None:
+                            if not keep_slots:
+                                continue
+                        elif type(new) is dict and new.get("system") == system and new in items:
+                            continue
                     items.append(new)
                 if keep_slots:
                     out[key] = items
+                    if aligned is None:
+                        aligned = []
                     aligned.append(key)
                 elif items:
                     out[key] = items
+            elif value is None or value == "":
+                continue
+            elif kind == COPY:
+                out[key] = value
+            elif kind == DROP:
+                run.flags |= REDACTED
             else:
-                new = self._value(entry, value, rule, run, parent_type)
+                rule, method = action[1], action[6]
+                assert rule is not None
+                assert method is not None
+                try:
+                    new = method(rule, value, action[2], plan.parent_type, run)
+                except m.TransformError as error:
+                    raise _RuleError(
+                        f"{error.code} (rule {rule.index})", f"{plan.parent_type}.{action[2].name}"
+                    ) from None
                 if new is not None:
                     out[key] = new
-        for key in aligned:
-            prune_aligned(out, key)
+        if aligned:
+            for key in aligned:
+                prune_aligned(out, key)
+
+    def _settle(self, action: Action, value: Any, plan: Plan) -> Action:
+        """The settled action of a PENDING key for this value (its predicates evaluated)."""
+        entry = action[4]
+        assert entry is not None
+        try:
+            state, match = self._matcher.resolve(entry, value)
+        except PredicateFailedError:
+            raise _RuleError("predicate-failed", entry.info.name) from None
+        outcomes = action[5]
+        assert outcomes is not None
+        settled = outcomes.get((state, -1 if match is None else id(match)))
+        if settled is None:
+            settled = self._plans.resolved(plan, action, state, match)
+        return settled
+
+    def _item(self, action: Action, value: Any, plan: Plan, run: RunState) -> Any:
+        """What `_value` returns for one value (a list item or an object) under `action`."""
+        if action[0] == PENDING:
+            action = self._settle(action, value, plan)
+        kind = type(value)
+        if kind is dict:
+            child = action[3]
+            if child is None:
+                assert action[4] is not None
+                return self._value(action[4], value, plan.rule, run, plan.parent_type)
+            new: dict[str, Any] = {}
+            self._walk(new, value, child, run)
+            return new or None
+        if value is None or kind is list or value == "":
+            return None
+        code = action[0]
+        if code == COPY:
+            return value
+        if code == DROP:
+            run.flags |= REDACTED
+            return None
+        rule = action[1]
+        assert rule is not None
+        return self._primitive(rule, value, action[2], plan.parent_type, run)
+
+    def _general_key(  # noqa: PLR0917 - internal, called positionally on the hot path
+        self,
+        out: dict[str, Any],
+        obj: Mapping[str, Any],
+        key: str,
+        value: Any,
+        plan: Plan,
+        run: RunState,
+        aligned: list[str],
+    ) -> None:
+        """One child the plan leaves to the general code (see `plan.GENERAL`)."""
+        matcher = self._matcher
+        type_key, state, rule = plan.type_key, plan.state, plan.rule
+        fields = matcher.fields(state, type_key)
+        if key[0] == "_":
+            self._extension(out, obj, key, value, fields, type_key, state, rule, run, aligned)
+            return
+        if key == "resourceType":
+            return
+        entry = fields.get(key) or matcher.entry(fields, state, type_key, key)
+        if rule is None and entry.match is None and not entry.pending and type(value) is str:
+            if value:
+                out[key] = value  # the common case: a primitive no rule reaches
+            return
+        if plan.top and key == "id" and run.id_rank < (1 << 30):
+            if run.id_final:
+                out[key] = run.id_final
+            return
+        parent_type = plan.parent_type
+        if type(value) is list:
+            items: list[Any] = []
+            keep_slots = (
+                bool(value) and type(value[0]) is not dict and type(obj.get("_" + key)) is list
+            )
+            for item in value:
+                new = self._value(entry, item, rule, run, parent_type)
+                if new is None and not keep_slots:
+                    continue
+                if (
+                    type(new) is dict
+                    and new.get("system") == self._pseudonym_system
+                    and new in items
+                ):
+                    continue
+                items.append(new)
+            if keep_slots:
+                out[key] = items
+                aligned.append(key)
+            elif items:
+                out[key] = items
+        else:
+            new = self._value(entry, value, rule, run, parent_type)
+            if new is not None:
+                out[key] = new
 
     def _extension(  # noqa: PLR0917 - internal, called positionally on the hot path
         self,
@@ -359,7 +564,12 @@ class Anonymizer:
             _s, own = self._resolve(entry, number, info.name)
             if number is not None and (own is None or own.index >= rule.index):
                 round_to = 2 if rule.round_to is None else rule.round_to
-                perturbed = self._values.perturb_number(rule, number, round_to, info)
+                try:
+                    perturbed = self._values.perturb_number(rule, number, round_to, info)
+                except m.TransformError as error:
+                    raise _RuleError(
+                        f"{error.code} (rule {rule.index})", f"{info.name}.value"
+                    ) from None
                 run.flags |= PERTURBED
                 # upstream marks the whole Quantity visited: the rest is kept as it is
                 shadow = self._shadow_keep(rule)

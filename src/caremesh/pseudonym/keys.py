@@ -111,3 +111,48 @@ class Keyring:
     def single(cls, master_key: bytes, key_id: KeyId = DEFAULT_KEY_ID) -> Keyring:
         """A ring with one version."""
         return cls({key_id: master_key}, key_id)
+
+
+VAULT_WRAP_PURPOSE = "vaultKeyWrap"
+VAULT_INDEX_PURPOSE = "vaultIndex"
+_VAULT_SCOPE = "\x1evault"
+"""HKDF info scope of the vault's keys; a study id cannot contain 0x1e, so no study shares it."""
+
+
+@dataclass(frozen=True, slots=True)
+class VaultKeys:
+    """The re-identification vault's keys under one master key version.
+
+    `wrapping_key` wraps per-patient data keys (AES-KW, RFC 3394); `index_key` makes the blind
+    lookup tags of (study, pseudonym) pairs, so that a record can be found without decrypting
+    every record, and without the tags telling anything to whoever lacks the master key.
+    """
+
+    key_id: KeyId
+    wrapping_key: bytes = field(repr=False)
+    index_key: bytes = field(repr=False)
+
+
+def vault_keys(master_key: bytes, key_id: KeyId) -> VaultKeys:
+    """Derive the vault's key-wrapping and index keys from a master key version."""
+    return VaultKeys(
+        key_id=key_id,
+        wrapping_key=derive_key(master_key, _VAULT_SCOPE, VAULT_WRAP_PURPOSE),
+        index_key=derive_key(master_key, _VAULT_SCOPE, VAULT_INDEX_PURPOSE),
+    )
+
+
+def master_key_bytes(text: str | None) -> bytes:
+    """The master key from its configured text: hex-decoded when it is hex, else UTF-8 bytes.
+
+    Raises ConfigurationError (naming the variable, never the value) when missing or short.
+    """
+    if text is None:
+        raise ConfigurationError("CAREMESH_PSEUDONYM__MASTER_KEY is required")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = text.encode()
+    if len(raw) < MIN_MASTER_KEY_BYTES:
+        raise ConfigurationError("the pseudonymisation master key must be at least 32 bytes")
+    return raw

@@ -25,26 +25,65 @@ LABELS: tuple[tuple[int, str, str], ...] = (
 )
 
 
+_HEAD = frozenset({"resourceType", "id"})
+_WANTED: dict[int, tuple[tuple[str, str], ...]] = {}
+
+
+def _wanted(flags: int) -> tuple[tuple[str, str], ...]:
+    found = _WANTED.get(flags)
+    if found is None:
+        found = tuple((code, display) for bit, code, display in LABELS if flags & bit)
+        if len(_WANTED) < 1024:
+            _WANTED[flags] = found
+    return found
+
+
 def add_security_labels(resource: dict[str, Any], flags: int) -> None:
     """Append the labels for `flags` to meta.security, in the fixed order, without duplicates."""
     meta = resource.get("meta")
     if type(meta) is not dict:
         meta = {}
-        items = [(k, v) for k, v in resource.items() if k != "meta"]
+        items = list(resource.items())
         resource.clear()
-        head = [kv for kv in items if kv[0] in ("resourceType", "id")]
-        resource.update(head)
+        for key, value in items:
+            if key in _HEAD:
+                resource[key] = value
         resource["meta"] = meta
-        resource.update(kv for kv in items if kv[0] not in ("resourceType", "id"))
+        for key, value in items:
+            if key not in _HEAD and key != "meta":
+                resource[key] = value
     security = meta.get("security")
     if type(security) is not list:
         security = meta["security"] = []
-    present = {
-        str(s.get("code", "")).upper() for s in security if type(s) is dict and s.get("code")
-    }
-    for bit, code, display in LABELS:
-        if flags & bit and code not in present:
+    if security:
+        present = {
+            str(s.get("code", "")).upper() for s in security if type(s) is dict and s.get("code")
+        }
+        for code, display in _wanted(flags):
+            if code not in present:
+                security.append({"system": LABEL_SYSTEM, "code": code, "display": display})
+    else:
+        for code, display in _wanted(flags):
             security.append({"system": LABEL_SYSTEM, "code": code, "display": display})
+
+
+def with_security_labels(resource: dict[str, Any], flags: int) -> dict[str, Any]:
+    """`add_security_labels` for a resource whose first key is `resourceType`; may return a new
+    dict (same content and key order as the in-place function gives) instead of reordering."""
+    if "meta" in resource:
+        add_security_labels(resource, flags)
+        return resource
+    head: dict[str, Any] = {"resourceType": resource["resourceType"]}
+    if "id" in resource:
+        head["id"] = resource["id"]
+    head["meta"] = {
+        "security": [
+            {"system": LABEL_SYSTEM, "code": code, "display": display}
+            for code, display in _wanted(flags)
+        ]
+    }
+    head.update(resource)  # keys already in `head` keep their place
+    return head
 
 
 def prune_value(value: Any) -> Any:

@@ -118,8 +118,14 @@ def compile_predicate(text: str, model: dict[str, Any] | None) -> Predicate:
     if match:
         parts, fn, arg = _parts(match.group(1)), match.group(2), _unescape(match.group(3))
 
+        single = parts[0] if len(parts) == 1 else None
+
         def string_fn(value: Any, _type: str) -> bool:
-            got = _collect(value, parts)
+            if single is not None and type(value) is dict:
+                hit = value.get(single)  # a plain string element: what _collect finds
+                got = [hit] if type(hit) is str else _collect(value, parts)
+            else:
+                got = _collect(value, parts)
             if len(got) != 1 or not isinstance(got[0], str):
                 return False
             text = got[0]

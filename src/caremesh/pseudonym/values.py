@@ -91,9 +91,12 @@ class ValueMethods:
         self._patient_offsets: dict[str, int] = {}
         self._resource_offsets: dict[str, int] = {}
         # Bounded memos of deterministic results (hashes, generalisations): values repeat a lot
-        # in a stream (references to the same patient, the same postal codes). In memory only.
+        # in a stream (references to the same patient, the same postal codes and dates). In memory
+        # only.
         self._hash_memo: dict[str, str] = {}
         self._general_memo: dict[tuple[int, str, Any], Any] = {}
+        self._shift_memo: dict[tuple[str, int, date], tuple[str | None, bool]] = {}
+        self._reference_memo: dict[tuple[str, str], str] = {}
         self.table: dict[str, Method] = {
             "keep": lambda rule, value, info, parent, run: value,
             "redact": self._redact,
@@ -143,9 +146,16 @@ class ValueMethods:
     ) -> Any:
         if info.fhir_type not in m.DATE_TYPES or not isinstance(value, str):
             return value
-        shifted, moved = m.shift_date(
-            value, self._offset(rule, run), self.params.partial_dates, run.today
-        )
+        offset = self._offset(rule, run)
+        key = (value, offset, run.today)
+        memo = self._shift_memo
+        found = memo.get(key)
+        if found is None:
+            found = m.shift_date(value, offset, self.params.partial_dates, run.today)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[key] = found
+        shifted, moved = found
         run.flags |= PERTURBED if moved else REDACTED
         return shifted
 
@@ -153,7 +163,7 @@ class ValueMethods:
         self, rule: Rule, value: Any, info: ElementInfo, parent: str, run: RunState
     ) -> Any:
         run.flags |= CRYTOHASH
-        text = _json_text(value)
+        text = value if type(value) is str else _json_text(value)
         memo = self._hash_memo
         is_reference = info.name == "reference" and parent == "Reference"
         key = "R" + text if is_reference else "V" + text
@@ -229,7 +239,16 @@ class ValueMethods:
         pseudonym = self.pseudonym(run)
         run.flags |= PSEUDED
         if info.name == "reference" and parent == "Reference":
-            return m.transform_reference(_json_text(value), lambda _id: pseudonym)
+            text = _json_text(value)
+            key = (text, pseudonym)
+            memo = self._reference_memo
+            found = memo.get(key)
+            if found is None:
+                found = m.transform_reference(text, lambda _id: pseudonym)
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[key] = found
+            return found
         return pseudonym
 
     def _substitute_primitive(

@@ -4,15 +4,45 @@ Every process connects as its own principal (DESIGN §9): the SASL user name and
 protocol and the CA file come from `CAREMESH_KAFKA__*`; these functions only translate them into
 each client library's option names. With `PLAINTEXT` they return nothing, so callers can always
 splat them into a client's configuration.
+
+`confluent_config` and `aiokafka_config` are the one place where a client's connection options are
+built: every Consumer, Producer, AdminClient and AIOKafka* of caremesh takes a `KafkaTarget` (the
+process's `KafkaSettings`, or a bare bootstrap string for the plaintext broker of tests and tools)
+and gets the bootstrap servers and the security profile from here.
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, TypeAlias
 
 from caremesh.errors import ConfigurationError
 from caremesh.settings import KafkaSettings
+
+KafkaTarget: TypeAlias = str | KafkaSettings
+"""Where and as whom a client connects: the process's settings, or a plaintext bootstrap list."""
+
+
+def bootstrap_of(target: KafkaTarget) -> str:
+    """The bootstrap servers of a target."""
+    return target if isinstance(target, str) else target.bootstrap_servers
+
+
+def confluent_config(target: KafkaTarget, **overrides: Any) -> dict[str, Any]:
+    """A confluent-kafka client configuration: bootstrap servers, security profile, overrides."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_of(target)}
+    if not isinstance(target, str):
+        config.update(confluent_security(target))
+    config.update(overrides)
+    return config
+
+
+def aiokafka_config(target: KafkaTarget) -> dict[str, Any]:
+    """aiokafka keyword arguments: `bootstrap_servers` and the security profile."""
+    options: dict[str, Any] = {"bootstrap_servers": bootstrap_of(target)}
+    if not isinstance(target, str):
+        options.update(aiokafka_security(target))
+    return options
 
 
 def _check(kafka: KafkaSettings) -> None:

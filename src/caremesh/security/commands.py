@@ -9,6 +9,7 @@ from caremesh.security.acl import AclRule, acl_rules, least_privilege_violations
 from caremesh.security.apply import AclPlan, apply_acls
 from caremesh.security.clients import confluent_security
 from caremesh.security.principals import Principal, principals
+from caremesh.security.registry import with_registered
 from caremesh.settings import Settings
 from caremesh.topics import TopicSpec, catalogue
 
@@ -36,8 +37,12 @@ def configured_catalogue(settings: Settings) -> list[TopicSpec]:
 
 
 def acl_apply(settings: Settings, *, dry_run: bool = False, prune: bool = False) -> AclPlan:
-    """Apply the generated ACLs with the admin's credentials (`CAREMESH_KAFKA__*`)."""
-    found, rules = platform(settings)
+    """Apply the generated ACLs with the admin's credentials (`CAREMESH_KAFKA__*`).
+
+    The organisations admitted with `caremesh org add` (the registry topic) count as configured,
+    so a pruning run keeps their ACLs and a removed one's are not recreated.
+    """
+    found, rules = platform(with_registered(settings))
     config = {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         **confluent_security(settings.kafka),

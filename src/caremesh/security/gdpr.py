@@ -22,6 +22,7 @@ COORDINATION = "care coordination alerts (TREAT), Art. 9(2)(h)"
 CONSENT = "consent management and proof of consent, Art. 7(1)"
 ACCOUNTABILITY = "accountability and audit, Art. 5(2) and Art. 30"
 OPERATIONS = "operation of the platform: correcting rejected or undelivered data, Art. 9(2)(h)"
+MEMBERSHIP = "admission of member organisations (organisation data, not personal data)"
 KEYS = "pseudonymisation and erasure key management, Art. 25 and Art. 32"
 
 HEALTH = "health data (Art. 9): FHIR resources with patient identifiers"
@@ -40,6 +41,11 @@ _BASE: dict[str, tuple[str, str]] = {
     topics.AUDIT: (ACCOUNTABILITY, "FHIR AuditEvent: who accessed or received what, when"),
     topics.KEYS_PATIENT: (KEYS, "wrapped per-patient data keys"),
     topics.DELIVERY_FAILED: (OPERATIONS, HEALTH + ", outbox records whose delivery failed"),
+    topics.ORGANISATIONS: (
+        MEMBERSHIP,
+        "member organisations' registrations (id, territory, endpoint URL, subscriptions); "
+        "no patient data",
+    ),
 }
 
 _PURPOSE_NAMES = {

@@ -62,6 +62,14 @@ LEDGER_OFFSETS_GROUP = "caremesh-ledger-offsets"
 """Group id of the consent ledger's end-offset reader (it never joins or commits)."""
 STATE_READER_GROUP = "caremesh-state-reader"
 """Group id of the batch stages' state reader (assign only, never commits)."""
+GLOBAL_STATE_GROUP = "caremesh-global"
+"""Group id of the batch stages' global-state follower (assign only, never commits)."""
+DEADLETTER_KEYS_GROUP = "caremesh-deadletter-keys"
+"""Group id of a stage's reader of the wrapped patient data keys (assign only, never commits)."""
+VAULT_READER_GROUP = "caremesh-vault-reader"
+"""Group id of the re-identification vault reader (assign only, never commits)."""
+DEADLETTER_CLI_GROUP = "caremesh-deadletter-cli"
+"""Group id of `caremesh deadletter` (assign only, never commits)."""
 
 
 def component_name(component: str) -> str:
@@ -90,7 +98,8 @@ def _stage(name: str, settings: Settings) -> Principal:
     prefix = settings.kafka.topic_prefix
     orgs = tuple(topics.outbox_topic(o.id) for o in settings.organisations)
     studies = tuple(topics.research_topic(s.id) for s in settings.studies)
-    faust_groups = (app_id, LEDGER_OFFSETS_GROUP)
+    faust_groups = (app_id, LEDGER_OFFSETS_GROUP, DEADLETTER_KEYS_GROUP)
+    keys = (topics.KEYS_PATIENT,)  # wrapped data keys: dead letters and the vault are sealed
     faust_leader = (f"{app_id}-__assignor-__leader",)
     out = (topics.AUDIT, topics.DEADLETTER)
     desc = f"worker stage {name}"
@@ -110,7 +119,7 @@ def _stage(name: str, settings: Settings) -> Principal:
             desc,
             reads=(topics.INGEST_FHIR,),
             writes=(topics.CLINICAL_FHIR, topics.DEADLETTER),
-            groups=(f"{app_id}-validate", STATE_READER_GROUP),
+            groups=(f"{app_id}-validate", STATE_READER_GROUP, GLOBAL_STATE_GROUP),
             owned_prefixes=(f"{prefix}{app_id}-validate",),
         )
     if name == "share":
@@ -118,8 +127,8 @@ def _stage(name: str, settings: Settings) -> Principal:
             component_name(name),
             Kind.STAGE,
             desc,
-            reads=(topics.CLINICAL_FHIR, topics.CONSENT_EVENTS),
-            writes=(*orgs, *out),
+            reads=(topics.CLINICAL_FHIR, topics.CONSENT_EVENTS, topics.ORGANISATIONS, *keys),
+            writes=(*orgs, *out, *keys),
             groups=faust_groups,
             owned_prefixes=(f"{app_id}-{prefix}share",),
             owned_topics=faust_leader,
@@ -129,8 +138,8 @@ def _stage(name: str, settings: Settings) -> Principal:
             component_name(name),
             Kind.STAGE,
             desc,
-            reads=(topics.CLINICAL_FHIR, topics.PATHWAY_ACTIONS, topics.CONSENT_EVENTS),
-            writes=(topics.PATHWAY_ALERTS, *out),
+            reads=(topics.CLINICAL_FHIR, topics.PATHWAY_ACTIONS, topics.CONSENT_EVENTS, *keys),
+            writes=(topics.PATHWAY_ALERTS, *out, *keys),
             groups=faust_groups,
             owned_prefixes=(f"{app_id}-{prefix}pathways",),
             owned_topics=faust_leader,
@@ -140,8 +149,8 @@ def _stage(name: str, settings: Settings) -> Principal:
             component_name(name),
             Kind.STAGE,
             desc,
-            reads=(topics.CLINICAL_FHIR, topics.CONSENT_EVENTS),
-            writes=(*studies, *out),
+            reads=(topics.CLINICAL_FHIR, topics.CONSENT_EVENTS, *keys),
+            writes=(*studies, *out, *keys),
             groups=faust_groups,
             owned_prefixes=(f"{app_id}-{prefix}research",),
             owned_topics=faust_leader,
@@ -192,15 +201,15 @@ def _connectors(settings: Settings) -> list[Principal]:
             component_name("consent-api"),
             Kind.CONNECTOR,
             "consent API",
-            reads=(topics.CONSENT_EVENTS,),
-            writes=(topics.CONSENT_EVENTS, topics.AUDIT),
-            groups=(LEDGER_OFFSETS_GROUP,),
+            reads=(topics.CONSENT_EVENTS, topics.KEYS_PATIENT),
+            writes=(topics.CONSENT_EVENTS, topics.AUDIT, topics.KEYS_PATIENT),
+            groups=(LEDGER_OFFSETS_GROUP, VAULT_READER_GROUP),
         ),
         Principal(
             component_name("delivery"),
             Kind.CONNECTOR,
             "FHIR REST delivery of the outboxes",
-            reads=outboxes,
+            reads=(*outboxes, topics.ORGANISATIONS),
             writes=(topics.DELIVERY_FAILED, topics.AUDIT),
             groups=tuple(
                 f"{prefix}delivery-{o.id}" for o in settings.organisations if o.fhir_endpoint
@@ -261,7 +270,9 @@ def principals(settings: Settings) -> list[Principal]:
             name,
             Kind.OPERATOR,
             "operator reading dead letters and failed deliveries",
-            reads=(topics.DEADLETTER, topics.DELIVERY_FAILED),
+            reads=(topics.DEADLETTER, topics.DELIVERY_FAILED, topics.KEYS_PATIENT),
+            writes=(topics.AUDIT,),  # `deadletter show` audits every disclosure
+            groups=(DEADLETTER_CLI_GROUP, VAULT_READER_GROUP),
             group_prefixes=(own_group_prefix(name),),
         )
         for name in settings.security.operators

@@ -91,6 +91,9 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
         table_standby_replicas=0,
         autodiscover=False,
         broker_credentials=faust_credentials(settings.kafka),
+        # Failover after a crash takes one session timeout (settings.worker, default 10 s).
+        broker_session_timeout=settings.worker.session_timeout_seconds,
+        broker_heartbeat_interval=settings.worker.session_timeout_seconds / 3,
     )
     app.caremesh_metrics = metrics
     app.caremesh_batch_stages = []

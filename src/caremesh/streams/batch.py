@@ -30,10 +30,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from caremesh import envelope
 from caremesh.errors import RejectedInputError
 from caremesh.metrics import Metrics
+from caremesh.security.clients import KafkaTarget, confluent_config
 
 log = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 70
+REJOIN_TIMEOUT_SECONDS = 30.0
+"""After a revocation (e.g. a session timeout), how long the consumer may go without a new
+assignment before it is replaced: after a broker pause (SIGSTOP/SIGCONT), librdkafka's group
+coordinator connection was seen stuck for good ("1 out-queue" request timing out every minute),
+so the stage never rejoined its group (tests/reliability, test 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,7 @@ class Output:
 
 
 def ensure_compacted(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     topic: str,
     partitions: int,
     replication: int,
@@ -59,7 +65,7 @@ def ensure_compacted(
     config = {"cleanup.policy": "compact"}
     if retention_ms is not None:
         config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(confluent_config(bootstrap))
     if topic in admin.list_topics(timeout=30).topics:
         wait_for_leaders(admin, topic)
         return
@@ -128,13 +134,13 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) ->
             time.sleep(0.2)
 
 
-def _read_to_end(bootstrap: str, tps: list[TopicPartition]) -> Iterable[Message]:
+def _read_to_end(bootstrap: KafkaTarget, tps: list[TopicPartition]) -> Iterable[Message]:
     """Every record of the given partitions, from the beginning to their current end."""
     if not tps:
         return
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **confluent_config(bootstrap),
             "group.id": "caremesh-state-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -167,7 +173,7 @@ def _read_to_end(bootstrap: str, tps: list[TopicPartition]) -> Iterable[Message]
 class PartitionState:
     """Key/values per input partition, with a compacted changelog partitioned like the input."""
 
-    def __init__(self, bootstrap: str, changelog: str) -> None:
+    def __init__(self, bootstrap: KafkaTarget, changelog: str) -> None:
         self.bootstrap = bootstrap
         self.changelog = changelog
         self.data: dict[int, dict[bytes, bytes]] = {}
@@ -207,7 +213,7 @@ class PartitionState:
 class GlobalState:
     """Every key of a compacted topic, followed continuously; local writes apply at once."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: KafkaTarget, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.data: dict[str, str] = {}
@@ -215,7 +221,7 @@ class GlobalState:
 
     def load(self) -> None:
         """Read the whole topic, then keep a consumer positioned at its end."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(confluent_config(self.bootstrap))
         wait_for_leaders(admin, self.topic)
         meta = admin.list_topics(self.topic, timeout=30)
         tps = [TopicPartition(self.topic, p) for p in meta.topics[self.topic].partitions]
@@ -223,7 +229,7 @@ class GlobalState:
             self._apply(msg)
         consumer = Consumer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **confluent_config(self.bootstrap),
                 "group.id": "caremesh-global",
                 "enable.auto.commit": False,
             }
@@ -272,7 +278,7 @@ class BatchRunner:
         self,
         *,
         stage: str,
-        bootstrap: str,
+        bootstrap: KafkaTarget,
         group_id: str,
         source: str,
         handler: Handler,
@@ -299,6 +305,11 @@ class BatchRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
+        self._unassigned_since: float | None = None
+        self.rejoin_timeout = REJOIN_TIMEOUT_SECONDS
+        self.session_timeout: float | None = None
+        """Group session timeout in seconds (None: librdkafka's 45 s); the worker sets it from
+        `settings.worker.session_timeout_seconds`; the heartbeat interval is a third of it."""
 
     def start(self) -> None:
         """Start the consume loop in a daemon thread."""
@@ -329,6 +340,7 @@ class BatchRunner:
         if self.partition_state is not None:
             self.partition_state.load(ids)
         self.assigned |= set(ids)
+        self._unassigned_since = None
         self.ready = True
         log.info("stage %s assigned %d partitions", self.stage, len(ids))
 
@@ -337,6 +349,7 @@ class BatchRunner:
         if self.partition_state is not None:
             self.partition_state.drop(ids)
         self.assigned -= set(ids)
+        self._unassigned_since = time.monotonic()
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -346,14 +359,13 @@ class BatchRunner:
         if self.prepare is not None:
             self.prepare()
         producer = Producer(envelope.producer_config(self.bootstrap, **{"linger.ms": 2}))
-        consumer = Consumer(
-            envelope.consumer_config(self.bootstrap, self.group_id, **{"enable.auto.commit": False})
-        )
-        consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer = self._subscribe()
         in_count = self.metrics.messages_in.labels(self.stage)
         duration = self.metrics.stage_duration.labels(self.stage)
         try:
             while not self._stop.is_set():
+                if self._stuck():
+                    consumer = self._replace(consumer)
                 batch = _next_batch(consumer, self.batch_size)
                 if not batch:
                     continue
@@ -372,6 +384,33 @@ class BatchRunner:
         finally:
             producer.flush(30)
             consumer.close()
+
+    def _subscribe(self) -> Consumer:
+        overrides: dict[str, object] = {"enable.auto.commit": False}
+        if self.session_timeout is not None:
+            overrides["session.timeout.ms"] = int(self.session_timeout * 1000)
+            overrides["heartbeat.interval.ms"] = int(self.session_timeout * 1000 / 3)
+        consumer = Consumer(envelope.consumer_config(self.bootstrap, self.group_id, **overrides))
+        self._unassigned_since = time.monotonic()
+        consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        return consumer
+
+    def _stuck(self) -> bool:
+        """True when no assignment (not even an empty one) came for `rejoin_timeout` seconds."""
+        since = self._unassigned_since
+        return since is not None and time.monotonic() - since > self.rejoin_timeout
+
+    def _replace(self, consumer: Consumer) -> Consumer:
+        """A fresh consumer in place of one whose group membership is stuck; nothing is lost:
+        offsets are committed only after the outputs, so the next owner resumes from them."""
+        log.warning(
+            "stage %s got no assignment for %.0fs; replacing its consumer",
+            self.stage,
+            self.rejoin_timeout,
+        )
+        # close() may wait on the stuck coordinator: let it finish in the background.
+        threading.Thread(target=consumer.close, name=f"close-{self.stage}", daemon=True).start()
+        return self._subscribe()
 
     def _handle(self, msg: Message) -> list[Output]:
         try:

@@ -40,12 +40,14 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             extra={envelope.H_FHIR_RELEASE: "R4", envelope.H_CORRELATION_ID: msg_id},
         )
         out.inc()
-        return [Output(ingest, msg.key(), bundle, env.headers())]
+        # Same partition as the raw message: the MLLP listener chose it by patient (see
+        # caremesh.fhir.ordering), so one patient's messages keep their order.
+        return [Output(ingest, msg.key(), bundle, env.headers(), partition=msg.partition())]
 
     app.caremesh_batch_stages.append(
         BatchRunner(
             stage=STAGE,
-            bootstrap=settings.kafka.bootstrap_servers,
+            bootstrap=settings.kafka,
             group_id=f"{settings.worker.app_id}-{STAGE}",
             source=prefix + INGEST_HL7V2,
             handler=map_one,

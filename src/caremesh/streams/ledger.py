@@ -24,6 +24,8 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from caremesh.consent import PatientConsents, apply, parse_event
 from caremesh.consent.model import Consent
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
+from caremesh.security.clients import KafkaTarget, confluent_config
+from caremesh.security.principals import LEDGER_OFFSETS_GROUP
 from caremesh.topic_reader import open_from_beginning
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class ConsentLedger:
     """Folds consent.events.v1 into per-patient consent state and answers `wait_caught_up`."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, *, refresh_interval: float = 0.0
+        self, bootstrap_servers: KafkaTarget, topic: str, *, refresh_interval: float = 0.0
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
@@ -122,7 +124,7 @@ class ConsentLedger:
     def _watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         if self._offsets is None:
             self._offsets = Consumer(
-                {"bootstrap.servers": self.bootstrap_servers, "group.id": "caremesh-ledger-offsets"}
+                confluent_config(self.bootstrap_servers, **{"group.id": LEDGER_OFFSETS_GROUP})
             )
         return {
             tp: int(

@@ -19,9 +19,7 @@ async def ledger_for(app: CaremeshApp, settings: Settings) -> ConsentLedger:
     async with _LOCK:
         ledger = app.caremesh_ledger
         if ledger is None:
-            ledger = ConsentLedger(
-                settings.kafka.bootstrap_servers, settings.kafka.topic_prefix + CONSENT_EVENTS
-            )
+            ledger = ConsentLedger(settings.kafka, settings.kafka.topic_prefix + CONSENT_EVENTS)
             await ledger.start()
             app.caremesh_ledger = ledger
     return ledger

@@ -168,7 +168,8 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             states = fresh
             after, again = step(states)
             candidates = [c for c in again if c.alert_id not in emitted]
-        store(patient, after)
+        if after != states:  # most records change nothing: no changelog write for them
+            store(patient, after)
 
     async def on_action(event: Event) -> None:
         patient = (event.key or b"").decode("utf-8", "replace")

@@ -8,11 +8,21 @@ retraction for the patient's pseudonym to each study that had received data of t
 (tracked in a table co-partitioned with the patient-keyed topics). Its reason is `erasure` when
 the ledger event was an erasure (GDPR Art. 17, see `caremesh.erasure`), else
 `consent-withdrawn`.
+
+Before a patient's first record reaches a study, the stage writes the patient's sealed vault
+record (`pseudonym.vault.seal_record`: the study → pseudonym mapping of every study that received
+the patient, under the data key of the patient's current record, or a fresh one when there is
+none: dead letters are sealed with it, see `caremesh.deadletters`) to `keys.patient.v1` and
+waits for its acknowledgement, so every published pseudonym can be re-identified through the
+audited route until the patient is erased. On an erasure it writes the key tombstone too
+(idempotent with the consent API's), so a vault record written by a race just before the erasure
+is shredded as well.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,20 +36,26 @@ from caremesh.consent import evaluate as evaluate_consent
 from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, KeyId, PatientKey
-from caremesh.erasure import REASON_WITHDRAWN, retraction_reason
+from caremesh.erasure import (
+    KEY_TOMBSTONE_TYPE,
+    REASON_ERASURE,
+    REASON_WITHDRAWN,
+    VAULT_RECORD_TYPE,
+    retraction_reason,
+)
 from caremesh.errors import ConfigurationError, RejectedInputError
 from caremesh.policy import consent_policy
 from caremesh.pseudonym.engine import Anonymizer
-from caremesh.pseudonym.keys import Keyring
+from caremesh.pseudonym.keys import Keyring, VaultKeys, master_key_bytes, vault_keys
 from caremesh.pseudonym.presets import load_preset, preset_names
 from caremesh.pseudonym.ruleset import RuleSet, load_rules
 from caremesh.pseudonym.study import study_anonymizer
-from caremesh.pseudonym.vault import InMemoryVault
+from caremesh.pseudonym.vault import PseudonymVault, StudyPseudonyms, seal_record
 from caremesh.settings import Settings, StudySettings
 from caremesh.streams.app import CaremeshApp
 from caremesh.streams.ledger_access import ledger_for
 from caremesh.streams.stage import Event, StageShell, raw_topic
-from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, research_topic
+from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, research_topic
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +70,7 @@ class StudyRuntime:
     settings: StudySettings
     policy: ConsentPolicy
     anonymizer: Anonymizer
-    vault: InMemoryVault
+    vault: PseudonymVault
     key_id: KeyId
 
     @property
@@ -77,14 +93,12 @@ def master_key(settings: Settings) -> bytes:
     secret = settings.pseudonym.master_key
     if secret is None:
         raise ConfigurationError("CAREMESH_PSEUDONYM__MASTER_KEY is required when studies exist")
-    text = secret.get_secret_value()
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = text.encode()
-    if len(raw) < 32:
-        raise ConfigurationError("the pseudonymisation master key must be at least 32 bytes")
-    return raw
+    return master_key_bytes(secret.get_secret_value())
+
+
+def stage_vault_keys(settings: Settings) -> VaultKeys:
+    """The vault keys of the current master key version (they seal new vault records)."""
+    return vault_keys(master_key(settings), KeyId(settings.pseudonym.key_id))
 
 
 def study_runtimes(settings: Settings) -> list[StudyRuntime]:
@@ -92,10 +106,10 @@ def study_runtimes(settings: Settings) -> list[StudyRuntime]:
     if not settings.studies:
         return []
     ring = Keyring.single(master_key(settings), KeyId(settings.pseudonym.key_id))
+    vault = StudyPseudonyms({s.id: ring.study_keys(s.id).pseudonym_key for s in settings.studies})
     out = []
     for study in settings.studies:
         keys = ring.study_keys(study.id)
-        vault = InMemoryVault(keys.pseudonym_key)
         anonymizer = study_anonymizer(study.id, ring, _ruleset(study.rules), vault=vault)
         out.append(
             StudyRuntime(
@@ -132,6 +146,9 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     topics = {
         s.settings.id: raw_topic(app, settings, research_topic(s.settings.id)) for s in studies
     }
+    keys_topic = raw_topic(app, settings, KEYS_PATIENT)
+    sealing = stage_vault_keys(settings)
+    vault = studies[0].vault
     released = app.Table(
         f"{settings.kafka.topic_prefix}research-released",
         key_type=str,
@@ -154,6 +171,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         labels = sharing.security_labels(resource)
         now = datetime.now(UTC)
         sent: set[str] = set()
+        permitted: list[StudyRuntime] = []
         for study in studies:
             sid = study.settings.id
             query = DecisionQuery(
@@ -177,6 +195,16 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             )
             if not decision.permitted:
                 continue
+            permitted.append(study)
+        if not permitted:
+            return
+        # re-read with no await before the write: the consent agent shares this row
+        had = set(filter(None, (released.get(patient) or "").split(",")))
+        wanted = had | {s.settings.id for s in permitted}
+        if wanted != had:
+            await register(patient, wanted)
+        for study in permitted:
+            sid = study.settings.id
             result = study.anonymizer.anonymize(resource, patient_key=patient)
             pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
             env = Envelope(
@@ -198,6 +226,24 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             if not sent <= had:
                 released[patient] = ",".join(sorted(had | sent))
 
+    async def register(patient: str, study_ids: set[str]) -> None:
+        """Write the patient's sealed vault record and wait until the broker acknowledged it."""
+        key = PatientKey(patient)
+        pseudonyms = {sid: vault.pseudonym_for(sid, key) for sid in sorted(study_ids)}
+        env = Envelope(
+            str(uuid.uuid4()),
+            "urn:caremesh:stage:research",
+            VAULT_RECORD_TYPE,
+            content_type="application/json",
+        )
+        data_key = await shell.current_data_key(key)  # keep it: dead letters are sealed with it
+        sent = await keys_topic.send(
+            key=patient.encode(),
+            value=seal_record(sealing, key, pseudonyms, data_key=data_key),
+            headers=env.header_map(),
+        )
+        await sent
+
     async def on_consent(event: Event) -> None:
         patient = (event.key or b"").decode("utf-8", "replace")
         had = set(filter(None, (released.get(patient) or "").split(",")))
@@ -208,6 +254,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         consents = ledger.consents(patient)
         now = datetime.now(UTC)
         retracted: set[str] = set()
+        erased = False
         for study in studies:
             sid = study.settings.id
             if sid not in had:
@@ -228,9 +275,11 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 "org.caremesh.research.retraction",
                 content_type="application/json",
             )
+            reason = retraction_reason(decision)
+            erased = erased or reason == REASON_ERASURE
             await topics[sid].send(
                 key=pseudonym.encode(),
-                value=retraction_value(sid, pseudonym, now, retraction_reason(decision)),
+                value=retraction_value(sid, pseudonym, now, reason),
                 headers=env.header_map(),
             )
             metrics.research_records.labels(sid, RETRACTION).inc()
@@ -238,6 +287,16 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         if retracted:
             had = set(filter(None, (released.get(patient) or "").split(",")))
             released[patient] = ",".join(sorted(had - retracted))
+        if erased:
+            env = Envelope(
+                str(uuid.uuid4()),
+                "urn:caremesh:stage:research",
+                KEY_TOMBSTONE_TYPE,
+                content_type="application/octet-stream",
+            )
+            await (
+                await keys_topic.send(key=patient.encode(), value=None, headers=env.header_map())
+            )
 
     @app.agent(clinical, name=f"{settings.kafka.topic_prefix}research")
     async def research(stream: object) -> None:

@@ -4,6 +4,10 @@ For each clinical resource the recipients are the organisations of the patient's
 (folded in a Faust table co-partitioned with the clinical topic) subscribed to its resource type;
 each gets it only if `evaluate(purpose TREAT, actor = that organisation)` permits, with the consent
 state caught up with the ledger as of the record's time. Every decision is audited.
+
+The organisations are the configured ones and those admitted with `caremesh org add`: the stage
+follows the registry topic organisations.v1 (`caremesh.security.registry`), so a new member is
+served, and a removed one no longer written to, without a restart.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import faust
 import orjson
 
 from caremesh import envelope, sharing
@@ -21,11 +26,12 @@ from caremesh.consent.model import ActorRef
 from caremesh.envelope import PatientKey
 from caremesh.errors import RejectedInputError
 from caremesh.policy import consent_policy
+from caremesh.security.registry import OrganisationRegistry, follow
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp
 from caremesh.streams.ledger_access import ledger_for
 from caremesh.streams.stage import Event, StageShell, raw_topic, text_headers
-from caremesh.topics import CLINICAL_FHIR, outbox_topic
+from caremesh.topics import CLINICAL_FHIR, ORGANISATIONS, outbox_topic
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +53,15 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     """Register the share agent and its care-team table on the app."""
     shell = StageShell(app, settings, STAGE)
     clinical = raw_topic(app, settings, CLINICAL_FHIR)
-    outboxes = {o.id: raw_topic(app, settings, outbox_topic(o.id)) for o in settings.organisations}
-    known = frozenset(outboxes)
-    subscriptions = {o.id: frozenset(o.subscriptions) for o in settings.organisations}
+    registry = OrganisationRegistry(settings.organisations)
+    outboxes: dict[str, faust.TopicT] = {}
+
+    def outbox(org: str) -> faust.TopicT:
+        topic = outboxes.get(org)
+        if topic is None:
+            topic = outboxes[org] = raw_topic(app, settings, outbox_topic(org))
+        return topic
+
     policy = consent_policy(settings.consent)
     teams = app.Table(
         f"{settings.kafka.topic_prefix}share-care-teams",
@@ -69,12 +81,12 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
         raw_team = teams.get(patient)
         team: dict[str, list[str]] = orjson.loads(raw_team) if raw_team else {}
-        changed = sharing.fold_care_team(team, resource, known)
+        changed = sharing.fold_care_team(team, resource, registry.known)
         if changed is not None:
             team = changed
             teams[patient] = orjson.dumps(team).decode()
         rtype = str(resource.get("resourceType", ""))
-        targets = sharing.recipients(team, rtype, subscriptions)
+        targets = sharing.recipients(team, rtype, registry.subscriptions)
         if not targets:
             return
         ledger = await ledger_for(app, settings)
@@ -108,8 +120,14 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 continue
             out_headers = dict(event.headers or {})
             out_headers[envelope.H_CONSENT_DECISIONS] = ",".join(decision.consent_ids).encode()
-            await outboxes[org].send(key=event.key, value=value, headers=out_headers)
+            if org not in registry.known:
+                continue  # removed while this record was being decided
+            await outbox(org).send(key=event.key, value=value, headers=out_headers)
             out.inc()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_organisations() -> None:
+        await follow(registry, settings.kafka, settings.kafka.topic_prefix + ORGANISATIONS)
 
     @app.agent(clinical, name=f"{settings.kafka.topic_prefix}share")
     async def share(stream: object) -> None:

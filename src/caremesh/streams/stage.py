@@ -4,6 +4,9 @@ Faust acks a message whose agent raised, so a stage never lets an exception esca
 that can never be processed goes to `deadletter.v1` (original key and bytes, with an error code,
 the stage and its coordinates in headers; never payload in the reason), and a transient failure
 (broker, consent state not ready) is retried until it succeeds, never dead-lettered (DESIGN §4).
+Stages read topics keyed by the patient key, so with a master key configured a dead letter's
+value is sealed under the patient's vault data key and its key replaced by the key id
+(`caremesh.deadletters`): the erasure tombstone shreds it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import time
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,12 +23,23 @@ import faust
 import orjson
 
 from caremesh import envelope
-from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
+from caremesh.consent.model import ERASURE_ID
+from caremesh.deadletters import Origin, PatientKeyStore, protect
+from caremesh.envelope import KeyId, PatientKey
+from caremesh.erasure import VAULT_RECORD_TYPE
+from caremesh.errors import (
+    ConfigurationError,
+    ConsentNotReadyError,
+    KafkaUnavailableError,
+    RejectedInputError,
+)
 from caremesh.metrics import Metrics
+from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp
 from caremesh.streams.batch import deadletter_headers
-from caremesh.topics import AUDIT, DEADLETTER
+from caremesh.streams.ledger_access import ledger_for
+from caremesh.topics import AUDIT, DEADLETTER, KEYS_PATIENT
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +69,33 @@ def text_headers(event: Event) -> dict[str, str]:
     }
 
 
+_KEY_STORES: dict[str, PatientKeyStore] = {}
+"""One `keys.patient.v1` fold per process (the stages of one worker share it)."""
+
+
+def patient_key_store(settings: Settings) -> PatientKeyStore | None:
+    """The process's patient data-key store, or None when no master key is configured."""
+    secret = settings.pseudonym.master_key
+    if secret is None:
+        return None
+    topic = settings.kafka.topic_prefix + KEYS_PATIENT
+    store = _KEY_STORES.get(topic)
+    if store is None:
+        try:
+            master = master_key_bytes(secret.get_secret_value())
+        except ConfigurationError:
+            log.warning("dead letters stay in clear: the master key is not usable")
+            return None
+        key_id = KeyId(settings.pseudonym.key_id)
+        store = PatientKeyStore(settings.kafka, topic, {key_id: vault_keys(master, key_id)}, key_id)
+        _KEY_STORES[topic] = store
+    return store
+
+
+class InjectedFaultError(Exception):
+    """The test-only fault of `worker.fault_marker` (never raised when it is unset)."""
+
+
 class StageShell:
     """Runs one stage's handler per event with dead-lettering, retries and metrics."""
 
@@ -63,6 +105,13 @@ class StageShell:
         self.metrics: Metrics = app.caremesh_metrics
         self.deadletter = raw_topic(app, settings, DEADLETTER)
         self.audit_topic = raw_topic(app, settings, AUDIT)
+        self.keys_topic = raw_topic(app, settings, KEYS_PATIENT)
+        self.settings = settings
+        self.key_store = patient_key_store(settings)
+        if self.key_store is None:
+            log.warning("stage %s: no master key, dead letters are written in clear", stage)
+        marker = settings.worker.fault_marker
+        self.fault_marker = marker.encode() if marker else None
 
     async def audit(self, event_id: str, audit_event: Mapping[str, Any]) -> None:
         """Write one FHIR AuditEvent to audit.v1, keyed by its (stable) id."""
@@ -86,7 +135,28 @@ class StageShell:
             offset=msg.offset,
         )
         headers.update({k: v.encode() if isinstance(v, str) else (v or b"") for k, v in reasons})
-        await self.deadletter.send(key=event.key, value=event.value, headers=headers)
+        origin = Origin(str(msg.topic), msg.partition, msg.offset)
+        patient = PatientKey((event.key or b"").decode("utf-8", "replace"))
+        backoff = 0.1
+        while True:
+            try:
+                sealed = await protect(
+                    self.key_store,
+                    patient,
+                    event.key,
+                    event.value,
+                    origin,
+                    erased=lambda p: self._erased(p, float(msg.timestamp or 0.0)),
+                    write=self._write_key_record,
+                )
+                break
+            except TRANSIENT as exc:
+                log.warning("dead letter key not ready in %s (%s)", self.stage, type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        headers.update({k: v.encode() for k, v in sealed.headers})
+        value = sealed.value if sealed.key is not None or sealed.value is not None else b""
+        await self.deadletter.send(key=sealed.key, value=value, headers=headers)
         self.metrics.rejected.labels(self.stage, code).inc()
         log.info(
             "dead-lettered: stage=%s code=%s topic=%s partition=%s offset=%s",
@@ -97,6 +167,28 @@ class StageShell:
             msg.offset,
         )
 
+    async def _erased(self, patient: PatientKey, as_of: float) -> bool:
+        ledger = await ledger_for(self.app, self.settings)
+        await ledger.wait_caught_up(as_of=as_of)
+        return any(c.id == ERASURE_ID for c in ledger.consents(patient))
+
+    async def _write_key_record(self, key: bytes, value: bytes) -> None:
+        env = envelope.Envelope(
+            str(uuid.uuid4()),
+            f"urn:caremesh:stage:{self.stage}",
+            VAULT_RECORD_TYPE,
+            content_type="application/json",
+        )
+        await (await self.keys_topic.send(key=key, value=value, headers=env.header_map()))
+
+    async def current_data_key(self, patient: PatientKey) -> bytes | None:
+        """The data key of the patient's vault record (None: none, or no master key), so a
+        re-sealed record keeps it and the dead letters sealed under it stay readable."""
+        if self.key_store is None:
+            return None
+        await asyncio.to_thread(self.key_store.catch_up, patient)
+        return self.key_store.data_key(patient)
+
     async def handle(self, event: Event, handler: Callable[[Event], Awaitable[None]]) -> None:
         """Run `handler` on one event until it has an outcome: output, dead letter, or retry."""
         self.metrics.messages_in.labels(self.stage).inc()
@@ -104,6 +196,8 @@ class StageShell:
         while True:
             started = time.perf_counter()
             try:
+                if self.fault_marker is not None and self.fault_marker in (event.value or b""):
+                    raise InjectedFaultError(self.stage)
                 await handler(event)
             except RejectedInputError as exc:
                 await self.dead_letter(event, exc.code, exc.detail)

@@ -50,7 +50,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     """Register the validate stage on the worker (it runs beside the Faust agents)."""
     warm_up()
     prefix = settings.kafka.topic_prefix
-    bootstrap = settings.kafka.bootstrap_servers
+    bootstrap = settings.kafka
     base = f"{prefix}{settings.worker.app_id}-validate"
     links = GlobalState(bootstrap, f"{base}-patient-links")
     seen = PartitionState(bootstrap, f"{base}-seen-messages")

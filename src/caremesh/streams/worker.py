@@ -44,6 +44,8 @@ def build_worker_app(settings: Settings, stages: Sequence[str] | None = None) ->
     for name, install in installers.items():
         if stages is None or name in stages:
             install(app, settings)
+    for runner in app.caremesh_batch_stages:
+        runner.session_timeout = settings.worker.session_timeout_seconds
     return app
 
 

@@ -21,6 +21,11 @@ class FakeProducer:
         self.fail = fail
         self.sent: list[OutRecord] = []
 
+    async def partition_count(self, topic: str) -> int:
+        if self.fail:
+            raise KafkaUnavailableError("no metadata")
+        return 3
+
     async def send_all(self, records: Sequence[OutRecord]) -> list[Ack]:
         if self.fail:
             raise KafkaUnavailableError("write not acknowledged: _MSG_TIMED_OUT")

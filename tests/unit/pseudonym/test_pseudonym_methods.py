@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from caremesh.errors import PseudonymisationError
 from caremesh.pseudonym import Anonymizer, load_rules
 
 from .helpers import fold_offset, hmac_hex, make
@@ -300,3 +301,13 @@ def test_input_is_not_modified(patient: dict[str, Any]) -> None:
     before = copy.deepcopy(patient)
     make([{"path": "nodesByType('HumanName')", "method": "redact"}]).apply(patient)
     assert patient == before
+
+
+def test_perturb_of_a_quantity_with_a_non_numeric_value_is_a_clean_rule_error() -> None:
+    rules = [{"path": "Observation.value as Quantity", "method": "perturb", "span": 10}]
+    bad = {"resourceType": "Observation", "valueQuantity": {"value": "seventy", "unit": "kg"}}
+    with pytest.raises(PseudonymisationError) as caught:
+        Anonymizer(load_rules({"fhirPathRules": rules})).apply(bad)
+    assert "seventy" not in str(caught.value)
+    skipped = Anonymizer(load_rules({"fhirPathRules": rules, "processingErrors": "skip"}))
+    assert "valueQuantity" not in skipped.apply(bad)

@@ -41,6 +41,7 @@ TABLE = [
     ("study-hf2", R, "research.hf.v1", False),
     ("study-hf", R, "clinical.fhir.v1", False),
     ("study-hf", W, "research.hf.v1", False),
+    ("study-hf", R, "keys.patient.v1", False),
     ("study-hf", R, "audit.v1", False),
     ("org-hosp-a", R, "outbox.hosp-a.v1", True),
     ("org-hosp-a", R, "outbox.clinic-b.v1", False),
@@ -90,7 +91,11 @@ TABLE = [
     ("caremesh-worker", R, "clinical.fhir.v1", True),
     ("caremesh-worker", W, "research.hf.v1", True),
     ("caremesh-worker", R, "audit.v1", False),
-    ("caremesh-worker", R, "keys.patient.v1", False),
+    ("caremesh-worker", R, "keys.patient.v1", True),  # wrapped keys; useless without the master
+    ("caremesh-validate", R, "keys.patient.v1", False),
+    ("caremesh-inbox", R, "keys.patient.v1", False),
+    ("caremesh-delivery", R, "keys.patient.v1", False),
+    ("caremesh-consent-api", W, "keys.patient.v1", True),  # erasure tombstones
     ("caremesh-admin", R, "audit.v1", True),
     ("caremesh-admin", Op.ALTER_CONFIGS, "audit.v1", True),
     ("nobody", R, "outbox.hosp-a.v1", False),

@@ -14,7 +14,11 @@ Contract:
   `X-CSRF-Token` writes the action to pathway.actions.v1 (key: the patient key) and an
   AuditEvent to audit.v1, waits for the broker's acknowledgement, closes the alert and answers
   202 `{"alert": ...}` (409 when already closed, 503 when Kafka did not acknowledge).
-- The API answers 401 without a session and 503 until the fold has caught up with the topics.
+- The JSON API (`/api/...`) also accepts `Authorization: Bearer <JWT>` with the `coordinator`
+  role when `CAREMESH_OIDC__*` is configured; the organisation is the token's organisation claim
+  and scopes everything exactly as a session does; no CSRF token is needed with a bearer token.
+- The API answers 401 without a session or a valid token (403 for a token without the
+  coordinator role or without an organisation) and 503 until the fold has caught up.
 - `/health` (200 once caught up, else 503) and `/metrics` need no session and carry no PHI.
   Logs carry organisation ids, counts and codes; never a patient key, a note or a username.
 """
@@ -67,7 +71,7 @@ def create_app(
     """The inbox as an ASGI app; the feed is started and stopped with the app's lifespan."""
     prefix = settings.kafka.topic_prefix
     feed = feed or AlertFeed(
-        settings.kafka.bootstrap_servers,
+        settings.kafka,
         prefix + topics.PATHWAY_ALERTS,
         prefix + topics.PATHWAY_ACTIONS,
         metrics,
@@ -125,16 +129,16 @@ def create_app(
 
     @app.get("/api/alerts", summary="The organisation's alerts, newest first")
     async def alerts(request: Request) -> Response:
-        who = inbox.signed_in(request)
-        if who is None:
-            return error(401, "unauthorized", "sign in first")
-        return inbox.list_alerts(request, who.coordinator.organisation)
+        who = inbox.api_caller(request)
+        if isinstance(who, Response):
+            return who
+        return inbox.list_alerts(request, who.organisation)
 
     @app.get("/api/alerts/stream", summary="Server-sent events: new and changed alerts")
     async def stream(request: Request) -> Response:
-        who = inbox.signed_in(request)
-        if who is None:
-            return error(401, "unauthorized", "sign in first")
+        who = inbox.api_caller(request)
+        if isinstance(who, Response):
+            return who
         return StreamingResponse(
             inbox.stream(who),
             media_type="text/event-stream",

@@ -22,6 +22,7 @@ from caremesh.connectors.inbox.state import InboxAlert, InboxState, read_alert
 from caremesh.errors import RejectedInputError
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import CoordinatorAction, parse_action
+from caremesh.security.clients import KafkaTarget
 from caremesh.topic_reader import open_from_beginning
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class AlertFeed:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: KafkaTarget,
         alerts_topic: str,
         actions_topic: str,
         metrics: Metrics,

@@ -1,8 +1,11 @@
 """The inbox's request logic: sign-in and sign-out, the scoped alert list and stream, actions.
 
-Routes (`app`) call these methods; every answer about alerts is scoped to the signed-in
-coordinator's organisation, and an action is answered only after Kafka acknowledged both the
-action and its audit record.
+Routes (`app`) call these methods; every answer about alerts is scoped to the caller's
+organisation, and an action is answered only after Kafka acknowledged both the action and its
+audit record. The JSON API's caller is a signed-in coordinator (session cookie, CSRF token on
+actions) or, when `CAREMESH_OIDC__*` is configured, the holder of an OIDC bearer token with the
+`coordinator` role whose organisation is the token's `CAREMESH_OIDC__ORGANISATION_CLAIM`
+(`caremesh.security.http_auth`; a bearer request carries no cookie, so it needs no CSRF token).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -33,7 +37,6 @@ from caremesh.connectors.inbox.pages import login_page
 from caremesh.connectors.inbox.sessions import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
-    Coordinator,
     SessionBook,
     SignedIn,
 )
@@ -52,6 +55,7 @@ from caremesh.errors import KafkaUnavailableError, RejectedInputError
 from caremesh.kafka_io import AsyncProducer, OutRecord
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import action_value
+from caremesh.security.http_auth import ROUTE_ROLES, AuthRefusedError, BearerAuth
 from caremesh.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,17 @@ log = logging.getLogger(__name__)
 COMPONENT: Final = "inbox"
 MAX_FORM_BYTES: Final = 4096
 MAX_JSON_BYTES: Final = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCaller:
+    """Who calls the JSON API: a session's coordinator or a bearer token's."""
+
+    organisation: str
+    username: str
+    session: SignedIn | None = None
+    expires: float | None = None
+    """A bearer token's `exp` (epoch seconds)."""
 
 
 class InboxHandlers:
@@ -83,6 +98,42 @@ class InboxHandlers:
         self.feed = feed
         self.send_timeout = send_timeout
         self._in_flight: set[str] = set()
+        self.bearer = BearerAuth.from_settings(settings.oidc) if settings.oidc.issuer else None
+
+    def unauthorized(self, code: str = "unauthorized", detail: str = "sign in first") -> Response:
+        """401, with a Bearer challenge when bearer tokens are accepted."""
+        if self.bearer is None:
+            return error(401, code, detail)
+        return error(401, code, detail, **{"WWW-Authenticate": 'Bearer realm="caremesh"'})
+
+    def api_caller(self, request: Request) -> ApiCaller | Response:
+        """The JSON API's caller, or the 401/403 answer (codes only, never a claim value)."""
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            who = self.signed_in(request)
+            if who is None:
+                return self.unauthorized()
+            coordinator = who.coordinator
+            return ApiCaller(coordinator.organisation, coordinator.username, who)
+        if self.bearer is None:
+            return self.unauthorized("invalid-token", "bearer tokens are not accepted")
+        try:
+            caller = self.bearer.authorize(authorization, ROUTE_ROLES["inbox:api"])
+        except AuthRefusedError as exc:
+            self.metrics.rejected.labels(COMPONENT, exc.code).inc()
+            if exc.status == 401:
+                return self.unauthorized(exc.code, exc.detail)
+            return error(exc.status, exc.code, exc.detail)
+        if not caller.organisation:
+            self.metrics.rejected.labels(COMPONENT, "no-organisation").inc()
+            return error(403, "no-organisation", "the token names no organisation")
+        return ApiCaller(caller.organisation, caller.name, None, caller.expires)
+
+    def still_valid(self, caller: ApiCaller, now: float) -> bool:
+        """Whether the caller's session or token is still valid (for long-lived streams)."""
+        if caller.session is not None:
+            return self.book.still_valid(caller.session, now)
+        return caller.expires is None or caller.expires > now
 
     def signed_in(self, request: Request) -> SignedIn | None:
         """The request's valid session, or None."""
@@ -166,13 +217,13 @@ class InboxHandlers:
             }
         )
 
-    async def stream(self, signed: SignedIn) -> AsyncIterator[bytes]:
+    async def stream(self, caller: ApiCaller) -> AsyncIterator[bytes]:
         sub = self.feed.subscribe()
         try:
             yield b"retry: 3000\n: connected\n\n"
             last = time.monotonic()
-            org = signed.coordinator.organisation
-            while not sub.overflowed and self.book.still_valid(signed, time.time()):
+            org = caller.organisation
+            while not sub.overflowed and self.still_valid(caller, time.time()):
                 wait = max(0.05, self.keepalive - (time.monotonic() - last))
                 try:
                     alert = await asyncio.wait_for(sub.queue.get(), wait)
@@ -201,11 +252,13 @@ class InboxHandlers:
     async def _act(
         self, request: Request, alert_id: str, kind: Literal["ack", "dismiss"]
     ) -> Response:
-        who = self.signed_in(request)
-        if who is None:
-            return error(401, "unauthorized", "sign in first")
-        coordinator = who.coordinator
-        if not csrf_ok(self.book.secret, who.nonce, request.headers.get("x-csrf-token")):
+        who = self.api_caller(request)
+        if isinstance(who, Response):
+            return who
+        session = who.session
+        if session is not None and not csrf_ok(
+            self.book.secret, session.nonce, request.headers.get("x-csrf-token")
+        ):
             self.metrics.rejected.labels(COMPONENT, "csrf").inc()
             return error(403, "csrf", "the X-CSRF-Token header is missing or wrong")
         media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
@@ -221,14 +274,14 @@ class InboxHandlers:
             return error(400, exc.code, exc.detail)
         if not self.feed.ready:
             return error(503, "not-ready", "the inbox is still reading alerts", **RETRY)
-        alert = self.feed.state.get(alert_id, coordinator.organisation)
+        alert = self.feed.state.get(alert_id, who.organisation)
         if alert is None:
             return error(404, "not-found", "no such alert")
         if alert.closure is not None or alert_id in self._in_flight:
             return error(409, "already-closed", "the alert is already closed")
         self._in_flight.add(alert_id)
         try:
-            closed = await self._write(alert, kind, coordinator, note)
+            closed = await self._write(alert, kind, who.username, note)
         except (KafkaUnavailableError, TimeoutError):
             self.metrics.retries.labels(COMPONENT).inc()
             log.warning("inbox action not acknowledged by Kafka: action=%s", kind)
@@ -243,13 +296,11 @@ class InboxHandlers:
         self,
         alert: InboxAlert,
         kind: Literal["ack", "dismiss"],
-        coordinator: Coordinator,
+        coordinator: str,
         note: str | None,
     ) -> InboxAlert:
         now = datetime.now(UTC)
-        action = coordinator_action(
-            kind, alert, coordinator=coordinator.username, note=note, at=now
-        )
+        action = coordinator_action(kind, alert, coordinator=coordinator, note=note, at=now)
         action_id = action_message_id(action)
         event_id = audit_event_id(action_id)
         audit = action_audit_event(action, alert.patient_key, event_id=event_id, recorded=now)

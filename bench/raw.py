@@ -1,0 +1,337 @@
+"""Raw baselines on the shared broker: Kafka's own perf tools from the broker's jars, plain
+confluent-kafka and aiokafka consume→produce loops, and a Faust agent passing raw bytes through
+(framework overhead, with the tuned variants tried against it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka import Consumer, Producer
+
+from bench import corpus
+from bench.harness import Result, median_of, ratio_result
+from caremesh import envelope, topics
+from caremesh.localkafka import LocalKafka
+from caremesh.settings import KafkaSettings
+from caremesh.streams.batch import _next_offsets
+
+PARTITIONS = 6
+RECORD_SIZE = 1024
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
+    """Plain delete-retention topics for a baseline."""
+    topics.ensure_topics(
+        bootstrap,
+        [
+            topics.TopicSpec(n, topics.KeyKind.EVENT_ID, "bench", 3600_000, ("bench",))
+            for n in names
+        ],
+        partitions=partitions,
+        replication_factor=1,
+    )
+
+
+def fill(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """Write `values` to `topic` with patient-like keys, acknowledged."""
+    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 20}))
+    for n, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, key=f"k{n % 5000}".encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("baseline input not acknowledged")
+
+
+# -- Kafka's own tools --------------------------------------------------------------------
+
+
+def _java_tool(main: str, args: list[str]) -> str:
+    kafka = LocalKafka(KafkaSettings())
+    out = subprocess.run(
+        ["java", "-Xmx512m", "-cp", kafka.classpath(), main, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return out.stdout
+
+
+def parse_producer_perf(stdout: str) -> float:
+    """Records/s of the final summary line of `kafka-producer-perf-test`."""
+    found = re.findall(r"(\d+) records sent, ([\d.]+) records/sec", stdout)
+    if not found:
+        raise ValueError("no ProducerPerformance summary")
+    return float(found[-1][1])
+
+
+def parse_consumer_perf(stdout: str) -> float:
+    """nMsg.sec of `kafka-consumer-perf-test`'s CSV line (header then one data row)."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    for n, line in enumerate(lines):
+        if "nMsg.sec" in line and n + 1 < len(lines):
+            header = [h.strip() for h in line.split(",")]
+            row = [c.strip() for c in lines[n + 1].split(",")]
+            return float(row[header.index("nMsg.sec")])
+    raise ValueError("no ConsumerPerformance result")
+
+
+def kafka_producer_perf(bootstrap: str, topic: str, count: int) -> float:
+    """org.apache.kafka.tools.ProducerPerformance, acks=all, idempotent, 1 KB records."""
+    return parse_producer_perf(
+        _java_tool(
+            "org.apache.kafka.tools.ProducerPerformance",
+            [
+                "--topic",
+                topic,
+                "--num-records",
+                str(count),
+                "--record-size",
+                str(RECORD_SIZE),
+                "--throughput",
+                "-1",
+                "--producer-props",
+                f"bootstrap.servers={bootstrap}",
+                "acks=all",
+                "enable.idempotence=true",
+                "compression.type=lz4",
+                "linger.ms=5",
+            ],
+        )
+    )
+
+
+def kafka_consumer_perf(bootstrap: str, topic: str, count: int) -> float:
+    """org.apache.kafka.tools.ConsumerPerformance over `count` records."""
+    return parse_consumer_perf(
+        _java_tool(
+            "org.apache.kafka.tools.ConsumerPerformance",
+            [
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                topic,
+                "--messages",
+                str(count),
+                "--group",
+                f"{topic}-perf-{uuid.uuid4().hex[:6]}",
+                "--timeout",
+                "60000",
+            ],
+        )
+    )
+
+
+# -- client loops -------------------------------------------------------------------------
+
+
+def confluent_loop(bootstrap: str, source: str, target: str, count: int) -> float:
+    """Records/s of consume → produce → flush → commit batches with confluent-kafka."""
+    consumer = Consumer(
+        envelope.consumer_config(
+            bootstrap, f"{source}-ck-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}
+        )
+    )
+    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 2}))
+    consumer.subscribe([source])
+    done, started = 0, 0.0
+    try:
+        while done < count:
+            batch = [m for m in consumer.consume(500, 1.0) if m.error() is None]
+            if not batch:
+                continue
+            started = started or time.perf_counter()
+            for msg in batch:
+                while True:
+                    try:
+                        producer.produce(
+                            target, key=msg.key(), value=msg.value(), headers=msg.headers()
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.flush(60)
+            consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+            done += len(batch)
+        return done / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+async def _aiokafka_loop(bootstrap: str, source: str, target: str, count: int) -> float:
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"{source}-aio-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+    await consumer.start()
+    await producer.start()
+    done, started = 0, 0.0
+    try:
+        while done < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            records = [r for rs in batches.values() for r in rs]
+            if not records:
+                continue
+            started = started or time.perf_counter()
+            futures = [
+                await producer.send(target, key=r.key, value=r.value, headers=list(r.headers))
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            done += len(records)
+        return done / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def aiokafka_loop(bootstrap: str, source: str, target: str, count: int) -> float:
+    """Records/s of the same loop with aiokafka (Faust's client), acks=all, idempotent."""
+    return asyncio.run(_aiokafka_loop(bootstrap, source, target, count))
+
+
+# -- Faust passthrough --------------------------------------------------------------------
+
+FAUST_VARIANTS: dict[str, dict[str, Any]] = {
+    "events, our settings": {},
+    "events, tuned buffers": {
+        "conf": {
+            "stream_buffer_maxsize": 16384,
+            "consumer_max_fetch_size": 4 * 1024 * 1024,
+            "broker_commit_every": 10_000,
+            "producer_linger": 0.005,
+        }
+    },
+    "take(500, 50 ms), tuned": {
+        "mode": "take",
+        "conf": {
+            "stream_buffer_maxsize": 16384,
+            "consumer_max_fetch_size": 4 * 1024 * 1024,
+            "broker_commit_every": 10_000,
+            "producer_linger": 0.005,
+        },
+    },
+}
+
+
+def output_span(bootstrap: str, topic: str, count: int, timeout: float) -> float:
+    """Records/s between the first and the last CreateTime of `count` records of `topic`."""
+    from bench.ingest import _drain_timestamps
+
+    stamps = _drain_timestamps(bootstrap, topic, count, timeout)
+    if len(stamps) < max(count, 2):
+        raise RuntimeError(f"{topic}: {len(stamps)} of {count} records")
+    span = (max(stamps) - min(stamps)) / 1000
+    return len(stamps) / span if span > 0 else float("inf")
+
+
+def faust_passthrough(
+    bootstrap: str, prefix: str, source: str, count: int, variant: dict[str, Any]
+) -> float:
+    """Records/s of a Faust worker whose agent forwards raw records from `source`."""
+    target = f"{prefix}faust-out-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [target])
+    env = dict(
+        os.environ,
+        CAREMESH_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+        CAREMESH_KAFKA__PARTITIONS=str(PARTITIONS),
+        CAREMESH_WORKER__APP_ID=f"{prefix}faust-{uuid.uuid4().hex[:6]}",
+        CAREMESH_WORKER__WEB_PORT=str(free_port()),
+        CAREMESH_WORKER__DATA_DIR=tempfile.mkdtemp(prefix="bench-faust-"),
+        CAREMESH_LOG_LEVEL="WARNING",
+        CAREMESH_PSEUDONYM__MASTER_KEY=secrets.token_hex(32),
+        BENCH_FAUST_VARIANT=json.dumps(variant),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp, "faust.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.faust_passthrough", source, target],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            return output_span(bootstrap, target, count, 600)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def results(bootstrap: str, prefix: str, count: int, repetitions: int) -> list[Result]:
+    """Kafka tools, client loops and Faust passthrough on `count` records of about 1 KB."""
+    source, sink = f"{prefix}raw-in", f"{prefix}raw-out"
+    perf = f"{prefix}raw-perf"
+    create_topics(bootstrap, [source, sink, perf])
+    fill(bootstrap, source, corpus.messages(count, 0))
+    prod, prod_s = median_of(repetitions, lambda: kafka_producer_perf(bootstrap, perf, count))
+    cons, cons_s = median_of(repetitions, lambda: kafka_consumer_perf(bootstrap, perf, count))
+    ck, ck_s = median_of(repetitions, lambda: confluent_loop(bootstrap, source, sink, count))
+    aio, aio_s = median_of(repetitions, lambda: aiokafka_loop(bootstrap, source, sink, count))
+    out = [
+        ratio_result("raw: kafka-producer-perf-test", prod, prod, "records/s", samples=prod_s),
+        ratio_result("raw: kafka-consumer-perf-test", cons, prod, "records/s", samples=cons_s),
+        ratio_result(
+            "raw: confluent-kafka consume→produce loop vs producer perf tool",
+            ck,
+            prod,
+            "records/s",
+            samples=ck_s,
+        ),
+        ratio_result(
+            "raw: aiokafka consume→produce loop vs producer perf tool",
+            aio,
+            prod,
+            "records/s",
+            samples=aio_s,
+        ),
+    ]
+    for name, variant in FAUST_VARIANTS.items():
+        value, samples = median_of(
+            repetitions, lambda v=variant: faust_passthrough(bootstrap, prefix, source, count, v)
+        )
+        out.append(
+            ratio_result(
+                f"Faust passthrough ({name}) vs aiokafka loop",
+                value,
+                aio,
+                "records/s",
+                at_least=0.5,
+                samples=samples,
+                notes=json.dumps(variant, sort_keys=True),
+            )
+        )
+    return out

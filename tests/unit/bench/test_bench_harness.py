@@ -1,0 +1,67 @@
+"""The benchmark's pure helpers: percentiles, ratio verdicts, perf-tool parsing, README splice."""
+
+from __future__ import annotations
+
+import pytest
+from bench.harness import README_END, README_START, percentile, ratio_result, splice_readme
+from bench.raw import parse_consumer_perf, parse_producer_perf
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 50) == 50.0
+    assert percentile([3.0, 1.0, 2.0], 99) == 3.0
+    with pytest.raises(ValueError):
+        percentile([], 99)
+
+
+@pytest.mark.parametrize(
+    ("value", "baseline", "bound", "target", "met"),
+    [
+        (60.0, 100.0, {"at_least": 0.6}, ">= 0.6", True),
+        (59.0, 100.0, {"at_least": 0.6}, ">= 0.6", False),
+        (125.0, 100.0, {"at_most": 1.25}, "<= 1.25", True),
+        (126.0, 100.0, {"at_most": 1.25}, "<= 1.25", False),
+        (5.0, 1.0, {}, "(reported)", True),
+    ],
+)
+def test_ratio_result_checks_the_bound(
+    value: float, baseline: float, bound: dict[str, float], target: str, met: bool
+) -> None:
+    r = ratio_result("x", value, baseline, "u", **bound)
+    assert r.ratio == pytest.approx(value / baseline)
+    assert (r.target, r.met) == (target, met)
+
+
+def test_a_missing_baseline_never_meets_a_bound() -> None:
+    assert not ratio_result("x", 1.0, 0.0, "u", at_least=0.5).met
+    assert not ratio_result("x", 1.0, 0.0, "u", at_most=4).met
+
+
+def test_kafka_tool_outputs_are_parsed() -> None:
+    producer = (
+        "49996 records sent, 9999.2 records/sec (9.76 MB/sec), 3.1 ms avg latency.\n"
+        "50000 records sent, 12345.6 records/sec (12.06 MB/sec), 2.9 ms avg latency, "
+        "250.0 ms max latency, 2 ms 50th, 9 ms 95th, 20 ms 99th, 40 ms 99.9th.\n"
+    )
+    assert parse_producer_perf(producer) == 12345.6
+    consumer = (
+        "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, "
+        "rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec\n"
+        "2026-11-27 01:00:00:000, 2026-11-27 01:00:02:000, 48.8, 24.4, 50000, 25000.0, "
+        "300, 1700, 28.7, 29411.8\n"
+    )
+    assert parse_consumer_perf(consumer) == 25000.0
+    with pytest.raises(ValueError):
+        parse_producer_perf("nothing")
+
+
+def test_splice_replaces_only_between_markers() -> None:
+    readme = f"intro\n{README_START}\nold table\n{README_END}\noutro\n"
+    out = splice_readme(readme, "| new |\n")
+    assert "old table" not in out
+    assert out.startswith("intro\n")
+    assert out.endswith(f"{README_END}\noutro\n")
+    assert "| new |" in out
+    assert splice_readme("no markers", "| new |") == "no markers"

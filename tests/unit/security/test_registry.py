@@ -1,0 +1,73 @@
+"""The organisations registry's fold: configured ones plus registrations; revocation wins."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from caremesh import sharing
+from caremesh.security.registry import OrganisationRegistry, Registration
+from caremesh.settings import OrganisationSettings
+
+
+def _record(reg: Registration) -> tuple[bytes, bytes]:
+    return reg.id.encode(), reg.to_json()
+
+
+def test_a_registration_adds_an_organisation_and_a_removal_drops_it() -> None:
+    registry = OrganisationRegistry([OrganisationSettings(id="ctrl", subscriptions=["Condition"])])
+    added = Registration("clinic-new", territory="north", subscriptions=("Observation",))
+    assert registry.apply(*_record(added)) == "clinic-new"
+    assert registry.known == {"ctrl", "clinic-new"}
+    assert registry.subscriptions["clinic-new"] == {"Observation"}
+    assert registry.apply(*_record(added)) is None  # the same registration again changes nothing
+    removed = Registration("clinic-new", status="removed")
+    assert registry.apply(*_record(removed)) == "clinic-new"
+    assert registry.known == {"ctrl"}
+
+
+def test_configured_organisations_win_but_a_removal_revokes_them_too() -> None:
+    configured = OrganisationSettings(id="ctrl", fhir_endpoint="https://ctrl.test/fhir")
+    registry = OrganisationRegistry([configured])
+    assert registry.apply(*_record(Registration("ctrl", fhir_endpoint="https://x.test"))) is None
+    assert registry.organisations["ctrl"] is configured
+    assert registry.apply(*_record(Registration("ctrl", status="removed"))) == "ctrl"
+    assert registry.known == frozenset()
+    assert registry.apply(b"ctrl", None) == "ctrl"  # a tombstone forgets the registration
+    assert registry.organisations["ctrl"] is configured
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"not json",
+        b"[]",
+        orjson.dumps({"id": "other", "status": "active"}),  # id differs from the key
+        orjson.dumps({"id": "org-x", "status": "maybe"}),
+        orjson.dumps({"id": "org-x", "status": "active", "subscriptions": "Observation"}),
+        orjson.dumps({"id": "org-x", "status": "active", "fhir_endpoint": 3}),
+    ],
+)
+def test_malformed_registrations_are_skipped(value: bytes) -> None:
+    registry = OrganisationRegistry()
+    assert registry.apply(b"org-x", value) is None
+    assert registry.known == frozenset()
+
+
+def test_a_care_team_names_an_organisation_before_it_is_a_member() -> None:
+    team = {
+        "resourceType": "CareTeam",
+        "id": "ct1",
+        "status": "active",
+        "participant": [
+            {"member": {"reference": "Organization/clinic-new"}},
+            {"member": {"identifier": {"value": "unknown-identifier"}}},
+        ],
+    }
+    state = sharing.fold_care_team({}, team, frozenset())
+    assert state == {"CareTeam/ct1": ["clinic-new"]}
+    # it receives only once it is a member subscribed to the type
+    assert sharing.recipients(state, "Observation", {}) == []
+    assert sharing.recipients(state, "Observation", {"clinic-new": frozenset({"Observation"})}) == [
+        "clinic-new"
+    ]
