@@ -21,6 +21,7 @@ is shredded as well.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -227,7 +228,13 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 released[patient] = ",".join(sorted(had | sent))
 
     async def register(patient: str, study_ids: set[str]) -> None:
-        """Write the patient's sealed vault record and wait until the broker acknowledged it."""
+        """Write the patient's sealed vault record ahead of the patient's first research record.
+
+        Not awaited one by one (that serialised a broker round trip per new patient on the
+        event loop every stage shares): the record goes through the same producer before the
+        research record, and Faust flushes the producer before it commits the input offset, so
+        a crash before the acknowledgement processes the event again.
+        """
         key = PatientKey(patient)
         pseudonyms = {sid: vault.pseudonym_for(sid, key) for sid in sorted(study_ids)}
         env = Envelope(
@@ -242,7 +249,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             value=seal_record(sealing, key, pseudonyms, data_key=data_key),
             headers=env.header_map(),
         )
-        await sent
+        asyncio.ensure_future(sent).add_done_callback(_vault_write_failed)
 
     async def on_consent(event: Event) -> None:
         patient = (event.key or b"").decode("utf-8", "replace")
@@ -307,3 +314,9 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     async def retractions(stream: object) -> None:
         async for event in stream.events():  # type: ignore[attr-defined]
             await shell.handle(event, on_consent)
+
+
+def _vault_write_failed(future: Any) -> None:
+    """Log (codes only) a vault record the broker did not take; the pseudonym stays valid."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("vault record not written: %s", type(future.exception()).__name__)

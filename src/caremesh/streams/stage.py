@@ -183,11 +183,19 @@ class StageShell:
 
     async def current_data_key(self, patient: PatientKey) -> bytes | None:
         """The data key of the patient's vault record (None: none, or no master key), so a
-        re-sealed record keeps it and the dead letters sealed under it stay readable."""
+        re-sealed record keeps it and the dead letters sealed under it stay readable.
+
+        Runs for every patient new to a study: after the first call for a key partition it
+        costs no broker round trip (`PatientKeyStore.catch_up_fetched`).
+        """
         if self.key_store is None:
             return None
-        await asyncio.to_thread(self.key_store.catch_up, patient)
-        return self.key_store.data_key(patient)
+        store = self.key_store
+        if store.partition_ready(patient):
+            store.catch_up_fetched(patient)
+        else:
+            await asyncio.to_thread(store.catch_up_fetched, patient)
+        return store.data_key(patient)
 
     async def handle(self, event: Event, handler: Callable[[Event], Awaitable[None]]) -> None:
         """Run `handler` on one event until it has an outcome: output, dead letter, or retry."""
