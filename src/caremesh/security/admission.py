@@ -206,26 +206,9 @@ def org_add(
 
 
 def _delete_rules(admin: Any, rules: list[AclRule], timeout: float = 30.0) -> None:
-    from confluent_kafka.admin import AclBindingFilter  # noqa: PLC0415
+    from caremesh.security.apply import delete_rules  # noqa: PLC0415
 
-    from caremesh.security.apply import _binding  # noqa: PLC0415
-
-    filters = []
-    for rule in rules:
-        b = _binding(rule)
-        filters.append(
-            AclBindingFilter(
-                b.restype,
-                b.name,
-                b.resource_pattern_type,
-                b.principal,
-                b.host,
-                b.operation,
-                b.permission_type,
-            )
-        )
-    for future in admin.delete_acls(filters, request_timeout=timeout).values():
-        future.result()
+    delete_rules(admin, rules, timeout)
 
 
 def org_remove(settings: Settings, org_id: str) -> Removal:

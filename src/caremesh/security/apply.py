@@ -119,7 +119,7 @@ def apply_acls(
     `client_config` is the admin's confluent-kafka configuration (bootstrap and credentials).
     """
     from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AclBindingFilter, AdminClient  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
     admin = AdminClient(dict(client_config))
     plan = plan_acls(rules, existing_acls(admin, timeout), managed, prune=prune)
@@ -134,21 +134,28 @@ def apply_acls(
                 raise KafkaUnavailableError(f"create_acls failed: {exc.args[0].name()}") from exc
         log.info("ACLs created: %d", len(plan.create))
     if plan.delete:
-        filters = []
-        for rule in plan.delete:
-            b = _binding(rule)
-            filters.append(
-                AclBindingFilter(
-                    b.restype,
-                    b.name,
-                    b.resource_pattern_type,
-                    b.principal,
-                    b.host,
-                    b.operation,
-                    b.permission_type,
-                )
-            )
-        for future in admin.delete_acls(filters, request_timeout=timeout).values():
-            future.result()
+        delete_rules(admin, plan.delete, timeout)
         log.info("ACLs deleted: %d", len(plan.delete))
     return plan
+
+
+def delete_rules(admin: Any, rules: Sequence[AclRule], timeout: float = 30.0) -> None:
+    """Delete exactly these ACL bindings and wait for the broker's answer."""
+    from confluent_kafka.admin import AclBindingFilter  # noqa: PLC0415
+
+    filters = []
+    for rule in rules:
+        b = _binding(rule)
+        filters.append(
+            AclBindingFilter(
+                b.restype,
+                b.name,
+                b.resource_pattern_type,
+                b.principal,
+                b.host,
+                b.operation,
+                b.permission_type,
+            )
+        )
+    for future in admin.delete_acls(filters, request_timeout=timeout).values():
+        future.result()
