@@ -291,8 +291,14 @@ CORES: dict[int, list[tuple[float, float]]] = {}
 """Per worker count: (cores the workers used, cores the broker used) during each drain."""
 
 
-def start_workers(prefix: str, count: int, extra: dict[str, str] | None = None) -> Workers:
-    """`count` `caremesh worker` processes (all stages), waited for until each is ready."""
+def start_workers(
+    prefix: str,
+    count: int,
+    extra: dict[str, str] | None = None,
+    stages: list[str] | None = None,
+) -> Workers:
+    """`count` `caremesh worker` processes (all stages, or `stages`), waited for until each is
+    ready."""
     from bench.raw import free_port
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-workers-"))
@@ -309,7 +315,13 @@ def start_workers(prefix: str, count: int, extra: dict[str, str] | None = None) 
         log = (logdir / f"worker{n}.log").open("wb")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "caremesh.cli", "worker"],
+                [
+                    sys.executable,
+                    "-m",
+                    "caremesh.cli",
+                    "worker",
+                    *(f"--stage={name}" for name in stages or ()),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -471,6 +483,94 @@ def workers_rate(bootstrap: str, messages: list[bytes], count: int) -> float:
     return resources / (ended - started)
 
 
+def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None, Any]]:
+    """Every record of `topic` (key, value, headers), from the beginning to its current end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    out = []
+    try:
+        tps = []
+        for p in range(PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                tps.append((p, low, high))
+        for p, low, high in tps:
+            consumer.assign([TopicPartition(topic, p, low)])
+            got = 0
+            while got < high - low:
+                for msg in consumer.consume(1000, 5):
+                    if msg.error() is None:
+                        out.append((msg.key(), msg.value(), msg.headers()))
+                        got += 1
+    finally:
+        consumer.close()
+    return out
+
+
+def stage_rates(bootstrap: str, messages: list[bytes]) -> tuple[float, float, int]:
+    """Resources/s of one worker running only the validate stage (ingest → clinical), then of
+    one running only the research stage on the clinical records it wrote (clinical → study
+    topic, consent decided and audited per record); and how many clinical records there were.
+    Each worker is started idle on its own topics, then its input is written and drained."""
+    base = f"{_run_prefix()}stages-{uuid.uuid4().hex[:6]}"
+    rates = []
+    clinical: list[tuple[bytes | None, bytes | None, Any]] = []
+    for stage in ("validate", "research"):
+        prefix = f"{base}-{stage}."
+        prepare_topics(bootstrap, prefix)
+        workers = start_workers(prefix, 1, stages=[stage])
+        try:
+            time.sleep(3)
+            started = time.time()
+            if stage == "validate":
+                produce_ingest(bootstrap, prefix, iter([messages]))
+                group = "validate"
+            else:
+                producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 20}))
+                for key, value, headers in clinical:
+                    while True:
+                        try:
+                            producer.produce(
+                                prefix + topics.CLINICAL_FHIR, key=key, value=value, headers=headers
+                            )
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                if producer.flush(300):
+                    raise RuntimeError("clinical records not acknowledged")
+                group = "faust"
+            deadline = time.monotonic() + 900
+            while lags(bootstrap, prefix)[group] > 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{stage} stage not drained; logs in {workers.logdir}")
+                time.sleep(0.5)
+            ended = last_output_time(bootstrap, prefix)
+        finally:
+            workers.stop()
+        if stage == "validate":
+            clinical = _read_topic(bootstrap, prefix + topics.CLINICAL_FHIR)
+        rates.append(len(clinical) / (ended - started))
+    return rates[0], rates[1], len(clinical)
+
+
+def research_vs_validate(bootstrap: str, messages: list[bytes], repetitions: int) -> Result:
+    """The research stage's throughput as a ratio to the validate stage's (issue target: a
+    figure, reported), each alone in one worker on the same resources."""
+    pairs = [stage_rates(bootstrap, messages) for _ in range(repetitions)]
+    ratios = [research / validate for validate, research, _ in pairs]
+    mid = sorted(range(len(pairs)), key=lambda i: ratios[i])[len(pairs) // 2]
+    validate, research, count = pairs[mid]
+    return ratio_result(
+        "research stage vs validate stage throughput, 1 worker each",
+        research,
+        validate,
+        "resources/s",
+        notes=f"{count} clinical resources, 1 study (consent default permit), median of "
+        f"{repetitions}; research = consent decision, AuditEvent, gdpr-research rules, "
+        "vault record per new patient",
+        samples=ratios,
+    )
+
+
 _RUN_PREFIX: list[str] = []
 
 
@@ -494,6 +594,7 @@ def results(bootstrap: str, prefix: str, messages: list[bytes], repetitions: int
 
     notes += f"; {cores(1)}; {cores(2)} (the machine has {os.cpu_count()})"
     return [
+        research_vs_validate(bootstrap, messages, repetitions),
         ratio_result(
             "end to end: 1 worker on Kafka vs function loop",
             one,

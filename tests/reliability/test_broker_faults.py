@@ -133,8 +133,10 @@ def test_broker_paused_then_resumed_loses_nothing_and_recovers_without_restart(
     os.kill(pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
     time.sleep(pause)
-    os.kill(pid, signal.SIGCONT)
+    # Read the clock before the signal: once the broker runs again it may acknowledge a request
+    # before this thread gets the GIL back, and that answer is not one given during the pause.
     resumed_at = time.monotonic()
+    os.kill(pid, signal.SIGCONT)
     sender.join(timeout=300)
     # After the pause, new traffic flows through the same processes.
     sender2 = Sender(url, PATIENTS, threads=4)

@@ -40,10 +40,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.reliability]
 
 # Each restart waits for the killed member's consumer session to expire before its partitions
 # move; the test sets it to 6 s (the broker's minimum, group.min.session.timeout.ms), so a kill
-# costs about 15 s. CI kills once: with 3 to 5 kills in quick succession the Faust stages were
-# seen to lose records (research, outbox), intermittently; see docs/operators/reliability.md,
-# "Findings". CAREMESH_RELIABILITY_FULL=1 (or CAREMESH_RELIABILITY_KILLS) runs the 5 kills.
-KILLS = size(1, 5, "CAREMESH_RELIABILITY_KILLS")
+# costs about 15 s. Five kills in quick succession used to make the Faust stages skip runs of
+# records (see docs/operators/reliability.md, "Findings", and caremesh.streams.offsets).
+KILLS = size(5, 5, "CAREMESH_RELIABILITY_KILLS")
 SESSION_TIMEOUT = "6"
 ORGS = json.dumps([{"id": "org-a", "subscriptions": ["Observation"]}])
 
@@ -273,4 +272,11 @@ def test_worker_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(
     # Every patient's whole stream is seen under one key at each output (one partition) ...
     assert complete_streams == dict.fromkeys(orders, patients), complete_streams
     # ... in the order the sender got its 202s.
-    assert inversions == {"clinical": 0, "outbox": 0, "research": 0}
+    unordered = {
+        name: {k.decode(): s for k, s in by_key.items() if s != sorted(s)}
+        for name, by_key in orders.items()
+    }
+    first = next(((n, k, s) for n, u in unordered.items() for k, s in u.items()), None)
+    assert inversions == {"clinical": 0, "outbox": 0, "research": 0}, (
+        f"first out-of-order stream: {first}"
+    )

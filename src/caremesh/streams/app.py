@@ -16,6 +16,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.security.clients import faust_credentials
 from caremesh.settings import Settings
+from caremesh.streams.offsets import CommitSafeConsumer
 
 if TYPE_CHECKING:
     from caremesh.streams.batch import BatchRunner
@@ -32,9 +33,10 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 
 class IdempotentTransport(faust_aiokafka.Transport):
-    """The aiokafka transport with `IdempotentProducer`."""
+    """The aiokafka transport with `IdempotentProducer` and `CommitSafeConsumer`."""
 
     Producer = IdempotentProducer
+    Consumer = CommitSafeConsumer
 
 
 class CaremeshApp(faust.App):

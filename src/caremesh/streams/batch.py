@@ -326,10 +326,13 @@ class BatchRunner:
         try:
             self._run()
         except Exception as exc:  # noqa: BLE001 - crash the process: nothing is committed
+            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            code = error.name() if isinstance(error, KafkaError) else ""
             log.critical(
-                "stage %s stopped the worker (%s)\n%s",
+                "stage %s stopped the worker (%s%s)\n%s",
                 self.stage,
                 type(exc).__name__,
+                f" {code}" if code else "",
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             logging.shutdown()
@@ -480,18 +483,30 @@ _REBALANCED = {
 }
 
 
+_COMMIT_FATAL = {
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+}
+
+
 def _commit(consumer: Consumer, batch: list[Message], stage: str) -> None:
     """Commit a batch whose outputs the broker acknowledged.
 
-    When the group rebalanced meanwhile, the commit is refused: the partitions' new owner reads
-    the batch again and its outputs carry the same `ce_id`s (at-least-once), so the loop goes on.
+    A refused or failed commit loses nothing: the outputs are acknowledged already, and whoever
+    owns the partitions next (this process after a rebalance or a restart) reads the batch
+    again, writing the same `ce_id`s (at-least-once). So only a missing permission stops the
+    process; a rebalance, a session timeout after a broker pause or a coordinator move is
+    logged and the loop goes on.
     """
     try:
         consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
     except KafkaException as exc:
-        if exc.args[0].code() not in _REBALANCED:
+        error = exc.args[0]
+        if error.code() in _COMMIT_FATAL:
             raise
-        log.warning("stage %s: commit refused after a rebalance (%s)", stage, exc.args[0].name())
+        why = "after a rebalance" if error.code() in _REBALANCED else "by the broker"
+        log.warning("stage %s: commit refused %s (%s)", stage, why, error.name())
 
 
 def _next_batch(consumer: Consumer, size: int) -> list[Message]:
