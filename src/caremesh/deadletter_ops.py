@@ -15,9 +15,7 @@ import base64
 import getpass
 import re
 import sys
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TextIO
@@ -33,6 +31,7 @@ from caremesh.errors import CaremeshError, ConfigurationError, KafkaUnavailableE
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.vault import VaultIndex
 from caremesh.settings import Settings
+from caremesh.topic_reader import read_to_end_offsets
 
 OPERATOR_SYSTEM: Final = "urn:caremesh:operator"
 CE_SOURCE: Final = "urn:caremesh:cli:deadletter"
@@ -100,40 +99,6 @@ def _partitions(consumer: Consumer, topic: str) -> list[int]:
     return sorted(meta.partitions)
 
 
-def _read(consumer: Consumer, starts: list[TopicPartition], timeout: float) -> Iterator[Message]:
-    """Records from `starts` to the end offsets as of the call, partition by partition."""
-    ends: dict[int, int] = {}
-    todo: list[TopicPartition] = []
-    for tp in starts:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-        )
-        start = max(tp.offset if tp.offset >= 0 else low, low)
-        if start < high:
-            ends[tp.partition] = high
-            todo.append(TopicPartition(tp.topic, tp.partition, start))
-    if not todo:
-        return
-    consumer.assign(todo)
-    deadline = time.monotonic() + timeout
-    while ends:
-        if time.monotonic() > deadline:
-            raise KafkaUnavailableError("dead-letter topic: read timed out")
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        part, err = msg.partition(), msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF and part is not None:
-                ends.pop(part, None)
-            continue
-        if part is None or part not in ends:
-            continue
-        yield msg
-        if (msg.offset() or 0) + 1 >= ends[part]:
-            ends.pop(part, None)
-
-
 def _header(msg: Message, name: str) -> str:
     raw = msg.headers() or []
     pairs = list(raw.items()) if isinstance(raw, dict) else raw
@@ -162,7 +127,7 @@ def list_dead_letters(
                 [TopicPartition(topic, p, at) for p in parts], timeout=10
             )
             starts = [tp for tp in found if tp.offset >= 0]
-        for msg in _read(consumer, starts, timeout):
+        for msg in read_to_end_offsets(consumer, starts, timeout, "dead-letter topic"):
             if stage and _header(msg, envelope.H_ERROR_STAGE) != stage:
                 continue
             if code and _header(msg, envelope.H_ERROR_CODE) != code:
@@ -203,7 +168,7 @@ def _fetch(settings: Settings, where: Coordinates, timeout: float) -> Message:
         low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         if not low <= where.offset < high:
             raise DeadLetterError(f"{where}: no such offset (retained offsets {low}..{high - 1})")
-        for msg in _read(consumer, [tp], timeout):
+        for msg in read_to_end_offsets(consumer, [tp], timeout, "dead-letter topic"):
             if msg.offset() == where.offset:
                 return msg
             break

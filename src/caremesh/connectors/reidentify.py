@@ -24,13 +24,12 @@ import asyncio
 import logging
 import re
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -45,6 +44,7 @@ from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.values import PSEUDONYM_SYSTEM
 from caremesh.pseudonym.vault import VaultIndex
 from caremesh.settings import Settings
+from caremesh.topic_reader import read_to_end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -93,39 +93,13 @@ class VaultReader:
         meta = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
         if meta is None or meta.error is not None:
             raise KafkaUnavailableError(f"vault topic {self.topic} has no partitions")
-        todo: dict[int, int] = {}
-        starts: list[TopicPartition] = []
-        for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=10, cached=False
-            )
-            start = max(self._positions.get(p, 0), low)
-            if start < high:
-                todo[p] = high
-                starts.append(TopicPartition(self.topic, p, start))
-        if not todo:
-            return
-        consumer.assign(starts)
-        deadline = time.monotonic() + self.timeout
-        while todo:
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(f"vault topic {self.topic}: catch-up timed out")
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            part = msg.partition()
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF and part is not None:
-                    todo.pop(part, None)
-                continue
-            offset = msg.offset()
-            if part is None or offset is None:
-                continue
+        starts = [
+            TopicPartition(self.topic, p, self._positions.get(p, 0))
+            for p in sorted(meta.partitions)
+        ]
+        for msg in read_to_end_offsets(consumer, starts, self.timeout, "vault topic"):
             self.index.apply(msg.key(), msg.value())
-            self._positions[part] = offset + 1
-            if offset + 1 >= todo.get(part, 0):
-                todo.pop(part, None)
+            self._positions[msg.partition() or 0] = (msg.offset() or 0) + 1
 
 
 def reidentification_audit_event(
