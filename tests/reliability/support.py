@@ -33,8 +33,10 @@ def size(ci: int, full: int, env: str | None = None) -> int:
 
 
 def pause_seconds() -> float:
-    """How long test 3 keeps the broker stopped (CAREMESH_RELIABILITY_PAUSE_SECONDS)."""
-    return float(os.environ.get("CAREMESH_RELIABILITY_PAUSE_SECONDS") or (30 if FULL else 8))
+    """How long test 3 keeps the broker stopped (CAREMESH_RELIABILITY_PAUSE_SECONDS): in CI
+    too, longer than the broker's session with its controller (9 s), so the broker is fenced
+    and unfenced on resume, the case that stopped a worker before."""
+    return float(os.environ.get("CAREMESH_RELIABILITY_PAUSE_SECONDS") or (30 if FULL else 15))
 
 
 @dataclass

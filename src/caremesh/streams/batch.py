@@ -16,6 +16,7 @@ changelog): `PartitionState` holds key/values for the input partitions this proc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -122,16 +123,22 @@ def wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 60.0) -> N
 
 
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) -> tuple[int, int]:
-    """The low and high offsets of a partition, retrying while its leader is being elected."""
+    """The low and high offsets of a partition, retrying while its leader is being elected.
+
+    Each retry asks for the topic's metadata first: a client whose first metadata answer came
+    while the broker was fenced (after a pause longer than its session with the controller)
+    keeps "unknown partition" cached otherwise, for as long as it lives."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             return int(low), int(high)
         except KafkaException as exc:
             if exc.args[0].code() not in _TRANSIENT or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+            with contextlib.suppress(KafkaException):
+                consumer.list_topics(tp.topic, timeout=5)
 
 
 def _read_to_end(bootstrap: KafkaTarget, tps: list[TopicPartition]) -> Iterable[Message]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from caremesh.consent import PatientConsents, apply, parse_event
@@ -122,18 +122,27 @@ class ConsentLedger:
             return snap
 
     def _watermarks(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The ledger's end offsets; ConsentNotReadyError (transient: the caller retries) when
+        the broker does not answer, e.g. after a pause, so no decision is taken without them."""
         if self._offsets is None:
             self._offsets = Consumer(
                 confluent_config(self.bootstrap_servers, **{"group.id": LEDGER_OFFSETS_GROUP})
             )
-        return {
-            tp: int(
-                self._offsets.get_watermark_offsets(
-                    KafkaTopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-                )[1]
-            )
-            for tp in tps
-        }
+        try:
+            return {
+                tp: int(
+                    self._offsets.get_watermark_offsets(
+                        KafkaTopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+                    )[1]
+                )
+                for tp in tps
+            }
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.name() if isinstance(error, KafkaError) else type(exc).__name__
+            with contextlib.suppress(KafkaException):
+                self._offsets.list_topics(self.topic, timeout=5)  # refresh a stale leader
+            raise ConsentNotReadyError(f"consent ledger end offsets not known ({code})") from None
 
     def _caught_up(self, snap: _Snapshot) -> bool:
         return all(self._positions.get(tp, 0) >= end for tp, end in snap.end_offsets.items())

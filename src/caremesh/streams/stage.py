@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 import orjson
+from confluent_kafka import KafkaException
 
 from caremesh import envelope
 from caremesh.consent.model import ERASURE_ID
@@ -45,7 +46,15 @@ log = logging.getLogger(__name__)
 
 Event = faust.EventT[Any]
 
-TRANSIENT = (KafkaUnavailableError, ConsentNotReadyError, asyncio.TimeoutError, ConnectionError)
+TRANSIENT = (
+    KafkaUnavailableError,
+    ConsentNotReadyError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    KafkaException,  # a confluent client call the broker did not answer (a pause, a failover)
+)
+"""Failures retried until they pass: a record is never dead-lettered because the broker was
+away (a permanent one, such as a missing ACL, shows as repeated warnings, not as lost data)."""
 MAX_BACKOFF = 10.0
 
 
