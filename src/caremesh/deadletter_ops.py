@@ -30,13 +30,13 @@ from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import CaremeshError, ConfigurationError, KafkaUnavailableError
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.vault import VaultIndex
+from caremesh.security.principals import DEADLETTER_CLI_GROUP
 from caremesh.settings import Settings
 from caremesh.topic_reader import read_to_end_offsets
 
 OPERATOR_SYSTEM: Final = "urn:caremesh:operator"
 CE_SOURCE: Final = "urn:caremesh:cli:deadletter"
 EXIT_ERASED: Final = 3
-_READ_GROUP: Final = "caremesh-deadletter-cli"
 _SINCE = re.compile(r"(\d+)([smhd])")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -86,7 +86,7 @@ def _consumer(settings: Settings) -> Consumer:
     return Consumer(
         envelope.consumer_config(
             settings.kafka,
-            _READ_GROUP,
+            DEADLETTER_CLI_GROUP,
             **{"enable.auto.commit": False, "enable.partition.eof": True},
         )
     )

@@ -56,6 +56,7 @@ from caremesh.envelope import KeyId, PatientKey, consumer_config
 from caremesh.errors import KafkaUnavailableError
 from caremesh.pseudonym.keys import VaultKeys
 from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
+from caremesh.security.principals import DEADLETTER_KEYS_GROUP
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ KEY_ID_PREFIX: Final = "dk1."
 _AAD_PREFIX: Final = b"caremesh.deadletter.v1"
 _KEY_ID_LABEL: Final = b"caremesh.deadletter.key-id"
 _NONCE_BYTES: Final = 12
-_READER_GROUP: Final = "caremesh-deadletter-keys"
 _FETCH_WAIT_MS: Final = 10
 """How long the broker may hold the store's background fetch. A record written just before a
 catch-up is seen only when the fetch in flight returns: measured on the local broker, a
@@ -179,7 +179,7 @@ class PatientKeyStore:
         if self._consumer is None:
             config = consumer_config(
                 self._kafka,
-                _READER_GROUP,
+                DEADLETTER_KEYS_GROUP,
                 **{
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,

@@ -43,6 +43,7 @@ from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.values import PSEUDONYM_SYSTEM
 from caremesh.pseudonym.vault import VaultIndex
+from caremesh.security.principals import VAULT_READER_GROUP
 from caremesh.settings import Settings
 from caremesh.topic_reader import read_to_end_offsets
 
@@ -55,7 +56,6 @@ REIDENTIFIER_SYSTEM: Final = "urn:caremesh:reidentifier"
 """Identifier system of a configured re-identifier (by name) in audit records."""
 MAX_REASON_CHARS: Final = 1000
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
-_READER_GROUP: Final = "caremesh-vault-reader"
 
 
 class VaultReader:
@@ -78,7 +78,7 @@ class VaultReader:
         with self._lock:
             config = consumer_config(
                 self._settings.kafka,
-                _READER_GROUP,
+                VAULT_READER_GROUP,
                 **{"enable.auto.commit": False, "enable.partition.eof": True},
             )
             consumer = Consumer(config)

@@ -32,6 +32,7 @@ from caremesh import envelope
 from caremesh.errors import RejectedInputError
 from caremesh.metrics import Metrics
 from caremesh.security.clients import KafkaTarget, confluent_config
+from caremesh.security.principals import GLOBAL_STATE_GROUP, STATE_READER_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _read_to_end(bootstrap: KafkaTarget, tps: list[TopicPartition]) -> Iterable[
     consumer = Consumer(
         {
             **confluent_config(bootstrap),
-            "group.id": "caremesh-state-reader",
+            "group.id": STATE_READER_GROUP,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
@@ -237,7 +238,7 @@ class GlobalState:
         consumer = Consumer(
             {
                 **confluent_config(self.bootstrap),
-                "group.id": "caremesh-global",
+                "group.id": GLOBAL_STATE_GROUP,
                 "enable.auto.commit": False,
             }
         )
