@@ -193,7 +193,10 @@ class PatientKeyStore:
                 raise KafkaUnavailableError(f"key topic {self.topic} has no partitions")
             self._partitions = len(meta.partitions)
             consumer.assign(
-                [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+                [
+                    TopicPartition(self.topic, p, self._positions.get(p, OFFSET_BEGINNING))
+                    for p in sorted(meta.partitions)
+                ]
             )
             self._consumer = consumer
         return self._consumer
@@ -209,6 +212,7 @@ class PatientKeyStore:
             try:
                 self._read(self.partition_of(patient))
             except KafkaException:
+                self._drop_consumer()  # its metadata may be stale after a broker pause
                 raise KafkaUnavailableError(f"key topic {self.topic} not readable") from None
 
     def partition_ready(self, patient: str) -> bool:
@@ -235,6 +239,7 @@ class PatientKeyStore:
                 while (msg := consumer.poll(0)) is not None:
                     self._fold(msg)
             except KafkaException:
+                self._drop_consumer()  # its metadata may be stale after a broker pause
                 raise KafkaUnavailableError(f"key topic {self.topic} not readable") from None
 
     def _fold(self, msg: Any) -> None:
@@ -255,10 +260,19 @@ class PatientKeyStore:
         deadline = time.monotonic() + self.timeout
         while self._positions.get(part, 0) < high:
             if time.monotonic() > deadline:
+                # A consumer whose fetches stopped after a broker pause stays stopped: the next
+                # attempt opens a new one, from the positions folded so far.
+                self._drop_consumer()
                 raise KafkaUnavailableError(f"key topic {self.topic}: catch-up timed out")
             msg = consumer.poll(0.2)
             if msg is not None:
                 self._fold(msg)
+
+    def _drop_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            # close() may wait on the stuck connection: let it finish in the background.
+            threading.Thread(target=consumer.close, name="close-key-store", daemon=True).start()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if not key:
