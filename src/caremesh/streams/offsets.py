@@ -74,8 +74,6 @@ class CommitSafeConsumer(faust_aiokafka.Consumer):
         self._delivering: tuple[TP, int, int] | None = None
         self._read_offset = _ReadOffsets(self)
         self._reseeking: set[asyncio.Future[None]] = set()
-        self.reseeks = 0
-        """How many times a stalled partition was read again (for tests and metrics)."""
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         """Faust's fetch, cut short when a seek happens while its batch is being delivered
@@ -204,7 +202,6 @@ class CommitSafeConsumer(faust_aiokafka.Consumer):
         if now - since < STALL_SECONDS:
             return
         self._stalled_since[tp] = now
-        self.reseeks += 1
         log.warning(
             "input %s[%d]: offsets %d to %d were not processed; reading them again",
             tp.topic,
