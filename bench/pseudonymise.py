@@ -8,13 +8,21 @@ Observation and Encounter of 0.7-0.9 KB) and produce a new dict; the anonymizer 
 research stage builds for a study (`study_anonymizer`, HKDF-derived keys, patient-scoped date
 shift, pseudonyms), built once outside the measurement. Target: <= 4x.
 
+The engine runs in the form the research stage runs it in: compiled by mypyc when a fresh build
+is there (`caremesh native build`, done by bootstrap), otherwise pure Python; the row says which.
+The other form is measured the same way in a child process and reported for context.
+
     python -c "from bench import pseudonymise; print(pseudonymise.run(3))"
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
@@ -24,6 +32,7 @@ import orjson
 
 from bench import corpus
 from bench.harness import Result, cpu_seconds
+from caremesh import native
 from caremesh.pseudonym import load_preset, study_anonymizer
 
 RESOURCES = 3000
@@ -56,9 +65,9 @@ def _interleaved(
     return out
 
 
-def run(repetitions: int, resources: int = RESOURCES) -> list[dict[str, Any]]:
-    """CPU per resource of the gdpr-research anonymizer vs an orjson copy (target <= 4x), and
-    the deepcopy figure for context; rows shaped like `bench.harness.Result` (as dicts).
+def ratios(repetitions: int, resources: int = RESOURCES) -> dict[str, Any]:
+    """Engine, orjson-copy and deepcopy CPU per resource (us) and the engine's two ratios, for
+    the engine form this process runs.
 
     Each repetition walks the corpus in batches, timing the three sides on each batch in turn;
     the ratio is the median of the per-batch ratios, the values the medians of the per-batch
@@ -83,36 +92,85 @@ def run(repetitions: int, resources: int = RESOURCES) -> list[dict[str, Any]]:
         floor += f
         deep += d
     per = 1e6 / BATCH
-    to_floor = statistics.median(a / b for a, b in zip(engine, floor, strict=True))
-    to_deep = statistics.median(a / b for a, b in zip(engine, deep, strict=True))
-    cost = statistics.median(engine) * per
+    return {
+        "engine": statistics.median(engine) * per,
+        "floor": statistics.median(floor) * per,
+        "deep": statistics.median(deep) * per,
+        "to_floor": statistics.median(a / b for a, b in zip(engine, floor, strict=True)),
+        "to_deep": statistics.median(a / b for a, b in zip(engine, deep, strict=True)),
+        "samples": [a / b for a, b in zip(engine, floor, strict=True)],
+    }
+
+
+def _other_form(repetitions: int, resources: int, compiled: bool) -> dict[str, Any] | None:
+    """`ratios` in a child process running the other engine form (None if it cannot)."""
+    env = {**os.environ, "CAREMESH_NATIVE": "0" if compiled else "1"}
+    code = (
+        "import json, sys; from bench import pseudonymise; from caremesh import native; "
+        f"r = pseudonymise.ratios({repetitions}, {resources}); "
+        "r['active'] = native.status().active; json.dump(r, sys.stdout)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found if bool(found["active"]) != compiled else None
+
+
+def run(repetitions: int, resources: int = RESOURCES) -> list[dict[str, Any]]:
+    """CPU per resource of the gdpr-research anonymizer vs an orjson copy (target <= 4x), the
+    deepcopy figure, and the other engine form's figure (compiled or pure Python) for context;
+    rows shaped like `bench.harness.Result` (as dicts)."""
+    compiled = native.status().active
+    form = "compiled (mypyc)" if compiled else f"pure Python: {native.status().reason}"
+    mine = ratios(repetitions, resources)
+    to_floor, cost = mine["to_floor"], mine["engine"]
     notes = (
-        f"{len(items)} resources of 0.7-0.9 KB x {repetitions}, batches of {BATCH}; "
-        "floor = orjson.loads(orjson.dumps(r)); ratio = median of per-batch ratios"
+        f"engine {form}; {resources} resources of 0.7-0.9 KB x {repetitions}, batches of "
+        f"{BATCH}; floor = orjson.loads(orjson.dumps(r)); ratio = median of per-batch ratios"
     )
     rows = [
         Result(
             "pseudonymise: gdpr-research CPU vs JSON copy (orjson)",
             cost,
-            statistics.median(floor) * per,
+            mine["floor"],
             "us/resource",
             to_floor,
             f"<= {TARGET:g}",
             to_floor <= TARGET,
             notes,
-            [a / b for a, b in zip(engine, floor, strict=True)],
+            mine["samples"],
         ),
         Result(
             "pseudonymise: gdpr-research CPU vs copy.deepcopy (context)",
             cost,
-            statistics.median(deep) * per,
+            mine["deep"],
             "us/resource",
-            to_deep,
+            mine["to_deep"],
             "(reported)",
             True,
             "deepcopy is a slower floor than orjson: reported, not a target",
         ),
     ]
+    other = _other_form(repetitions, resources, compiled)
+    if other is not None:
+        rows.append(
+            Result(
+                "pseudonymise: the "
+                + ("pure Python" if compiled else "compiled")
+                + " engine vs JSON copy (context)",
+                other["engine"],
+                other["floor"],
+                "us/resource",
+                other["to_floor"],
+                "(reported)",
+                True,
+                "the same measurement in a child process with CAREMESH_NATIVE="
+                + ("0" if compiled else "1"),
+            )
+        )
     return [asdict(r) for r in rows]
 
 

@@ -18,3 +18,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 .venv/bin/caremesh kafka fetch >/dev/null
+# The pseudonymisation engine's hot modules, compiled with mypyc (about a minute, only when
+# their sources changed); without a compiler the pure Python engine runs, slower.
+if ! .venv/bin/caremesh native build --quiet; then
+  echo "bootstrap: the pseudonymisation engine stays pure Python (see above)" >&2
+fi

@@ -183,6 +183,25 @@ def _gdpr(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _native(args: argparse.Namespace, settings: Settings) -> int:
+    del settings
+    from caremesh import native  # noqa: PLC0415
+
+    if args.action == "status":
+        found = native.status()
+        print(f"pseudonymisation engine: {found.describe()}")
+        return 0 if found.active else 3
+    try:
+        built = native.build(force=args.force, quiet=args.quiet)
+    except native.NativeBuildError as exc:
+        print(f"caremesh native: {exc}", file=sys.stderr)
+        print("caremesh native: the pure Python engine stays in use", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"pseudonymisation engine: {built.describe()}")
+    return 0 if built.active else 1
+
+
 def _org(args: argparse.Namespace, settings: Settings) -> int:
     from caremesh.security.admission import org_add, org_remove  # noqa: PLC0415
 
@@ -271,6 +290,7 @@ COMMANDS: dict[str, Handler] = {
     "gdpr": _gdpr,
     "org": _org,
     "deadletter": _deadletter,
+    "native": _native,
 }
 
 
@@ -473,6 +493,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     _pseudonymise_parser(sub)
+    native = sub.add_parser(
+        "native",
+        help="compile the pseudonymisation engine's hot modules (mypyc)",
+        description="build: compile the research pseudonymisation engine's hot modules with "
+        "mypyc (needs the dev extra, a C compiler and the Python headers) unless a build of the "
+        "current sources is already there; they are then used by every process, and only while "
+        "their sources are unchanged (an edited source runs as pure Python until the next "
+        "build). status: say which form is in use and why (exit 3 when pure Python). "
+        "CAREMESH_NATIVE=0 turns the compiled form off; CAREMESH_NATIVE_DIR moves the build.",
+    )
+    native.add_argument("action", choices=["build", "status"])
+    native.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    native.add_argument("--quiet", action="store_true", help="print errors only")
     from caremesh.deadletter_ops import add_parser as deadletter_parser  # noqa: PLC0415
 
     deadletter_parser(sub)

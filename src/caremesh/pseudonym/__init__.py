@@ -28,8 +28,12 @@ caremesh extensions to the upstream format (files that use them do not run upstr
   becomes the pseudonym. It adds the security label PSEUDED (after GENERALIZED).
 - a parent rule that selects a nested resource node (e.g. `nodesByName('resource')`) applies
   to that resource's whole tree before the nested resource's own rules run.
+
+The hot modules run compiled when a fresh mypyc build is present (`caremesh.native`; `_compiled`
+is imported first so that it decides before they load).
 """
 
+from caremesh.pseudonym import _compiled  # noqa: F401 - before the engine modules load
 from caremesh.pseudonym.engine import AnonymizedResource, Anonymizer
 from caremesh.pseudonym.keys import Keyring, StudyKeys, derive_key, study_keys
 from caremesh.pseudonym.output import LABEL_SYSTEM

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from caremesh import envelope, sharing
+from caremesh import envelope, native, sharing
 from caremesh.consent import ConsentPolicy, DecisionQuery
 from caremesh.consent import evaluate as evaluate_consent
 from caremesh.consent.audit import decision_audit_event
@@ -141,6 +141,11 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     if not studies:
         log.info("research stage: no study configured")
         return
+    log.info(
+        "research stage: %d studies, pseudonymisation engine %s",
+        len(studies),
+        native.status().describe(),
+    )
     shell = StageShell(app, settings, STAGE)
     clinical = raw_topic(app, settings, CLINICAL_FHIR)
     consent_events = raw_topic(app, settings, CONSENT_EVENTS)
