@@ -44,7 +44,8 @@ MODULES = (
 )
 """The compiled modules: where `Anonymizer.apply` spends its time."""
 
-MANIFEST = "manifest.json"
+MANIFEST = "build-manifest"
+"""JSON, without a .json suffix: package-data globs must never ship a local build's manifest."""
 _PACKAGE = Path(__file__).resolve().parent
 
 
