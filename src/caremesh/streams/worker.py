@@ -15,6 +15,7 @@ from faust import Worker
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 from caremesh.streams.app import CaremeshApp, create_app
+from caremesh.streams.batch import ensure_compacted
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,30 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
     if not app.agents:
         # Only batch stages: no Faust runtime (its event loop would take the GIL for nothing).
         return run_batch_only(app, settings)
+    ensure_changelogs(app, settings)
     for stage in app.caremesh_batch_stages:
         stage.start()
         atexit.register(stage.stop)
     worker = Worker(app, loglevel=settings.log_level, override_logging=False)
     worker.execute_from_commandline()
     return 0
+
+
+def ensure_changelogs(app: CaremeshApp, settings: Settings) -> None:
+    """Create the Faust tables' changelog topics (compacted, partitioned like their source
+    topics, every partition led) before the worker joins its group.
+
+    Left to Faust, they are created while the group forms. Once in the demo, the group's
+    metadata snapshot caught a changelog topic half-created, and every table write of that
+    process then failed with PartitionsMismatch (each record of the pathways and research
+    stages dead-lettered) until a restart."""
+    for table in app.tables.values():
+        ensure_compacted(
+            settings.kafka,
+            table.changelog_topic_name,
+            table.partitions or app.conf.topic_partitions,
+            settings.kafka.replication_factor,
+        )
 
 
 def run_batch_only(app: CaremeshApp, settings: Settings) -> int:
