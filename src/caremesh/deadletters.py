@@ -35,14 +35,13 @@ key or a patient key.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -135,8 +134,8 @@ def find_patient(
     return None
 
 
-Write = Callable[[bytes, bytes], Awaitable[None]]
-Erased = Callable[[PatientKey], Awaitable[bool]]
+Write = Callable[[bytes, bytes], None]
+Erased = Callable[[PatientKey], bool]
 """Writes one `keys.patient.v1` record (key, value) and returns once the broker acknowledged."""
 
 
@@ -312,9 +311,7 @@ class PatientKeyStore:
                 self._consumer = None
 
 
-async def patient_data_key(
-    store: PatientKeyStore, patient: PatientKey, write: Write
-) -> bytes | None:
+def patient_data_key(store: PatientKeyStore, patient: PatientKey, write: Write) -> bytes | None:
     """The patient's data key, sealing a new (mapping-free) vault record first when absent.
 
     The new record is acknowledged and folded back before the key is returned, and the key
@@ -323,13 +320,13 @@ async def patient_data_key(
     unwrap with the keys held here, or when the patient's key was tombstoned (erased: no
     record is created again, even if the consent ledger has not shown the erasure yet).
     """
-    await asyncio.to_thread(store.catch_up, patient)
+    store.catch_up(patient)
     if store.tombstoned(patient):
         return None
     if store.has_record(patient):
         return store.data_key(patient)
-    await write(patient.encode("utf-8"), seal_record(store.sealing, patient, {}))
-    await asyncio.to_thread(store.catch_up, patient)
+    write(patient.encode("utf-8"), seal_record(store.sealing, patient, {}))
+    store.catch_up(patient)
     return store.data_key(patient)
 
 
@@ -342,7 +339,7 @@ class Protected:
     headers: tuple[tuple[str, str], ...]
 
 
-async def protect(
+def protect(
     store: PatientKeyStore | None,
     patient: PatientKey | None,
     original_key: bytes | None,
@@ -355,9 +352,9 @@ async def protect(
     """How to write one dead letter of a patient-keyed record (see the module docstring)."""
     if store is None or not patient:
         return Protected(original_key, value, ((H_ENCRYPTION, PLAINTEXT),))
-    if await erased(patient):
+    if erased(patient):
         return Protected(None, b"", ((H_ENCRYPTION, DROPPED_ERASED),))
-    data_key = await patient_data_key(store, patient, write)
+    data_key = patient_data_key(store, patient, write)
     if data_key is None and store.tombstoned(patient):
         return Protected(None, b"", ((H_ENCRYPTION, DROPPED_ERASED),))
     if data_key is None:

@@ -229,7 +229,7 @@ def test_poison_and_hostile_input_end_in_deadletter_and_nothing_valid_is_lost(
     def drained() -> bool:
         lags["validate"] = _lag(ns.kafka, f"{app_id}-validate", ns.topic("ingest.fhir.v1"))
         lags["hl7v2"] = _lag(ns.kafka, f"{app_id}-hl7v2", ns.topic("ingest.hl7v2.v1"))
-        lags["research"] = _lag(ns.kafka, app_id, ns.topic("clinical.fhir.v1"))
+        lags["research"] = _lag(ns.kafka, f"{app_id}-research", ns.topic("clinical.fhir.v1"))
         return not any(lags.values())
 
     wait_for(drained, 90, "consumer lag back to 0 on every partition", 2)

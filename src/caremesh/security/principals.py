@@ -2,9 +2,9 @@
 
 One principal per component (each worker stage, each connector), per organisation, per study,
 plus auditors, operators and the admin. Each `Principal` names the catalogue topics it reads and
-writes, the consumer groups it uses and the internal topics it owns (Faust changelogs and the
-batch stages' state topics, whose names start with the worker app id). `caremesh.security.acl`
-turns this table into Kafka ACLs; nothing here talks to Kafka.
+writes, the consumer groups it uses and the internal topics it owns (the stages' state topics,
+whose names start with the topic prefix and the worker app id). `caremesh.security.acl` turns
+this table into Kafka ACLs; nothing here talks to Kafka.
 """
 
 from __future__ import annotations
@@ -98,9 +98,14 @@ def _stage(name: str, settings: Settings) -> Principal:
     prefix = settings.kafka.topic_prefix
     orgs = tuple(topics.outbox_topic(o.id) for o in settings.organisations)
     studies = tuple(topics.research_topic(s.id) for s in settings.studies)
-    faust_groups = (app_id, LEDGER_OFFSETS_GROUP, DEADLETTER_KEYS_GROUP)
+    # its own group, the consent ledger follower, the data-key store, the state loader
+    patient_groups = (
+        f"{app_id}-{name}",
+        LEDGER_OFFSETS_GROUP,
+        DEADLETTER_KEYS_GROUP,
+        STATE_READER_GROUP,
+    )
     keys = (topics.KEYS_PATIENT,)  # wrapped data keys: dead letters and the vault are sealed
-    faust_leader = (f"{app_id}-__assignor-__leader",)
     out = (topics.AUDIT, topics.DEADLETTER)
     desc = f"worker stage {name}"
     if name == "hl7v2":
@@ -129,9 +134,8 @@ def _stage(name: str, settings: Settings) -> Principal:
             desc,
             reads=(topics.CLINICAL_FHIR, topics.CONSENT_EVENTS, topics.ORGANISATIONS, *keys),
             writes=(*orgs, *out, *keys),
-            groups=faust_groups,
-            owned_prefixes=(f"{app_id}-{prefix}share",),
-            owned_topics=faust_leader,
+            groups=patient_groups,
+            owned_prefixes=(f"{prefix}{app_id}-share",),
         )
     if name == "pathways":
         return Principal(
@@ -140,9 +144,8 @@ def _stage(name: str, settings: Settings) -> Principal:
             desc,
             reads=(topics.CLINICAL_FHIR, topics.PATHWAY_ACTIONS, topics.CONSENT_EVENTS, *keys),
             writes=(topics.PATHWAY_ALERTS, *out, *keys),
-            groups=faust_groups,
-            owned_prefixes=(f"{app_id}-{prefix}pathways",),
-            owned_topics=faust_leader,
+            groups=patient_groups,
+            owned_prefixes=(f"{prefix}{app_id}-pathways",),
         )
     if name == "research":
         return Principal(
@@ -151,9 +154,8 @@ def _stage(name: str, settings: Settings) -> Principal:
             desc,
             reads=(topics.CLINICAL_FHIR, topics.CONSENT_EVENTS, *keys),
             writes=(*studies, *out, *keys),
-            groups=faust_groups,
-            owned_prefixes=(f"{app_id}-{prefix}research",),
-            owned_topics=faust_leader,
+            groups=patient_groups,
+            owned_prefixes=(f"{prefix}{app_id}-research",),
         )
     raise ValueError(f"unknown stage {name}")
 

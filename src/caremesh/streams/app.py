@@ -1,14 +1,17 @@
-"""The caremesh Faust app: idempotent producers, catalogue topics, `/metrics` on the worker.
+"""A Faust app configured as caremesh would run one: idempotent producers, at-least-once.
 
-Faust (faust-streaming) enables producer idempotence only in its experimental exactly-once
-mode; caremesh runs at-least-once and enables `acks=all` + `enable_idempotence` on every
-producer through `IdempotentTransport` (DESIGN §4, §10).
+The worker's stages run on the confluent-kafka batch runner (`streams/batch.py`); this app is
+what `bench/faust_passthrough.py` measures the framework's per-event path with, so the
+benchmark's "Faust passthrough vs aiokafka loop" row keeps answering whether Faust could carry
+the stages. Faust (faust-streaming) enables producer idempotence only in its experimental
+exactly-once mode; `IdempotentTransport` enables `acks=all` + `enable_idempotence` on every
+producer (DESIGN §4, §10).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -17,10 +20,6 @@ from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.security.clients import faust_credentials
 from caremesh.settings import Settings
 from caremesh.streams.offsets import CommitSafeConsumer
-
-if TYPE_CHECKING:
-    from caremesh.streams.batch import BatchRunner
-    from caremesh.streams.ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +42,12 @@ class CaremeshApp(faust.App):
     """A Faust app whose transports produce idempotently."""
 
     caremesh_metrics: Metrics
-    caremesh_ledger: ConsentLedger | None = None
-    caremesh_batch_stages: list[BatchRunner]
 
     def _new_transport(self) -> Any:
         return IdempotentTransport(self.conf.broker_consumer, self)
 
     def _new_producer_transport(self) -> Any:
         return IdempotentTransport(self.conf.broker_producer, self)
-
-
-def worker_ready(app: CaremeshApp) -> bool:
-    """True once every stage has partitions assigned and the Faust tables have recovered."""
-    if not all(stage.ready for stage in app.caremesh_batch_stages):
-        return False
-    if not app.agents:
-        return True
-    try:
-        assigned = bool(app.consumer.assignment())
-        recovered = bool(getattr(app.tables, "recovery").completed.is_set())  # noqa: B009
-    except Exception:  # noqa: BLE001 - not started yet
-        return False
-    return assigned and recovered and not app.rebalancing
 
 
 def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
@@ -102,14 +85,9 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
         broker_heartbeat_interval=settings.worker.session_timeout_seconds / 3,
     )
     app.caremesh_metrics = metrics
-    app.caremesh_batch_stages = []
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
         return web.bytes(metrics.render(), content_type=PROMETHEUS_CONTENT_TYPE)
-
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "ready": worker_ready(app)})
 
     return app

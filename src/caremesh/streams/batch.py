@@ -11,25 +11,38 @@ process without committing, so the batch is processed again after the restart.
 State comes in two kinds, each backed by a compacted topic (the equivalent of a Faust table's
 changelog): `PartitionState` holds key/values for the input partitions this process owns
 (loaded when a partition is assigned), and `GlobalState` holds all partitions of a topic
-(every process sees everything, like a Faust GlobalTable).
+(every process sees everything, like a Faust GlobalTable). A stage that reads several topics
+co-partitioned by patient (clinical records and consent events, say) subscribes to all of them
+with the range assignor, so partition p of each goes to the same process.
+
+Outputs are written in two phases: first every record the batch produced (alerts, audit,
+outbox and research records), then, once the broker acknowledged those, the state records that
+remember them (`Output.state`), then the commit. A crash between the two phases leaves state
+that has not seen the batch, so the replay writes the same records again (same ids) instead of
+finding state that says they were written when they were not.
+
+A handler that raises a transient error (broker away, consent state not caught up) is retried
+with a backoff, never dead-lettered (DESIGN §4).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from caremesh import envelope
-from caremesh.errors import RejectedInputError
+from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
 from caremesh.metrics import Metrics
 from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import GLOBAL_STATE_GROUP, STATE_READER_GROUP
@@ -37,6 +50,11 @@ from caremesh.security.principals import GLOBAL_STATE_GROUP, STATE_READER_GROUP
 log = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 70
+MAX_BACKOFF = 10.0
+TRANSIENT = (KafkaUnavailableError, ConsentNotReadyError, TimeoutError, ConnectionError)
+"""Handler failures retried until they pass: a record is never dead-lettered because the broker
+or the consent state was not there yet (a KafkaException from a client call counts too, unless
+it is fatal)."""
 REJOIN_TIMEOUT_SECONDS = 30.0
 """After a revocation (e.g. a session timeout), how long the consumer may go without a new
 assignment before it is replaced: after a broker pause (SIGSTOP/SIGCONT), librdkafka's group
@@ -53,6 +71,8 @@ class Output:
     value: bytes | None
     headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
     partition: int | None = None
+    state: bool = False
+    """A state (changelog) record: written only after the batch's other outputs are acked."""
 
 
 def ensure_compacted(
@@ -215,7 +235,11 @@ class PartitionState:
             self.data.get(partition, {}).pop(key, None)
         else:
             self.data.setdefault(partition, {})[key] = value
-        return Output(self.changelog, key, value, partition=partition)
+        return Output(self.changelog, key, value, partition=partition, state=True)
+
+    def items(self) -> Iterable[tuple[int, bytes, bytes]]:
+        """Every (partition, key, value) held (a snapshot: safe to put while iterating)."""
+        return [(p, k, v) for p, part in self.data.items() for k, v in list(part.items())]
 
 
 class GlobalState:
@@ -276,7 +300,19 @@ class GlobalState:
             self._consumer.close()
 
 
+_T = TypeVar("_T")
 Handler = Callable[[Message], list[Output]]
+Sealer = Callable[[Message], tuple[bytes | None, bytes | None, list[tuple[str, str]]]]
+"""How a dead letter of a patient-keyed record is written: its key, value and extra headers
+(`caremesh.deadletters.protect`: sealed under the patient's data key, or dropped when erased)."""
+
+
+class InjectedFaultError(Exception):
+    """The test-only fault of `worker.fault_marker` (never raised when it is unset)."""
+
+
+class _StoppingError(Exception):
+    """Raised inside the loop when a stop is asked for while a transient failure is retried."""
 
 
 class BatchRunner:
@@ -288,24 +324,32 @@ class BatchRunner:
         stage: str,
         bootstrap: KafkaTarget,
         group_id: str,
-        source: str,
+        source: str | Sequence[str],
         handler: Handler,
         metrics: Metrics,
         deadletter_topic: str,
-        partition_state: PartitionState | None = None,
-        on_batch_start: Callable[[], None] | None = None,
+        states: Sequence[PartitionState] = (),
+        on_batch_start: Callable[[list[Message]], None] | None = None,
         prepare: Callable[[], None] | None = None,
+        on_tick: Callable[[], list[Output]] | None = None,
+        tick_interval: float = 60.0,
+        seal: Sealer | None = None,
+        fault_marker: str | None = None,
         batch_size: int = 500,
     ) -> None:
         self.stage = stage
         self.bootstrap = bootstrap
-        self.source = source
+        self.sources = [source] if isinstance(source, str) else list(source)
         self.handler = handler
         self.metrics = metrics
         self.deadletter_topic = deadletter_topic
-        self.partition_state = partition_state
+        self.states = list(states)
         self.on_batch_start = on_batch_start
         self.prepare = prepare
+        self.on_tick = on_tick
+        self.tick_interval = tick_interval
+        self.seal = seal
+        self.fault_marker = fault_marker.encode() if fault_marker else None
         self.batch_size = batch_size
         self.group_id = group_id
         self.assigned: set[int] = set()
@@ -314,6 +358,7 @@ class BatchRunner:
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
         self._unassigned_since: float | None = None
+        self._next_tick = time.monotonic() + tick_interval
         self.rejoin_timeout = REJOIN_TIMEOUT_SECONDS
         self.session_timeout: float | None = None
         """Group session timeout in seconds (None: librdkafka's 45 s); the worker sets it from
@@ -333,6 +378,8 @@ class BatchRunner:
     def _main(self) -> None:
         try:
             self._run()
+        except _StoppingError:
+            log.info("stage %s stopped while retrying; its batch was not committed", self.stage)
         except Exception as exc:  # noqa: BLE001 - crash the process: nothing is committed
             error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             code = error.name() if isinstance(error, KafkaError) else ""
@@ -347,18 +394,18 @@ class BatchRunner:
             os._exit(CRASH_EXIT_CODE)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        ids = [tp.partition for tp in partitions]
-        if self.partition_state is not None:
-            self.partition_state.load(ids)
+        ids = sorted({tp.partition for tp in partitions})
+        for state in self.states:
+            state.load(ids)
         self.assigned |= set(ids)
         self._unassigned_since = None
         self.ready = True
         log.info("stage %s assigned %d partitions", self.stage, len(ids))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        ids = [tp.partition for tp in partitions]
-        if self.partition_state is not None:
-            self.partition_state.drop(ids)
+        ids = sorted({tp.partition for tp in partitions})
+        for state in self.states:
+            state.drop(ids)
         self.assigned -= set(ids)
         self._unassigned_since = time.monotonic()
 
@@ -368,7 +415,7 @@ class BatchRunner:
 
     def _run(self) -> None:
         if self.prepare is not None:
-            self.prepare()
+            self._retrying(self.prepare)
         producer = Producer(envelope.producer_config(self.bootstrap, **{"linger.ms": 2}))
         consumer = self._subscribe()
         in_count = self.metrics.messages_in.labels(self.stage)
@@ -377,33 +424,70 @@ class BatchRunner:
             while not self._stop.is_set():
                 if self._stuck():
                     consumer = self._replace(consumer)
+                if self.on_tick is not None and time.monotonic() >= self._next_tick:
+                    self._next_tick = time.monotonic() + self.tick_interval
+                    self._write(producer, self._retrying(self.on_tick))
                 batch = _next_batch(consumer, self.batch_size)
                 if not batch:
                     continue
                 if self.on_batch_start is not None:
-                    self.on_batch_start()
+                    self._retrying(functools.partial(self.on_batch_start, batch))
+                outputs: list[Output] = []
                 for msg in batch:
                     started = time.perf_counter()
                     in_count.inc()
-                    for out in self._handle(msg):
-                        self._produce(producer, out)
+                    outputs += self._handle(msg)
                     duration.observe(time.perf_counter() - started)
-                left = producer.flush(60)
-                if left or self._errors:
-                    raise RuntimeError(f"{left} records unacknowledged, errors {self._errors[:3]}")
+                self._write(producer, outputs)
                 _commit(consumer, batch, self.stage)
         finally:
             producer.flush(30)
             consumer.close()
 
+    def _write(self, producer: Producer, outputs: list[Output]) -> None:
+        """Produce a batch's outputs, the state records last, each phase acknowledged."""
+        later = [out for out in outputs if out.state]
+        for phase in ([out for out in outputs if not out.state], later):
+            if not phase:
+                continue
+            for out in phase:
+                self._produce(producer, out)
+            left = producer.flush(60)
+            if left or self._errors:
+                raise RuntimeError(f"{left} records unacknowledged, errors {self._errors[:3]}")
+
+    def _retrying(self, call: Callable[[], _T]) -> _T:
+        """`call()`, retried with a backoff while it fails transiently."""
+        backoff = 0.1
+        while True:
+            try:
+                return call()
+            except (*TRANSIENT, KafkaException) as exc:
+                if isinstance(exc, KafkaException) and _fatal(exc):
+                    raise
+                self.metrics.retries.labels(self.stage).inc()
+                log.warning(
+                    "transient failure in %s (%s); retrying in %.1fs",
+                    self.stage,
+                    type(exc).__name__,
+                    backoff,
+                )
+                if self._stop.wait(backoff):
+                    raise _StoppingError from None
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
     def _subscribe(self) -> Consumer:
-        overrides: dict[str, object] = {"enable.auto.commit": False}
+        overrides: dict[str, object] = {
+            "enable.auto.commit": False,
+            # co-partitioned sources: partition p of every source goes to the same member
+            "partition.assignment.strategy": "range",
+        }
         if self.session_timeout is not None:
             overrides["session.timeout.ms"] = int(self.session_timeout * 1000)
             overrides["heartbeat.interval.ms"] = int(self.session_timeout * 1000 / 3)
         consumer = Consumer(envelope.consumer_config(self.bootstrap, self.group_id, **overrides))
         self._unassigned_since = time.monotonic()
-        consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe(self.sources, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
 
     def _stuck(self) -> bool:
@@ -423,9 +507,16 @@ class BatchRunner:
         threading.Thread(target=consumer.close, name=f"close-{self.stage}", daemon=True).start()
         return self._subscribe()
 
+    def _call_handler(self, msg: Message) -> list[Output]:
+        if self.fault_marker is not None and self.fault_marker in (msg.value() or b""):
+            raise InjectedFaultError(self.stage)
+        return self.handler(msg)
+
     def _handle(self, msg: Message) -> list[Output]:
         try:
-            return self.handler(msg)
+            return self._retrying(lambda: self._call_handler(msg))
+        except _StoppingError:
+            raise
         except RejectedInputError as exc:
             return [self._dead_letter(msg, exc.code, exc.detail)]
         except Exception as exc:  # noqa: BLE001 - nothing may be acked without an outcome
@@ -443,15 +534,6 @@ class BatchRunner:
             ]
 
     def _dead_letter(self, msg: Message, code: str, reason: str) -> Output:
-        self.metrics.rejected.labels(self.stage, code).inc()
-        log.info(
-            "dead-lettered: stage=%s code=%s topic=%s partition=%s offset=%s",
-            self.stage,
-            code,
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-        )
         headers: list[tuple[str, str | bytes | None]] = [
             (str(h[0]), h[1]) for h in (msg.headers() or [])
         ]
@@ -463,7 +545,22 @@ class BatchRunner:
             partition=msg.partition() or 0,
             offset=msg.offset() or 0,
         )
-        return Output(self.deadletter_topic, msg.key(), msg.value(), headers)
+        key, value = msg.key(), msg.value()
+        if self.seal is not None:
+            seal = self.seal
+            key, value, extra = self._retrying(lambda: seal(msg))
+            done = {name for name, _ in extra}
+            headers = [h for h in headers if h[0] not in done] + list(extra)
+        self.metrics.rejected.labels(self.stage, code).inc()
+        log.info(
+            "dead-lettered: stage=%s code=%s topic=%s partition=%s offset=%s",
+            self.stage,
+            code,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+        )
+        return Output(self.deadletter_topic, key, value, headers)
 
     def _produce(self, producer: Producer, out: Output) -> None:
         partition = -1 if out.partition is None else out.partition  # -1: the partitioner decides
@@ -496,6 +593,24 @@ _COMMIT_FATAL = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.SASL_AUTHENTICATION_FAILED,
 }
+
+
+@dataclass
+class WorkerApp:
+    """The stages one worker process runs, and the metrics they share."""
+
+    metrics: Metrics
+    stages: list[BatchRunner] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        """True once every stage has its partitions (for /health)."""
+        return all(stage.ready for stage in self.stages)
+
+
+def _fatal(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and (error.fatal() or error.code() in _COMMIT_FATAL)
 
 
 def _commit(consumer: Consumer, batch: list[Message], stage: str) -> None:

@@ -14,18 +14,17 @@ from caremesh import envelope
 from caremesh.envelope import Envelope
 from caremesh.fhir.hl7v2_map import hl7v2_to_fhir
 from caremesh.settings import Settings
-from caremesh.streams.app import CaremeshApp
-from caremesh.streams.batch import BatchRunner, Output
+from caremesh.streams.batch import BatchRunner, Output, WorkerApp
 from caremesh.topics import DEADLETTER, INGEST_FHIR, INGEST_HL7V2
 
 STAGE = "hl7v2"
 
 
-def install(app: CaremeshApp, settings: Settings) -> None:
+def install(app: WorkerApp, settings: Settings) -> None:
     """Register the hl7v2 mapping stage on the worker."""
     prefix = settings.kafka.topic_prefix
     ingest = prefix + INGEST_FHIR
-    out = app.caremesh_metrics.messages_out.labels(STAGE)
+    out = app.metrics.messages_out.labels(STAGE)
 
     def map_one(msg: Message) -> list[Output]:
         headers = envelope.headers_dict(msg.headers() or [])  # type: ignore[arg-type]
@@ -44,14 +43,14 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         # caremesh.fhir.ordering), so one patient's messages keep their order.
         return [Output(ingest, msg.key(), bundle, env.headers(), partition=msg.partition())]
 
-    app.caremesh_batch_stages.append(
+    app.stages.append(
         BatchRunner(
             stage=STAGE,
             bootstrap=settings.kafka,
             group_id=f"{settings.worker.app_id}-{STAGE}",
             source=prefix + INGEST_HL7V2,
             handler=map_one,
-            metrics=app.caremesh_metrics,
+            metrics=app.metrics,
             deadletter_topic=prefix + DEADLETTER,
         )
     )

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from caremesh.consent import PatientConsents, apply, parse_event
@@ -26,7 +27,9 @@ from caremesh.consent.model import Consent
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
 from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import LEDGER_OFFSETS_GROUP
+from caremesh.settings import Settings
 from caremesh.topic_reader import open_from_beginning
+from caremesh.topics import CONSENT_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +40,49 @@ class _Snapshot:
     end_offsets: dict[TopicPartition, int]
 
 
-class ConsentLedger:
+class _LedgerFold:
+    """consent.events.v1 folded into per-patient consent state."""
+
+    def __init__(self, bootstrap_servers: KafkaTarget, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.applied = 0
+        self.invalid = 0
+        self._state: dict[str, PatientConsents] = {}
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if not key or value is None:
+            self.invalid += 1
+            return
+        patient = key.decode("utf-8", "replace")
+        try:
+            event = parse_event(orjson.loads(value))
+        except (orjson.JSONDecodeError, RejectedInputError) as exc:
+            self.invalid += 1
+            code = getattr(exc, "code", "invalid-json")
+            log.warning("consent ledger record skipped: %s", code)
+            return
+        self._state[patient] = apply(self._state.get(patient, PatientConsents()), event)
+        self.applied += 1
+
+    def consents(self, patient: str) -> tuple[Consent, ...]:
+        """The patient's current consents (empty when none)."""
+        state = self._state.get(patient)
+        return state.consents if state is not None else ()
+
+    def patients(self) -> int:
+        """How many patients have consent state."""
+        return len(self._state)
+
+
+class ConsentLedger(_LedgerFold):
     """Folds consent.events.v1 into per-patient consent state and answers `wait_caught_up`."""
 
     def __init__(
         self, bootstrap_servers: KafkaTarget, topic: str, *, refresh_interval: float = 0.0
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
+        super().__init__(bootstrap_servers, topic)
         self.refresh_interval = refresh_interval
-        self.applied = 0
-        self.invalid = 0
-        self._state: dict[str, PatientConsents] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._snapshot: _Snapshot | None = None
         self._refresh_lock = asyncio.Lock()
@@ -91,21 +125,6 @@ class ConsentLedger:
             async with self._progress:
                 self._positions = positions
                 self._progress.notify_all()
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        if not key or value is None:
-            self.invalid += 1
-            return
-        patient = key.decode("utf-8", "replace")
-        try:
-            event = parse_event(orjson.loads(value))
-        except (orjson.JSONDecodeError, RejectedInputError) as exc:
-            self.invalid += 1
-            code = getattr(exc, "code", "invalid-json")
-            log.warning("consent ledger record skipped: %s", code)
-            return
-        self._state[patient] = apply(self._state.get(patient, PatientConsents()), event)
-        self.applied += 1
 
     async def _refresh(self, as_of: float) -> _Snapshot:
         async with self._refresh_lock:
@@ -176,11 +195,149 @@ class ConsentLedger:
         snap = self._snapshot
         return snap is not None and self._caught_up(snap)
 
-    def consents(self, patient: str) -> tuple[Consent, ...]:
-        """The patient's current consents (empty when none)."""
-        state = self._state.get(patient)
-        return state.consents if state is not None else ()
 
-    def patients(self) -> int:
-        """How many patients have consent state."""
-        return len(self._state)
+class LedgerFollower(_LedgerFold):
+    """The consent ledger folded in a thread of its own, for the batch stages (which wait for it
+    once per batch, as of the batch's newest record, instead of once per record)."""
+
+    def __init__(self, bootstrap_servers: KafkaTarget, topic: str) -> None:
+        super().__init__(bootstrap_servers, topic)
+        self._positions: dict[int, int] = {}
+        self._snapshot: tuple[float, dict[int, int]] | None = None
+        self._progress = threading.Condition()
+        self._refresh_lock = threading.Lock()
+        self._consumer: Consumer | None = None
+        self._offsets: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Assign every partition of the ledger from its beginning and fold it in a thread.
+
+        Raises ConsentNotReadyError (transient) while the topic has no partitions."""
+        if self._thread is not None:
+            return
+        config = confluent_config(
+            self.bootstrap_servers,
+            **{"group.id": LEDGER_OFFSETS_GROUP, "enable.auto.commit": False},
+        )
+        consumer = Consumer(config)
+        try:
+            meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+        except KafkaException as exc:
+            consumer.close()
+            raise ConsentNotReadyError(f"consent ledger not readable ({_code(exc)})") from None
+        if meta is None or meta.error is not None or not meta.partitions:
+            consumer.close()
+            raise ConsentNotReadyError("consent ledger topic has no partitions yet")
+        parts = sorted(meta.partitions)
+        self._positions = dict.fromkeys(parts, 0)
+        consumer.assign([KafkaTopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
+        self._consumer = consumer
+        self._thread = threading.Thread(target=self._run, name="consent-ledger", daemon=True)
+        self._thread.start()
+        log.info("consent ledger follower started on %d partitions", len(parts))
+
+    def stop(self) -> None:
+        """Stop folding and close the consumers."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        for consumer in (self._consumer, self._offsets):
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    consumer.close()
+
+    def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        tps = [KafkaTopicPartition(self.topic, p) for p in self._positions]
+        while not self._stop.is_set():
+            try:
+                for msg in consumer.consume(5000, 0.2):
+                    if msg.error() is None:
+                        self._apply(msg.key(), msg.value())
+                positions = {tp.partition: tp.offset for tp in consumer.position(tps)}
+            except KafkaException as exc:  # the broker away: librdkafka reconnects by itself
+                log.warning("consent ledger follower: %s", _code(exc))
+                self._stop.wait(0.5)
+                continue
+            with self._progress:
+                for part, offset in positions.items():
+                    if offset >= 0:
+                        self._positions[part] = offset
+                self._progress.notify_all()
+
+    def _caught_up(self, ends: dict[int, int]) -> bool:
+        return all(self._positions.get(p, 0) >= end for p, end in ends.items())
+
+    def _refresh(self, as_of: float) -> tuple[float, dict[int, int]]:
+        with self._refresh_lock:
+            snap = self._snapshot
+            if snap is not None and snap[0] >= as_of:
+                return snap  # another stage asked meanwhile
+            if self._offsets is None:
+                self._offsets = Consumer(
+                    confluent_config(self.bootstrap_servers, **{"group.id": LEDGER_OFFSETS_GROUP})
+                )
+            taken_at = time.time()
+            try:
+                ends = {
+                    p: int(
+                        self._offsets.get_watermark_offsets(
+                            KafkaTopicPartition(self.topic, p), timeout=10, cached=False
+                        )[1]
+                    )
+                    for p in self._positions
+                }
+            except KafkaException as exc:
+                with contextlib.suppress(KafkaException):
+                    self._offsets.list_topics(self.topic, timeout=5)  # refresh a stale leader
+                raise ConsentNotReadyError(
+                    f"consent ledger end offsets not known ({_code(exc)})"
+                ) from None
+            snap = (taken_at, ends)
+            self._snapshot = snap
+            return snap
+
+    def wait_caught_up(self, as_of: float | None = None, timeout: float = 30.0) -> None:
+        """Return once the state includes every ledger record written before `as_of` (epoch s).
+
+        Raises ConsentNotReadyError (transient: the caller retries) after `timeout`.
+        """
+        if self._thread is None:
+            raise ConsentNotReadyError("consent ledger not started")
+        as_of = time.time() if as_of is None else as_of
+        snap = self._snapshot
+        if snap is None or snap[0] < as_of:
+            snap = self._refresh(as_of)
+        ends = snap[1]
+        with self._progress:
+            if not self._progress.wait_for(lambda: self._caught_up(ends), timeout):
+                raise ConsentNotReadyError("consent state did not catch up with the ledger")
+
+    @property
+    def ready(self) -> bool:
+        """True when the last known end offsets have been folded."""
+        snap = self._snapshot
+        return snap is not None and self._caught_up(snap[1])
+
+
+def _code(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.name() if isinstance(error, KafkaError) else type(exc).__name__
+
+
+_FOLLOWERS: dict[str, LedgerFollower] = {}
+_FOLLOWERS_LOCK = threading.Lock()
+
+
+def ledger_follower(settings: Settings) -> LedgerFollower:
+    """The process's consent ledger follower (shared by its stages), started on first call."""
+    topic = settings.kafka.topic_prefix + CONSENT_EVENTS
+    with _FOLLOWERS_LOCK:
+        follower = _FOLLOWERS.get(topic)
+        if follower is None:
+            follower = _FOLLOWERS[topic] = LedgerFollower(settings.kafka, topic)
+        follower.start()
+        return follower

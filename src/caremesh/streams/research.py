@@ -5,7 +5,9 @@ study's anonymizer rules with keys derived from the master key for that study on
 record goes to the study topic keyed by the study pseudonym, with fresh headers that carry no
 source or patient identifier. A consent change that turns a study's decision to deny emits a
 retraction for the patient's pseudonym to each study that had received data of that patient
-(tracked in a table co-partitioned with the patient-keyed topics). Its reason is `erasure` when
+(tracked in a state topic co-partitioned with the patient-keyed topics). One batch-runner
+consumer (`streams/patient_stage.py`) reads the clinical topic and the consent ledger's topic,
+so one thread owns a patient's released studies. Its reason is `erasure` when
 the ledger event was an erasure (GDPR Art. 17, see `caremesh.erasure`), else
 `consent-withdrawn`.
 
@@ -13,15 +15,15 @@ Before a patient's first record reaches a study, the stage writes the patient's 
 record (`pseudonym.vault.seal_record`: the study → pseudonym mapping of every study that received
 the patient, under the data key of the patient's current record, or a fresh one when there is
 none: dead letters are sealed with it, see `caremesh.deadletters`) to `keys.patient.v1` and
-waits for its acknowledgement, so every published pseudonym can be re-identified through the
+the runner has it acknowledged with the research records, before the released studies are
+written and the input committed, so every published pseudonym can be re-identified through the
 audited route until the patient is erased. On an erasure it writes the key tombstone too
-(idempotent with the consent API's), so a vault record written by a race just before the erasure
-is shredded as well.
+(idempotent with the consent API's), after the retractions, so a vault record written by a race
+just before the erasure is shredded as well.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import Message
 
 from caremesh import envelope, native, sharing
 from caremesh.consent import ConsentPolicy, DecisionQuery
@@ -53,9 +56,8 @@ from caremesh.pseudonym.ruleset import RuleSet, load_rules
 from caremesh.pseudonym.study import study_anonymizer
 from caremesh.pseudonym.vault import PseudonymVault, StudyPseudonyms, seal_record
 from caremesh.settings import Settings, StudySettings
-from caremesh.streams.app import CaremeshApp
-from caremesh.streams.ledger_access import ledger_for
-from caremesh.streams.stage import Event, StageShell, raw_topic
+from caremesh.streams.batch import Output, WorkerApp
+from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
 from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, research_topic
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,8 @@ def retraction_value(
     )
 
 
-def install(app: CaremeshApp, settings: Settings) -> None:
-    """Register the research agents and the released-studies table on the app."""
+def install(app: WorkerApp, settings: Settings) -> None:
+    """Register the research stage (clinical records and consent events) on the worker."""
     studies = study_runtimes(settings)
     if not studies:
         log.info("research stage: no study configured")
@@ -146,37 +148,33 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         len(studies),
         native.status().describe(),
     )
-    shell = StageShell(app, settings, STAGE)
-    clinical = raw_topic(app, settings, CLINICAL_FHIR)
-    consent_events = raw_topic(app, settings, CONSENT_EVENTS)
-    topics = {
-        s.settings.id: raw_topic(app, settings, research_topic(s.settings.id)) for s in studies
-    }
-    keys_topic = raw_topic(app, settings, KEYS_PATIENT)
+    stage = PatientStage(settings, STAGE, app.metrics)
+    prefix = settings.kafka.topic_prefix
+    consent_topic = prefix + CONSENT_EVENTS
+    topics = {s.settings.id: prefix + research_topic(s.settings.id) for s in studies}
+    keys_topic = prefix + KEYS_PATIENT
     sealing = stage_vault_keys(settings)
     vault = studies[0].vault
-    released = app.Table(
-        f"{settings.kafka.topic_prefix}research-released",
-        key_type=str,
-        value_type=str,
-        partitions=settings.kafka.partitions,
-    )
-    metrics = shell.metrics
+    released = stage.state("released")
+    metrics = stage.metrics
 
-    async def on_clinical(event: Event) -> None:
-        patient = (event.key or b"").decode("utf-8", "replace")
+    def released_to(partition: int, patient: str) -> set[str]:
+        raw = released.get(partition, patient.encode()) or b""
+        return set(filter(None, raw.decode().split(",")))
+
+    def on_clinical(msg: Message) -> list[Output]:
+        patient = patient_of(msg)
+        partition = msg.partition() or 0
         try:
-            resource: dict[str, Any] = orjson.loads(event.value or b"")
+            resource: dict[str, Any] = orjson.loads(msg.value() or b"")
         except orjson.JSONDecodeError:
             raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
-        ledger = await ledger_for(app, settings)
-        await ledger.wait_caught_up(as_of=float(event.message.timestamp or 0.0))
-        consents = ledger.consents(patient)
-        ce_id = envelope.headers_dict(list((event.headers or {}).items())).get(envelope.H_ID, "")
+        consents = stage.consents(patient)
+        ce_id = text_headers(msg).get(envelope.H_ID, "")
         rtype = str(resource.get("resourceType", ""))
         labels = sharing.security_labels(resource)
         now = datetime.now(UTC)
-        sent: set[str] = set()
+        outputs: list[Output] = []
         permitted: list[StudyRuntime] = []
         for study in studies:
             sid = study.settings.id
@@ -193,22 +191,26 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 STAGE, study.settings.purpose, decision.outcome.value
             ).inc()
             audit_id = envelope.child_message_id(ce_id or patient, f"research:{sid}")
-            await shell.audit(
-                audit_id,
-                decision_audit_event(
-                    query, decision, event_id=audit_id, recorded=now, observer="caremesh-research"
-                ),
+            outputs.append(
+                stage.audit(
+                    audit_id,
+                    decision_audit_event(
+                        query,
+                        decision,
+                        event_id=audit_id,
+                        recorded=now,
+                        observer="caremesh-research",
+                    ),
+                )
             )
-            if not decision.permitted:
-                continue
-            permitted.append(study)
+            if decision.permitted:
+                permitted.append(study)
         if not permitted:
-            return
-        # re-read with no await before the write: the consent agent shares this row
-        had = set(filter(None, (released.get(patient) or "").split(",")))
+            return outputs
+        had = released_to(partition, patient)
         wanted = had | {s.settings.id for s in permitted}
         if wanted != had:
-            await register(patient, wanted)
+            outputs.append(register(patient, wanted))
         for study in permitted:
             sid = study.settings.id
             result = study.anonymizer.anonymize(resource, patient_key=patient)
@@ -219,27 +221,22 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 envelope.fhir_event_type(rtype),
                 extra={envelope.H_KEY_ID: str(result.key_id or study.key_id)},
             )
-            await topics[sid].send(
-                key=pseudonym.encode(),
-                value=orjson.dumps(result.resource),
-                headers=env.header_map(),
+            outputs.append(
+                Output(
+                    topics[sid], pseudonym.encode(), orjson.dumps(result.resource), env.headers()
+                )
             )
             metrics.research_records.labels(sid, "resource").inc()
             metrics.messages_out.labels(STAGE).inc()
-            sent.add(sid)
-        if sent:  # re-read with no await before the write: the consent agent shares this row
-            had = set(filter(None, (released.get(patient) or "").split(",")))
-            if not sent <= had:
-                released[patient] = ",".join(sorted(had | sent))
+        if wanted != had:
+            outputs.append(
+                released.put(partition, patient.encode(), ",".join(sorted(wanted)).encode())
+            )
+        return outputs
 
-    async def register(patient: str, study_ids: set[str]) -> None:
-        """Write the patient's sealed vault record ahead of the patient's first research record.
-
-        Not awaited one by one (that serialised a broker round trip per new patient on the
-        event loop every stage shares): the record goes through the same producer before the
-        research record, and Faust flushes the producer before it commits the input offset, so
-        a crash before the acknowledgement processes the event again.
-        """
+    def register(patient: str, study_ids: set[str]) -> Output:
+        """The patient's sealed vault record, written ahead of the patient's first research
+        record (the runner has both acknowledged before it stores `released` and commits)."""
         key = PatientKey(patient)
         pseudonyms = {sid: vault.pseudonym_for(sid, key) for sid in sorted(study_ids)}
         env = Envelope(
@@ -248,23 +245,23 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             VAULT_RECORD_TYPE,
             content_type="application/json",
         )
-        data_key = await shell.current_data_key(key)  # keep it: dead letters are sealed with it
-        sent = await keys_topic.send(
-            key=patient.encode(),
-            value=seal_record(sealing, key, pseudonyms, data_key=data_key),
-            headers=env.header_map(),
+        data_key = stage.current_data_key(key)  # keep it: dead letters are sealed with it
+        return Output(
+            keys_topic,
+            patient.encode(),
+            seal_record(sealing, key, pseudonyms, data_key=data_key),
+            env.headers(),
         )
-        asyncio.ensure_future(sent).add_done_callback(_vault_write_failed)
 
-    async def on_consent(event: Event) -> None:
-        patient = (event.key or b"").decode("utf-8", "replace")
-        had = set(filter(None, (released.get(patient) or "").split(",")))
+    def on_consent(msg: Message) -> list[Output]:
+        patient = patient_of(msg)
+        partition = msg.partition() or 0
+        had = released_to(partition, patient)
         if not had:
-            return
-        ledger = await ledger_for(app, settings)
-        await ledger.wait_caught_up(as_of=float(event.message.timestamp or 0.0))
-        consents = ledger.consents(patient)
+            return []
+        consents = stage.consents(patient)
         now = datetime.now(UTC)
+        outputs: list[Output] = []
         retracted: set[str] = set()
         erased = False
         for study in studies:
@@ -282,23 +279,23 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 continue
             pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
             env = Envelope(
-                envelope.child_message_id(pseudonym, f"retraction:{event.message.offset}"),
+                envelope.child_message_id(pseudonym, f"retraction:{msg.offset()}"),
                 f"urn:caremesh:study:{sid}",
                 "org.caremesh.research.retraction",
                 content_type="application/json",
             )
             reason = retraction_reason(decision)
             erased = erased or reason == REASON_ERASURE
-            await topics[sid].send(
-                key=pseudonym.encode(),
-                value=retraction_value(sid, pseudonym, now, reason),
-                headers=env.header_map(),
+            outputs.append(
+                Output(
+                    topics[sid],
+                    pseudonym.encode(),
+                    retraction_value(sid, pseudonym, now, reason),
+                    env.headers(),
+                )
             )
             metrics.research_records.labels(sid, RETRACTION).inc()
             retracted.add(sid)
-        if retracted:
-            had = set(filter(None, (released.get(patient) or "").split(",")))
-            released[patient] = ",".join(sorted(had - retracted))
         if erased:
             env = Envelope(
                 str(uuid.uuid4()),
@@ -306,22 +303,15 @@ def install(app: CaremeshApp, settings: Settings) -> None:
                 KEY_TOMBSTONE_TYPE,
                 content_type="application/octet-stream",
             )
-            await (
-                await keys_topic.send(key=patient.encode(), value=None, headers=env.header_map())
-            )
+            outputs.append(Output(keys_topic, patient.encode(), None, env.headers()))
+        if retracted:
+            left = ",".join(sorted(had - retracted)).encode()
+            outputs.append(released.put(partition, patient.encode(), left or None))
+        return outputs
 
-    @app.agent(clinical, name=f"{settings.kafka.topic_prefix}research")
-    async def research(stream: object) -> None:
-        async for event in stream.events():  # type: ignore[attr-defined]
-            await shell.handle(event, on_clinical)
+    def handle(msg: Message) -> list[Output]:
+        return on_consent(msg) if msg.topic() == consent_topic else on_clinical(msg)
 
-    @app.agent(consent_events, name=f"{settings.kafka.topic_prefix}research-retractions")
-    async def retractions(stream: object) -> None:
-        async for event in stream.events():  # type: ignore[attr-defined]
-            await shell.handle(event, on_consent)
-
-
-def _vault_write_failed(future: Any) -> None:
-    """Log (codes only) a vault record the broker did not take; the pseudonym stays valid."""
-    if not future.cancelled() and future.exception() is not None:
-        log.error("vault record not written: %s", type(future.exception()).__name__)
+    app.stages.append(
+        stage.runner(sources=[CLINICAL_FHIR, CONSENT_EVENTS], handler=handle, states=[released])
+    )

@@ -1,9 +1,10 @@
 """The share stage: clinical.fhir.v1 → outbox.<org>.v1 for care-team organisations that may see it.
 
 For each clinical resource the recipients are the organisations of the patient's care team
-(folded in a Faust table co-partitioned with the clinical topic) subscribed to its resource type;
+(folded in a state topic co-partitioned with the clinical topic) subscribed to its resource type;
 each gets it only if `evaluate(purpose TREAT, actor = that organisation)` permits, with the consent
-state caught up with the ledger as of the record's time. Every decision is audited.
+state caught up with the ledger as of the batch's newest record. Every decision is audited. The
+stage runs on the batch runner (`streams/patient_stage.py`).
 
 The organisations are the configured ones and those admitted with `caremesh org add`: the stage
 follows the registry topic organisations.v1 (`caremesh.security.registry`), so a new member is
@@ -12,12 +13,14 @@ served, and a removed one no longer written to, without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
 import orjson
+from confluent_kafka import Message
 
 from caremesh import envelope, sharing
 from caremesh.consent import DecisionQuery, evaluate
@@ -28,9 +31,8 @@ from caremesh.errors import RejectedInputError
 from caremesh.policy import consent_policy
 from caremesh.security.registry import OrganisationRegistry, follow
 from caremesh.settings import Settings
-from caremesh.streams.app import CaremeshApp
-from caremesh.streams.ledger_access import ledger_for
-from caremesh.streams.stage import Event, StageShell, raw_topic, text_headers
+from caremesh.streams.batch import Output, WorkerApp
+from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
 from caremesh.topics import CLINICAL_FHIR, ORGANISATIONS, outbox_topic
 
 log = logging.getLogger(__name__)
@@ -49,51 +51,37 @@ def _parse_date(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def install(app: CaremeshApp, settings: Settings) -> None:
-    """Register the share agent and its care-team table on the app."""
-    shell = StageShell(app, settings, STAGE)
-    clinical = raw_topic(app, settings, CLINICAL_FHIR)
+def install(app: WorkerApp, settings: Settings) -> None:
+    """Register the share stage (and its care-team state) on the worker."""
+    stage = PatientStage(settings, STAGE, app.metrics)
     registry = OrganisationRegistry(settings.organisations)
-    outboxes: dict[str, faust.TopicT] = {}
-
-    def outbox(org: str) -> faust.TopicT:
-        topic = outboxes.get(org)
-        if topic is None:
-            topic = outboxes[org] = raw_topic(app, settings, outbox_topic(org))
-        return topic
-
+    prefix = settings.kafka.topic_prefix
     policy = consent_policy(settings.consent)
-    teams = app.Table(
-        f"{settings.kafka.topic_prefix}share-care-teams",
-        key_type=str,
-        value_type=str,
-        partitions=settings.kafka.partitions,
-    )
-    metrics = shell.metrics
+    teams = stage.state("care-teams")
+    metrics = stage.metrics
     out = metrics.messages_out.labels(STAGE)
 
-    async def share_one(event: Event) -> None:
-        value: bytes = event.value or b""
-        patient = (event.key or b"").decode("utf-8", "replace")
+    def share_one(msg: Message) -> list[Output]:
+        value: bytes = msg.value() or b""
+        patient = patient_of(msg)
+        partition = msg.partition() or 0
         try:
             resource: dict[str, Any] = orjson.loads(value)
         except orjson.JSONDecodeError:
             raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
-        raw_team = teams.get(patient)
+        outputs: list[Output] = []
+        raw_team = teams.get(partition, patient.encode())
         team: dict[str, list[str]] = orjson.loads(raw_team) if raw_team else {}
         changed = sharing.fold_care_team(team, resource, registry.known)
         if changed is not None:
             team = changed
-            teams[patient] = orjson.dumps(team).decode()
+            outputs.append(teams.put(partition, patient.encode(), orjson.dumps(team)))
         rtype = str(resource.get("resourceType", ""))
         targets = sharing.recipients(team, rtype, registry.subscriptions)
         if not targets:
-            return
-        ledger = await ledger_for(app, settings)
-        await ledger.wait_caught_up(as_of=event.message.timestamp)
-        consents = ledger.consents(patient)
-        headers = text_headers(event)
-        ce_id = headers.get(envelope.H_ID, "")
+            return outputs
+        consents = stage.consents(patient)
+        ce_id = text_headers(msg).get(envelope.H_ID, "")
         now = datetime.now(UTC)
         labels = sharing.security_labels(resource)
         data_date = _parse_date(sharing.clinical_date(resource))
@@ -110,26 +98,32 @@ def install(app: CaremeshApp, settings: Settings) -> None:
             decision = evaluate(consents, query, policy)
             metrics.consent_decisions.labels(STAGE, PURPOSE, decision.outcome.value).inc()
             audit_id = envelope.child_message_id(ce_id or patient, f"share:{org}")
-            await shell.audit(
-                audit_id,
-                decision_audit_event(
-                    query, decision, event_id=audit_id, recorded=now, observer="caremesh-share"
-                ),
+            outputs.append(
+                stage.audit(
+                    audit_id,
+                    decision_audit_event(
+                        query, decision, event_id=audit_id, recorded=now, observer="caremesh-share"
+                    ),
+                )
             )
-            if not decision.permitted:
-                continue
-            out_headers = dict(event.headers or {})
-            out_headers[envelope.H_CONSENT_DECISIONS] = ",".join(decision.consent_ids).encode()
-            if org not in registry.known:
-                continue  # removed while this record was being decided
-            await outbox(org).send(key=event.key, value=value, headers=out_headers)
+            if not decision.permitted or org not in registry.known:
+                continue  # denied, or removed while this record was being decided
+            out_headers: list[tuple[str, str | bytes | None]] = [
+                (str(h[0]), h[1])
+                for h in (msg.headers() or [])
+                if h[0] != envelope.H_CONSENT_DECISIONS
+            ]
+            out_headers.append((envelope.H_CONSENT_DECISIONS, ",".join(decision.consent_ids)))
+            outputs.append(Output(prefix + outbox_topic(org), msg.key(), value, out_headers))
             out.inc()
+        return outputs
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def follow_organisations() -> None:
-        await follow(registry, settings.kafka, settings.kafka.topic_prefix + ORGANISATIONS)
+    def follow_organisations() -> None:
+        asyncio.run(follow(registry, settings.kafka, prefix + ORGANISATIONS))
 
-    @app.agent(clinical, name=f"{settings.kafka.topic_prefix}share")
-    async def share(stream: object) -> None:
-        async for event in stream.events():  # type: ignore[attr-defined]
-            await shell.handle(event, share_one)
+    def prepare() -> None:
+        threading.Thread(target=follow_organisations, name="org-registry", daemon=True).start()
+
+    app.stages.append(
+        stage.runner(sources=[CLINICAL_FHIR], handler=share_one, states=[teams], prepare=prepare)
+    )

@@ -25,12 +25,12 @@ from caremesh.errors import RejectedInputError
 from caremesh.fhir.ingest import process_ingest
 from caremesh.fhir.validate import warm_up
 from caremesh.settings import Settings
-from caremesh.streams.app import CaremeshApp
 from caremesh.streams.batch import (
     BatchRunner,
     GlobalState,
     Output,
     PartitionState,
+    WorkerApp,
     ensure_compacted,
 )
 from caremesh.topics import CLINICAL_FHIR, DEADLETTER, INGEST_FHIR
@@ -46,7 +46,7 @@ def source_of(ce_source: str) -> str:
     return ce_source.removeprefix(SOURCE_URN) or "unknown"
 
 
-def install(app: CaremeshApp, settings: Settings) -> None:
+def install(app: WorkerApp, settings: Settings) -> None:
     """Register the validate stage on the worker (it runs beside the Faust agents)."""
     warm_up()
     prefix = settings.kafka.topic_prefix
@@ -56,7 +56,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
     seen = PartitionState(bootstrap, f"{base}-seen-messages")
     window = settings.worker.dedup_window_hours * 3600.0
     releases = {s.id: s.fhir_release for s in settings.sources if s.fhir_release}
-    metrics = app.caremesh_metrics
+    metrics = app.metrics
     out = metrics.messages_out.labels(STAGE)
     duplicates = metrics.duplicates.labels(STAGE)
     clinical = prefix + CLINICAL_FHIR
@@ -89,7 +89,7 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         out.inc(len(result.records))
         return outputs
 
-    def before_batch() -> None:
+    def before_batch(batch: list[Message]) -> None:
         links.catch_up()  # mappings other validate processes learned
         now = time.time()
         if now - last_purge[0] > 60:
@@ -119,8 +119,8 @@ def install(app: CaremeshApp, settings: Settings) -> None:
         handler=validate_one,
         metrics=metrics,
         deadletter_topic=prefix + DEADLETTER,
-        partition_state=seen,
+        states=[seen],
         on_batch_start=before_batch,
         prepare=prepare,
     )
-    app.caremesh_batch_stages.append(runner)
+    app.stages.append(runner)

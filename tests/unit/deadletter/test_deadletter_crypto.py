@@ -3,7 +3,6 @@ vault record is tombstoned no key id resolves to anyone."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -83,31 +82,27 @@ def test_find_patient_until_the_tombstone() -> None:
     assert deadletters.find_patient(index, KEYS, data_key_id(deks[OTHER])) == (OTHER, deks[OTHER])
 
 
-async def _never_called(*_: object) -> None:
+def _never_called(*_: object) -> None:
     raise AssertionError("no key record may be written")
 
 
-async def _erased(_: PatientKey) -> bool:
+def _erased(_: PatientKey) -> bool:
     return True
 
 
-async def _not_erased(_: PatientKey) -> bool:
+def _not_erased(_: PatientKey) -> bool:
     return False
 
 
 def test_protect_without_store_keeps_clear_and_erased_patient_keeps_nothing() -> None:
-    clear = asyncio.run(
-        deadletters.protect(
-            None, PATIENT, b"k", VALUE, ORIGIN, erased=_not_erased, write=_never_called
-        )
+    clear = deadletters.protect(
+        None, PATIENT, b"k", VALUE, ORIGIN, erased=_not_erased, write=_never_called
     )
     assert (clear.key, clear.value) == (b"k", VALUE)
     assert dict(clear.headers) == {deadletters.H_ENCRYPTION: deadletters.PLAINTEXT}
     store = deadletters.PatientKeyStore(Settings().kafka, "unused", KEYS, KID)
-    dropped = asyncio.run(
-        deadletters.protect(
-            store, PATIENT, PATIENT.encode(), VALUE, ORIGIN, erased=_erased, write=_never_called
-        )
+    dropped = deadletters.protect(
+        store, PATIENT, PATIENT.encode(), VALUE, ORIGIN, erased=_erased, write=_never_called
     )
     assert (dropped.key, dropped.value) == (None, b"")
     assert dict(dropped.headers) == {deadletters.H_ENCRYPTION: deadletters.DROPPED_ERASED}

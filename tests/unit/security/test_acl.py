@@ -65,21 +65,24 @@ TABLE = [
     ("caremesh-validate", W, "deadletter.v1", True),
     ("caremesh-validate", R, "deadletter.v1", False),
     ("caremesh-validate", R, "caremesh-validate-links", True),
-    ("caremesh-validate", R, "caremesh-share-care-teams-changelog", False),
+    ("caremesh-validate", R, "caremesh-share-care-teams", False),
     ("caremesh-share", R, "clinical.fhir.v1", True),
     ("caremesh-share", W, "outbox.hosp-a.v1", True),
     ("caremesh-share", R, "outbox.hosp-a.v1", False),
     ("caremesh-share", W, "research.hf.v1", False),
-    ("caremesh-share", R, "caremesh-share-care-teams-changelog", True),
-    ("caremesh-share", R, "caremesh-research-released-changelog", False),
+    ("caremesh-share", R, "caremesh-share-care-teams", True),
+    ("caremesh-share", R, "caremesh-research-released", False),
     ("caremesh-share", R, "caremesh-validate-links", False),
     ("caremesh-research", W, "research.hf.v1", True),
     ("caremesh-research", R, "research.hf.v1", False),
     ("caremesh-research", W, "outbox.hosp-a.v1", False),
-    ("caremesh-research", R, "caremesh-research-released-changelog", True),
+    ("caremesh-research", R, "caremesh-research-released", True),
     ("caremesh-pathways", R, "pathway.actions.v1", True),
     ("caremesh-pathways", W, "pathway.alerts.v1", True),
     ("caremesh-pathways", W, "outbox.hosp-a.v1", False),
+    ("caremesh-pathways", R, "caremesh-pathways-state", True),
+    ("caremesh-pathways", W, "caremesh-pathways-state", True),
+    ("caremesh-pathways", R, "caremesh-research-released", False),
     ("caremesh-delivery", R, "outbox.hosp-a.v1", True),
     ("caremesh-delivery", R, "outbox.clinic-b.v1", False),  # no endpoint: its own Kafka topic
     ("caremesh-delivery", W, "delivery.failed.v1", True),
@@ -116,7 +119,10 @@ def test_who_may_use_which_topic(principal: str, op: Op, topic: str, expected: b
         ("org-hosp-a", "org-hosp-a.ehr", True),
         ("org-hosp-a", "org-clinic-b.ehr", False),
         ("caremesh-delivery", "delivery-hosp-a", True),
-        ("caremesh-share", "caremesh", True),
+        ("caremesh-share", "caremesh-share", True),
+        ("caremesh-share", "caremesh-research", False),
+        ("caremesh-research", "caremesh-research", True),
+        ("caremesh-pathways", "caremesh-share", False),
         ("caremesh-validate", "caremesh-validate", True),
         ("caremesh-validate", "caremesh-hl7v2", False),
         ("caremesh-ingest-api", "caremesh", False),
@@ -158,7 +164,8 @@ def test_topic_prefix_applies_to_catalogue_and_internal_topics() -> None:
     assert allowed(rules, "study-hf", Op.READ, Resource.TOPIC, "t1.research.hf.v1")
     assert not allowed(rules, "study-hf", Op.READ, Resource.TOPIC, "research.hf.v1")
     assert allowed(rules, "caremesh-validate", Op.CREATE, Resource.TOPIC, "t1.caremesh-validate-x")
-    assert allowed(rules, "caremesh-share", Op.READ, Resource.TOPIC, "caremesh-t1.share-x")
+    assert allowed(rules, "caremesh-share", Op.READ, Resource.TOPIC, "t1.caremesh-share-x")
+    assert not allowed(rules, "caremesh-share", Op.READ, Resource.TOPIC, "caremesh-share-x")
 
 
 def test_principal_names_are_unique() -> None:
