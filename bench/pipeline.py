@@ -44,6 +44,7 @@ ORGS = ("org-a", "org-b")
 SUBSCRIBED = ["Observation", "Encounter", "Condition"]
 STUDY = "bench-study"
 MASTER_KEY = secrets.token_hex(32)  # one per run: every worker derives the same pseudonyms
+CLINICAL = ("share", "pathways", "research")  # the stages reading clinical.fhir.v1
 SEEDED = range(0, 5000, 10)  # patients with a care team and a heart-failure enrolment
 
 
@@ -384,14 +385,15 @@ def produce_ingest(
 
 
 def lag(bootstrap: str, prefix: str) -> int:
-    """Records not yet committed by the validate group (ingest) and the Faust group (clinical)."""
+    """Records not yet committed by the validate group (ingest) and the clinical stages' groups."""
     found = lags(bootstrap, prefix)
-    return found["validate"] + found["faust"]
+    return found["validate"] + found["clinical"]
 
 
 def lags(bootstrap: str, prefix: str) -> dict[str, int]:
-    """Uncommitted records per group ("validate" on ingest, "faust" on clinical), and the
-    clinical records the Faust group has committed ("faust-done")."""
+    """Uncommitted records per stage group ("validate" on ingest; "share", "pathways",
+    "research" on clinical), their sum on clinical ("clinical"), and the clinical records every
+    clinical stage has committed ("clinical-done")."""
     app = prefix + "app"
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app + "-lagprobe"})
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -399,7 +401,7 @@ def lags(bootstrap: str, prefix: str) -> dict[str, int]:
     try:
         for name, group, topic in (
             ("validate", f"{app}-validate", prefix + topics.INGEST_FHIR),
-            ("faust", app, prefix + topics.CLINICAL_FHIR),
+            *((stage, f"{app}-{stage}", prefix + topics.CLINICAL_FHIR) for stage in CLINICAL),
         ):
             tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
             from confluent_kafka import ConsumerGroupTopicPartitions
@@ -415,6 +417,8 @@ def lags(bootstrap: str, prefix: str) -> dict[str, int]:
             out[name + "-done"] = sum(committed.values())
     finally:
         consumer.close()
+    out["clinical"] = sum(out[stage] for stage in CLINICAL)
+    out["clinical-done"] = min(out[stage + "-done"] for stage in CLINICAL)
     return out
 
 
@@ -537,7 +541,7 @@ def stage_rates(bootstrap: str, messages: list[bytes]) -> tuple[float, float, in
                             producer.poll(0.05)
                 if producer.flush(300):
                     raise RuntimeError("clinical records not acknowledged")
-                group = "faust"
+                group = stage
             deadline = time.monotonic() + 900
             while lags(bootstrap, prefix)[group] > 0:
                 if time.monotonic() > deadline:
@@ -657,7 +661,7 @@ def backlog(
     total = resources + 2 * len(SEEDED)
     measured = elapsed
     if not drained:
-        done = max(1, state["faust-done"])
+        done = max(1, state["clinical-done"])
         measured = elapsed * total / done  # the projection, not the time the run was cut at
         note += (
             f"; NOT drained within {timeout:.0f} s: {done} of {total} resources through every "

@@ -336,9 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run a stream worker (Faust)",
-        description="Run a Faust worker with the stream stages; scale out by "
-        "starting more workers (partitions are the unit of parallelism).",
+        help="run a stream worker",
+        description="Run a stream worker with the stream stages (each a batch consumer in a "
+        "thread of its own); scale out by starting more workers (partitions are the unit "
+        "of parallelism).",
     )
     worker.add_argument(
         "--stage",

@@ -2,8 +2,8 @@
 
 DESIGN §5: identifying data kept beyond transport is encrypted with the patient's data key, so
 the erasure tombstone on `keys.patient.v1` makes it unreadable everywhere. A dead letter of a
-Faust stage (share, pathways, research: they read topics keyed by the patient key) is written
-to `deadletter.v1` as follows (`SCHEME`, version 1):
+patient-keyed stage (share, pathways, research: they read topics keyed by the patient key) is
+written to `deadletter.v1` as follows (`SCHEME`, version 1):
 
 - the data key is the one of the patient's re-identification vault record
   (`caremesh.pseudonym.vault`); when the patient has none yet, a record with an empty

@@ -193,10 +193,11 @@ class MllpSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    """The Faust worker."""
+    """The stream worker."""
 
     app_id: str = "caremesh"
-    """`CAREMESH_WORKER__APP_ID`: Faust app id (consumer group and internal topic prefix)."""
+    """`CAREMESH_WORKER__APP_ID`: worker app id: the stages' consumer groups are
+    `<app id>-<stage>` and their state topics `<topic prefix><app id>-<stage>-*`."""
     web_port: int = Field(default=6066, ge=1, le=65535)
     """`CAREMESH_WORKER__WEB_PORT`: port of the worker's web server (/metrics)."""
     web_host: str = "127.0.0.1"
@@ -205,17 +206,18 @@ class WorkerSettings(_Section):
     """`CAREMESH_WORKER__DEDUP_WINDOW_HOURS`: how long a message id is remembered, so that the
     same message sent again within this window adds nothing downstream."""
     data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "worker")
-    """`CAREMESH_WORKER__DATA_DIR`: local table state of the worker."""
+    """`CAREMESH_WORKER__DATA_DIR`: scratch directory of the worker (its stages keep their
+    state in Kafka, nothing here needs a backup)."""
     session_timeout_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
     """`CAREMESH_WORKER__SESSION_TIMEOUT_SECONDS`: consumer group session timeout of every stage
-    consumer (Faust and batch stages); the heartbeat interval is a third of it. A worker that
+    consumer; the heartbeat interval is a third of it. A worker that
     dies without leaving its group (SIGKILL, power loss) keeps its partitions this long before
     another worker takes them over. 10 s (Kafka's default is 45 s) fails over quickly while
     tolerating a few missed heartbeats; the broker refuses values outside its
     `group.min.session.timeout.ms` (6 s) and `group.max.session.timeout.ms` (30 min)."""
     fault_marker: str | None = None
     """`CAREMESH_WORKER__FAULT_MARKER`: tests only, off by default. When set, a record whose
-    bytes contain this marker makes the Faust stages (share, pathways, research) raise, so
+    bytes contain this marker makes the patient-keyed stages (share, pathways, research) raise, so
     fault tests can prove that a raising stage dead-letters the record and moves on."""
 
 

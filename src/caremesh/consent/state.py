@@ -14,7 +14,7 @@
   only the erasure marker (`model.erasure_marker`), which `evaluate` answers with deny, rule
   `erased`; every later event of that patient is ignored (an erasure is final).
 
-The state serialises to a JSON-able dict (`to_dict` / `from_dict`) so it can live in a Faust
+The state serialises to a JSON-able dict (`to_dict` / `from_dict`) so it can live in a state
 table keyed by patient.
 """
 

@@ -1,8 +1,8 @@
-"""Per-patient pathway state and alert candidates: small values with a JSON form for Faust tables.
+"""Per-patient pathway state and alert candidates: small values with a JSON form for state topics.
 
 One `PatientPathwayState` per (patient, pathway). `to_dict()` gives plain JSON types only
 (str, int, float, bool, None, list, dict) and `from_dict()` reads it back, so the stage can keep
-the state in a Faust table and a restart resumes with identical decisions.
+the state in a compacted state topic and a restart resumes with identical decisions.
 """
 
 from __future__ import annotations

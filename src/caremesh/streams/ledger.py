@@ -254,7 +254,9 @@ class LedgerFollower(_LedgerFold):
         tps = [KafkaTopicPartition(self.topic, p) for p in self._positions]
         while not self._stop.is_set():
             try:
-                for msg in consumer.consume(5000, 0.2):
+                first = consumer.poll(0.2)  # then what else is there: no wait to fill a batch
+                batch = [] if first is None else [first, *consumer.consume(4999, 0)]
+                for msg in batch:
                     if msg.error() is None:
                         self._apply(msg.key(), msg.value())
                 positions = {tp.partition: tp.offset for tp in consumer.position(tps)}
