@@ -28,6 +28,7 @@ from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, Rejecte
 from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import LEDGER_OFFSETS_GROUP
 from caremesh.settings import Settings
+from caremesh.streams.batch import watermarks
 from caremesh.topic_reader import open_from_beginning
 from caremesh.topics import CONSENT_EVENTS
 
@@ -283,18 +284,12 @@ class LedgerFollower(_LedgerFold):
                     confluent_config(self.bootstrap_servers, **{"group.id": LEDGER_OFFSETS_GROUP})
                 )
             taken_at = time.time()
-            try:
+            try:  # a leader being elected (a new topic, a failover) is waited for a little
                 ends = {
-                    p: int(
-                        self._offsets.get_watermark_offsets(
-                            KafkaTopicPartition(self.topic, p), timeout=10, cached=False
-                        )[1]
-                    )
+                    p: watermarks(self._offsets, KafkaTopicPartition(self.topic, p), 10.0)[1]
                     for p in self._positions
                 }
             except KafkaException as exc:
-                with contextlib.suppress(KafkaException):
-                    self._offsets.list_topics(self.topic, timeout=5)  # refresh a stale leader
                 raise ConsentNotReadyError(
                     f"consent ledger end offsets not known ({_code(exc)})"
                 ) from None

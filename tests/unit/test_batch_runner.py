@@ -1,0 +1,153 @@
+"""The batch runner's per-record outcomes and its write order, without a broker: state records
+are produced only after every other output of the batch was acknowledged, a transient failure
+is retried (never dead-lettered), a rejection or a raising stage is dead-lettered with its
+coordinates and no payload in the reason."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from caremesh import envelope
+from caremesh.errors import ConsentNotReadyError, RejectedInputError
+from caremesh.metrics import Metrics
+from caremesh.streams.batch import BatchRunner, Output, PartitionState, _StoppingError
+
+
+class _Message:
+    def __init__(self, value: bytes, offset: int = 7) -> None:
+        self._value, self._offset = value, offset
+
+    def topic(self) -> str:
+        return "clinical"
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"patient-1"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("ce_id", b"m-1")]
+
+
+class _Producer:
+    """Records produce and flush calls; `fail_flush` makes the n-th flush report an error."""
+
+    def __init__(self, runner: BatchRunner, fail_flush: int | None = None) -> None:
+        self.runner = runner
+        self.calls: list[str] = []
+        self.fail_flush = fail_flush
+
+    def produce(self, topic: str, **_: object) -> None:
+        self.calls.append(f"produce {topic}")
+
+    def flush(self, timeout: float) -> int:
+        self.calls.append("flush")
+        if self.fail_flush is not None and self.calls.count("flush") == self.fail_flush:
+            self.runner._errors.append("_MSG_TIMED_OUT")
+        return 0
+
+
+def _runner(handler: object, **kw: object) -> BatchRunner:
+    return BatchRunner(
+        stage="test",
+        bootstrap="127.0.0.1:1",
+        group_id="g",
+        source="clinical",
+        handler=handler,  # type: ignore[arg-type]
+        metrics=Metrics(),
+        deadletter_topic="deadletter.v1",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_state_records_are_written_after_the_outputs_they_remember() -> None:
+    state = PartitionState("127.0.0.1:1", "app-test-state")
+    outputs = [
+        state.put(2, b"patient-1", b"alert raised"),
+        Output("alerts", b"patient-1", b"alert"),
+        Output("audit", b"a-1", b"decision"),
+    ]
+    runner = _runner(lambda m: [])
+    producer = _Producer(runner)
+    runner._write(producer, outputs)  # type: ignore[arg-type]
+    assert producer.calls == [
+        "produce alerts",
+        "produce audit",
+        "flush",
+        "produce app-test-state",
+        "flush",
+    ]
+
+
+def test_no_state_record_is_produced_when_the_outputs_were_not_acknowledged() -> None:
+    state = PartitionState("127.0.0.1:1", "app-test-state")
+    runner = _runner(lambda m: [])
+    producer = _Producer(runner, fail_flush=1)
+    with pytest.raises(RuntimeError, match="unacknowledged"):
+        runner._write(producer, [Output("alerts", b"k", b"v"), state.put(2, b"k", b"s")])  # type: ignore[arg-type]
+    assert "produce app-test-state" not in producer.calls
+
+
+def test_transient_failures_are_retried_until_the_handler_succeeds() -> None:
+    failures = [ConsentNotReadyError("not yet"), KafkaException(KafkaError(KafkaError._TRANSPORT))]
+
+    def handler(msg: object) -> list[Output]:
+        if failures:
+            raise failures.pop(0)
+        return [Output("out", b"k", b"v")]
+
+    runner = _runner(handler)
+    assert runner._handle(_Message(b"{}")) == [Output("out", b"k", b"v")]  # type: ignore[arg-type]
+    assert runner.metrics.retries.labels("test")._value.get() == 2
+
+
+def test_a_stop_during_retries_leaves_the_batch_uncommitted() -> None:
+    def handler(msg: object) -> list[Output]:
+        raise ConsentNotReadyError("never")
+
+    runner = _runner(handler)
+    threading.Timer(0.3, runner._stop.set).start()
+    with pytest.raises(_StoppingError):
+        runner._handle(_Message(b"{}"))  # type: ignore[arg-type]
+
+
+def test_rejected_and_raising_records_are_dead_lettered_without_payload_in_the_reason() -> None:
+    def handler(msg: object) -> list[Output]:
+        raise RejectedInputError("invalid-json", "clinical record is not JSON")
+
+    (out,) = _runner(handler)._handle(_Message(b"secret payload"))  # type: ignore[arg-type]
+    headers = dict(out.headers)
+    assert out.topic == "deadletter.v1"
+    assert (out.key, out.value) == (b"patient-1", b"secret payload")
+    assert headers[envelope.H_ERROR_CODE] == b"invalid-json"
+    assert headers[envelope.H_ORIGIN_OFFSET] == b"7"
+    assert all(b"secret" not in (v if isinstance(v, bytes) else b"") for _, v in out.headers)
+
+    marker = "fault-5e1d"
+    runner = _runner(lambda m: [Output("out", b"k", b"v")], fault_marker=marker)
+    (fault,) = runner._handle(_Message(b"x fault-5e1d x"))  # type: ignore[arg-type]
+    assert dict(fault.headers)[envelope.H_ERROR_CODE] == b"stage-error"
+    assert dict(fault.headers)[envelope.H_ERROR_REASON] == b"test raised InjectedFaultError"
+    assert runner._handle(_Message(b"clean")) == [Output("out", b"k", b"v")]  # type: ignore[arg-type]
+
+
+def test_a_sealed_dead_letter_replaces_key_and_value() -> None:
+    def seal(msg: object) -> tuple[bytes | None, bytes | None, list[tuple[str, str]]]:
+        return b"dk1.abc", b"sealed", [("caremesh-deadletter-encryption", "v1")]
+
+    def handler(msg: object) -> list[Output]:
+        raise ValueError("boom")
+
+    (out,) = _runner(handler, seal=seal)._handle(_Message(b"secret"))  # type: ignore[arg-type]
+    assert (out.key, out.value) == (b"dk1.abc", b"sealed")
+    assert ("caremesh-deadletter-encryption", "v1") in out.headers
