@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from bench import corpus
 from bench.harness import Result, median_of, ratio_result
 from caremesh import envelope, sharing, topics
-from caremesh.consent import DecisionQuery
+from caremesh.consent import ConsentPolicy, DecisionQuery
 from caremesh.consent import evaluate as evaluate_consent
 from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ActorRef
@@ -35,9 +35,10 @@ from caremesh.fhir.ingest import process_ingest
 from caremesh.pathways import PatientPathwayState, build_communication
 from caremesh.pathways import evaluate as evaluate_pathway
 from caremesh.policy import consent_policy
+from caremesh.pseudonym.vault import seal_record
 from caremesh.settings import Settings
 from caremesh.streams.pathways import configured_pathways
-from caremesh.streams.research import study_runtimes
+from caremesh.streams.research import stage_vault_keys, study_runtimes
 
 PARTITIONS = 6
 ORGS = ("org-a", "org-b")
@@ -96,7 +97,9 @@ def workload(singles: int, bundles: int) -> list[bytes]:
 
 @dataclass
 class FunctionLoop:
-    """validate → share → pathways → research per message, state in dicts."""
+    """validate → share → pathways → research per message, state in dicts: each stage's
+    decisions with its own consent policy (research: the study's), audits, alerts, and for
+    research the pseudonymisation and the vault record of each new patient."""
 
     settings: Settings
 
@@ -107,6 +110,8 @@ class FunctionLoop:
         self.policy = consent_policy(s.consent)
         self.known = frozenset(o.id for o in s.organisations)
         self.subs = {o.id: frozenset(o.subscriptions) for o in s.organisations}
+        self.sealing = stage_vault_keys(s)
+        self.released: set[str] = set()
 
     def run(self, messages: list[bytes]) -> int:
         """Process every message; the number of records written."""
@@ -129,8 +134,10 @@ class FunctionLoop:
                 out += self._research(rec.key, rec.value, rec.message_id)
         return out
 
-    def _audit(self, query: DecisionQuery, observer: str) -> Any:
-        decision = evaluate_consent((), query, self.policy)
+    def _audit(
+        self, query: DecisionQuery, observer: str, policy: ConsentPolicy | None = None
+    ) -> Any:
+        decision = evaluate_consent((), query, policy or self.policy)
         now = query.now
         orjson.dumps(
             decision_audit_event(query, decision, event_id="a", recorded=now, observer=observer)
@@ -194,6 +201,7 @@ class FunctionLoop:
 
     def _research(self, patient: str, value: bytes, ce_id: str) -> int:
         resource = orjson.loads(value)
+        key = PatientKey(patient)
         rtype = str(resource.get("resourceType", ""))
         sent = 0
         for study in self.studies:
@@ -206,8 +214,12 @@ class FunctionLoop:
                 security_labels=sharing.security_labels(resource),
             )
             sent += 1
-            if not self._audit(query, "caremesh-research").permitted:
+            if not self._audit(query, "caremesh-research", study.policy).permitted:
                 continue
+            if patient not in self.released:  # the patient's vault record, as the stage writes
+                self.released.add(patient)
+                pseudonyms = {study.settings.id: study.vault.pseudonym_for(study.settings.id, key)}
+                seal_record(self.sealing, key, pseudonyms)
             result = study.anonymizer.anonymize(resource, patient_key=patient)
             pseudonym = study.vault.pseudonym_for(study.settings.id, PatientKey(patient))
             Envelope(
@@ -423,27 +435,34 @@ def lags(bootstrap: str, prefix: str) -> dict[str, int]:
 
 
 def last_output_time(bootstrap: str, prefix: str) -> float:
-    """The latest CreateTime (s) over every topic the workers write under `prefix`."""
+    """The latest CreateTime (s) over every topic the workers write under `prefix` (not their
+    state topics, which record what was written)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=30).topics
     names = [
         t
-        for t in admin.list_topics(timeout=30).topics
+        for t in meta
         if t.startswith(prefix)
+        and not t.startswith(prefix + prefix + "app-")  # state: <prefix><app id>-<stage>-*
         and t not in (prefix + topics.INGEST_FHIR, prefix + topics.CONSENT_EVENTS)
     ]
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": prefix + "lastprobe"})
     latest = 0
     try:
-        meta = admin.list_topics(timeout=30).topics
+        lasts = []
         for name in names:
             for p in meta[name].partitions:
                 high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                if high <= 0:
-                    continue
-                consumer.assign([TopicPartition(name, p, high - 1)])
-                msg = consumer.poll(10)
-                if msg is not None and msg.error() is None:
+                if high > 0:
+                    lasts.append(TopicPartition(name, p, high - 1))
+        pending = {(tp.topic, tp.partition) for tp in lasts}
+        consumer.assign(lasts)  # every last record at once: one fetch wait, not one per partition
+        deadline = time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is None:
                     latest = max(latest, msg.timestamp()[1])
+                    pending.discard((msg.topic() or "", msg.partition() or 0))
     finally:
         consumer.close()
     return latest / 1000
@@ -478,7 +497,7 @@ def workers_rate(bootstrap: str, messages: list[bytes], count: int) -> float:
         if not wait_drained(bootstrap, prefix, 900):
             raise RuntimeError(f"pipeline not drained; logs in {workers.logdir}")
         ended = last_output_time(bootstrap, prefix)
-        wall = time.time() - started
+        wall = ended - started  # CPU per second of the run (until the last output)
         bcpu = (process_cpu_seconds(broker) - bcpu0) if broker else 0.0
         CORES.setdefault(count, []).append(((workers.cpu_seconds() - cpu0) / wall, bcpu / wall))
     finally:

@@ -218,9 +218,10 @@ class PatientKeyStore:
         """True once the patient's key partition was caught up with the broker."""
         return self._consumer is not None and self.partition_of(patient) in self._caught_up
 
-    def catch_up_fetched(self, patient: str) -> None:
+    def catch_up_fetched(self, patient: str, *, fold: bool = True) -> None:
         """Like `catch_up`, but once the patient's partition was caught up with the broker, only
-        fold what the background fetcher already brought (no broker round trip).
+        fold what the background fetcher already brought (no broker round trip), or, with
+        `fold=False`, nothing (the caller folded at the start of its batch: `fold_fetched`).
 
         For the research stage's vault registration, which runs for every new patient: it owns
         the patient's clinical partition, so the patient's key records come from this process,
@@ -234,12 +235,29 @@ class PatientKeyStore:
                     self._read(part)
                     self._caught_up.add(part)
                     return
-                consumer = self._open()
-                while (msg := consumer.poll(0)) is not None:
-                    self._fold(msg)
+                if fold:
+                    self._fold_fetched()
             except KafkaException:
                 self._drop_consumer()  # its metadata may be stale after a broker pause
                 raise KafkaUnavailableError(f"key topic {self.topic} not readable") from None
+
+    def fold_fetched(self) -> None:
+        """Fold what the background fetcher already brought, once (for a batch of records:
+        each `poll` lets go of the GIL, which a busy worker's other stages then hold for up to
+        a switch interval, so one call per batch instead of one per new patient)."""
+        with self._lock:
+            if self._consumer is None:
+                return
+            try:
+                self._fold_fetched()
+            except KafkaException:
+                self._drop_consumer()
+                raise KafkaUnavailableError(f"key topic {self.topic} not readable") from None
+
+    def _fold_fetched(self) -> None:
+        consumer = self._open()
+        while (msg := consumer.poll(0)) is not None:
+            self._fold(msg)
 
     def _fold(self, msg: Any) -> None:
         at, offset, err = msg.partition(), msg.offset(), msg.error()

@@ -48,6 +48,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.stage_cpu = Counter(
+            "caremesh_stage_cpu_seconds_total",
+            "CPU time of a stage's thread (its batches: handling, producing, committing)",
+            ["component"],
+            registry=r,
+        )
         self.stage_duration = Histogram(
             "caremesh_stage_duration_seconds",
             "Time to process one message in a stage",

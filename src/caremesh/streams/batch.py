@@ -420,8 +420,13 @@ class BatchRunner:
         consumer = self._subscribe()
         in_count = self.metrics.messages_in.labels(self.stage)
         duration = self.metrics.stage_duration.labels(self.stage)
+        cpu = self.metrics.stage_cpu.labels(self.stage)
+        cpu_at = time.thread_time()
         try:
             while not self._stop.is_set():
+                now = time.thread_time()
+                cpu.inc(now - cpu_at)
+                cpu_at = now
                 if self._stuck():
                     consumer = self._replace(consumer)
                 if self.on_tick is not None and time.monotonic() >= self._next_tick:

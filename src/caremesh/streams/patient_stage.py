@@ -132,12 +132,18 @@ class PatientStage:
         """The data key of the patient's vault record (None: none, or no master key), so a
         re-sealed record keeps it and the dead letters sealed under it stay readable.
 
-        After the first call for a key partition it costs no broker round trip
-        (`PatientKeyStore.catch_up_fetched`)."""
+        After the first call for a key partition it costs no broker round trip; what the
+        store's fetcher brought is folded once per batch (`fold_keys`)."""
         if self.key_store is None:
             return None
-        self.key_store.catch_up_fetched(patient)
+        self.key_store.catch_up_fetched(patient, fold=False)
         return self.key_store.data_key(patient)
+
+    def fold_keys(self, batch: Sequence[Message]) -> None:
+        """Before a batch: fold the key records fetched since the last one (see
+        `current_data_key`)."""
+        if self.key_store is not None:
+            self.key_store.fold_fetched()
 
     def seal(self, msg: Message) -> tuple[bytes | None, bytes | None, list[tuple[str, str]]]:
         """How to write the dead letter of `msg` (see `caremesh.deadletters`)."""

@@ -24,6 +24,7 @@ just before the erasure is shredded as well.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -210,7 +211,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
         had = released_to(partition, patient)
         wanted = had | {s.settings.id for s in permitted}
         if wanted != had:
-            outputs.append(register(patient, wanted))
+            outputs.append(register(patient, wanted, ce_id))
         for study in permitted:
             sid = study.settings.id
             result = study.anonymizer.anonymize(resource, patient_key=patient)
@@ -234,13 +235,13 @@ def install(app: WorkerApp, settings: Settings) -> None:
             )
         return outputs
 
-    def register(patient: str, study_ids: set[str]) -> Output:
+    def register(patient: str, study_ids: set[str], ce_id: str) -> Output:
         """The patient's sealed vault record, written ahead of the patient's first research
         record (the runner has both acknowledged before it stores `released` and commits)."""
         key = PatientKey(patient)
         pseudonyms = {sid: vault.pseudonym_for(sid, key) for sid in sorted(study_ids)}
         env = Envelope(
-            str(uuid.uuid4()),
+            envelope.child_message_id(ce_id or str(uuid.uuid4()), "vault"),
             "urn:caremesh:stage:research",
             VAULT_RECORD_TYPE,
             content_type="application/json",
@@ -313,5 +314,106 @@ def install(app: WorkerApp, settings: Settings) -> None:
         return on_consent(msg) if msg.topic() == consent_topic else on_clinical(msg)
 
     app.stages.append(
-        stage.runner(sources=[CLINICAL_FHIR, CONSENT_EVENTS], handler=handle, states=[released])
+        stage.runner(
+            sources=[CLINICAL_FHIR, CONSENT_EVENTS],
+            handler=handle,
+            states=[released],
+            on_batch_start=stage.fold_keys,
+            prepare=lambda: warm_up(studies),
+        )
     )
+
+
+def warm_up(studies: list[StudyRuntime]) -> None:
+    """Pseudonymise a few synthetic resources of common types with every study's rules, so
+    the element models and rule paths the engine loads on first use are loaded before the
+    first records (as the validate stage does for its models)."""
+    for resource in _warm_up_resources():
+        for study in studies:
+            with contextlib.suppress(Exception):
+                study.anonymizer.anonymize(resource, patient_key="warm-up")
+
+
+def _warm_up_resources() -> list[dict[str, Any]]:
+    subject = {"reference": "Patient/warm-up", "display": "Warm Up"}
+    coding = {"coding": [{"system": "http://loinc.org", "code": "0000-0", "display": "x"}]}
+    when = "2026-01-01T00:00:00Z"
+    common = {
+        "id": "warm-up",
+        "meta": {"lastUpdated": when, "security": [{"code": "N"}]},
+        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "000"}],
+        "text": {"status": "generated", "div": "<div>x</div>"},
+        "extension": [{"url": "http://example.org/x", "valueString": "x"}],
+    }
+    person = {
+        "name": [{"family": "Up", "given": ["Warm"]}],
+        "telecom": [{"system": "phone", "value": "0"}],
+        "address": [{"line": ["1 rue"], "city": "X", "postalCode": "00000", "country": "FR"}],
+        "birthDate": "1950-01-01",
+        "gender": "other",
+    }
+    return [
+        {"resourceType": "Patient", **common, **person},
+        {"resourceType": "Practitioner", **common, **person},
+        {
+            "resourceType": "Observation",
+            **common,
+            "status": "final",
+            "category": [coding],
+            "code": coding,
+            "subject": subject,
+            "encounter": {"reference": "Encounter/warm-up"},
+            "effectiveDateTime": when,
+            "issued": when,
+            "performer": [{"reference": "Organization/warm-up"}],
+            "valueQuantity": {"value": 1, "unit": "%", "system": "http://unitsofmeasure.org"},
+            "note": [{"text": "x"}],
+            "component": [{"code": coding, "valueQuantity": {"value": 1}}],
+        },
+        {
+            "resourceType": "Encounter",
+            **common,
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "type": [coding],
+            "subject": subject,
+            "period": {"start": when, "end": when},
+            "serviceProvider": {"reference": "Organization/warm-up"},
+            "participant": [{"individual": {"reference": "Practitioner/warm-up"}}],
+        },
+        {
+            "resourceType": "Condition",
+            **common,
+            "clinicalStatus": coding,
+            "code": coding,
+            "subject": subject,
+            "onsetDateTime": when,
+            "recordedDate": when,
+            "note": [{"text": "x"}],
+        },
+        {
+            "resourceType": "CareTeam",
+            **common,
+            "status": "active",
+            "subject": subject,
+            "participant": [{"member": {"reference": "Organization/warm-up"}}],
+        },
+        {
+            "resourceType": "MedicationRequest",
+            **common,
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": coding,
+            "subject": subject,
+            "authoredOn": when,
+            "dosageInstruction": [{"text": "x"}],
+        },
+        {
+            "resourceType": "Procedure",
+            **common,
+            "status": "completed",
+            "code": coding,
+            "subject": subject,
+            "performedDateTime": when,
+        },
+    ]
