@@ -24,8 +24,6 @@ from confluent_kafka import Message
 
 from caremesh import envelope
 from caremesh.consent import DecisionQuery
-from caremesh.consent import evaluate as evaluate_consent
-from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, PatientKey
 from caremesh.errors import RejectedInputError
@@ -96,21 +94,9 @@ def install(app: WorkerApp, settings: Settings) -> None:
                 actor=ActorRef(reference=alert.coordinator),
                 resource_type="Communication",
             )
-            decision = evaluate_consent(consents, query, policy)
-            metrics.consent_decisions.labels(STAGE, PURPOSE, decision.outcome.value).inc()
             audit_id = envelope.child_message_id(alert.alert_id, "consent")
-            outputs.append(
-                stage.audit(
-                    audit_id,
-                    decision_audit_event(
-                        query,
-                        decision,
-                        event_id=audit_id,
-                        recorded=now,
-                        observer="caremesh-pathways",
-                    ),
-                )
-            )
+            decision, audit = stage.decide(consents, query, policy, audit_id, now)
+            outputs.append(audit)
             if not decision.permitted:
                 continue
             env = Envelope(

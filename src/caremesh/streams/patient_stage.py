@@ -19,12 +19,15 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 from confluent_kafka import Message, Producer
 
 from caremesh import envelope
+from caremesh.consent import ConsentPolicy, Decision, DecisionQuery, evaluate
+from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ERASURE_ID, Consent
 from caremesh.deadletters import Origin, PatientKeyStore, protect
 from caremesh.envelope import KeyId, PatientKey
@@ -120,6 +123,25 @@ class PatientStage:
     def wait_for_ledger(self, batch: Sequence[Message]) -> None:
         """Catch the consent state up with the ledger as of the batch's newest record."""
         self.ledger.wait_caught_up(as_of=max(record_time(m) for m in batch))
+
+    def decide(
+        self,
+        consents: Sequence[Consent],
+        query: DecisionQuery,
+        policy: ConsentPolicy,
+        audit_id: str,
+        now: datetime,
+    ) -> tuple[Decision, Output]:
+        """A consent decision, counted in the metrics, and its AuditEvent for audit.v1."""
+        decision = evaluate(consents, query, policy)
+        self.metrics.consent_decisions.labels(
+            self.stage, query.purpose, decision.outcome.value
+        ).inc()
+        observer = f"caremesh-{self.stage}"
+        event = decision_audit_event(
+            query, decision, event_id=audit_id, recorded=now, observer=observer
+        )
+        return decision, self.audit(audit_id, event)
 
     def audit(self, event_id: str, audit_event: Mapping[str, Any]) -> Output:
         """One FHIR AuditEvent for audit.v1, keyed by its (stable) id."""

@@ -38,7 +38,6 @@ from confluent_kafka import Message
 from caremesh import envelope, native, sharing
 from caremesh.consent import ConsentPolicy, DecisionQuery
 from caremesh.consent import evaluate as evaluate_consent
-from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, KeyId, PatientKey
 from caremesh.erasure import (
@@ -187,23 +186,9 @@ def install(app: WorkerApp, settings: Settings) -> None:
                 resource_type=rtype,
                 security_labels=labels,
             )
-            decision = evaluate_consent(consents, query, study.policy)
-            metrics.consent_decisions.labels(
-                STAGE, study.settings.purpose, decision.outcome.value
-            ).inc()
             audit_id = envelope.child_message_id(ce_id or patient, f"research:{sid}")
-            outputs.append(
-                stage.audit(
-                    audit_id,
-                    decision_audit_event(
-                        query,
-                        decision,
-                        event_id=audit_id,
-                        recorded=now,
-                        observer="caremesh-research",
-                    ),
-                )
-            )
+            decision, audit = stage.decide(consents, query, study.policy, audit_id, now)
+            outputs.append(audit)
             if decision.permitted:
                 permitted.append(study)
         if not permitted:

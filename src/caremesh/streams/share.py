@@ -23,8 +23,7 @@ import orjson
 from confluent_kafka import Message
 
 from caremesh import envelope, sharing
-from caremesh.consent import DecisionQuery, evaluate
-from caremesh.consent.audit import decision_audit_event
+from caremesh.consent import DecisionQuery
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import PatientKey
 from caremesh.errors import RejectedInputError
@@ -95,17 +94,9 @@ def install(app: WorkerApp, settings: Settings) -> None:
                 security_labels=labels,
                 data_date=data_date,
             )
-            decision = evaluate(consents, query, policy)
-            metrics.consent_decisions.labels(STAGE, PURPOSE, decision.outcome.value).inc()
             audit_id = envelope.child_message_id(ce_id or patient, f"share:{org}")
-            outputs.append(
-                stage.audit(
-                    audit_id,
-                    decision_audit_event(
-                        query, decision, event_id=audit_id, recorded=now, observer="caremesh-share"
-                    ),
-                )
-            )
+            decision, audit = stage.decide(consents, query, policy, audit_id, now)
+            outputs.append(audit)
             if not decision.permitted or org not in registry.known:
                 continue  # denied, or removed while this record was being decided
             out_headers: list[tuple[str, str | bytes | None]] = [
