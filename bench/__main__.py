@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backlog-timeout", type=float, default=600.0, help="seconds")
     parser.add_argument("--probes", type=int, help="latency probes (default 100)")
     parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="background load of the latency section, resources/s (default: half the measured "
+        "1-worker end-to-end rate; 100 when the e2e section does not run)",
+    )
+    parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
     )
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             if r.name.startswith("end to end: 1 worker"):
                 one_worker_rate = r.value
         rate = max(20.0, min(one_worker_rate / 2, 1000.0)) if one_worker_rate else 100.0
+        rate = args.latency_rate or rate
         section("latency", lambda: latency_result(args.bootstrap, prefix, rate, probes))
         section(
             "backlog",

@@ -22,9 +22,9 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from bench.harness import Result, percentile, ratio_result
+from bench.loadgen import INS, observation
 from caremesh import envelope, topics
 
-INS = "urn:oid:1.2.250.1.213.1.4.8"
 TOKEN = "bench-source-token"
 
 
@@ -32,25 +32,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _weight(patient: str, n: int, kg: float, when: datetime) -> bytes:
-    return orjson.dumps(
-        {
-            "resourceType": "Observation",
-            "id": f"w-{patient}-{n}",
-            "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-            "subject": {"identifier": {"system": INS, "value": patient}},
-            "effectiveDateTime": when.isoformat(),
-            "valueQuantity": {
-                "value": kg,
-                "unit": "kg",
-                "system": "http://unitsofmeasure.org",
-                "code": "kg",
-            },
-        }
-    )
 
 
 def _condition(patient: str) -> bytes:
@@ -176,37 +157,30 @@ async def _probe(
         for p in patients:  # enrol and take a first weight
             await client.post("/fhir/Condition", content=_condition(p))
             await client.post(
-                "/fhir/Observation", content=_weight(p, 0, 80.0, now - timedelta(hours=30))
+                "/fhir/Observation", content=observation(p, 0, 80.0, now - timedelta(hours=30))
             )
         await asyncio.sleep(5)
-        stop = asyncio.Event()
-        senders = 8
-
-        async def background(k: int) -> None:
-            n, period = k, senders / load_rate
-            due = time.monotonic()
-            while not stop.is_set():
-                n += senders
-                other = f"29901758{n % 5000:05d}"  # not enrolled: load without alerts
-                await client.post("/fhir/Observation", content=_weight(other, n, 70.0, now))
-                due += period
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-
-        loads = [asyncio.create_task(background(k)) for k in range(senders)]
+        # The load comes from a process of its own: in this event loop, each probe would wait
+        # behind the load's requests, and that wait is the client's, not the pipeline's.
+        load = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen", base, str(load_rate), TOKEN],
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         await asyncio.sleep(3)  # the load reaches its rate before the probes
         sent: dict[bytes, float] = {}
         research: dict[str, float] = {}
         for p in patients:
             at = time.time()
-            r = await client.post("/fhir/Observation", content=_weight(p, 1, 83.0, now))
+            r = await client.post("/fhir/Observation", content=observation(p, 1, 83.0, now))
             assert r.status_code == 202
             sent[p.encode()] = at
             record = child_message_id(child_message_id(r.json()["messageId"], 0), STUDY)
             research[str(record)] = at
             await asyncio.sleep(0.25)
         await asyncio.sleep(5)
-        stop.set()
-        await asyncio.gather(*loads)
+        load.terminate()
+        if load.wait(30) != 0:
+            raise RuntimeError("the background load was refused by the ingest API (see above)")
     consumer = Consumer(envelope.consumer_config(bootstrap, f"{prefix}probe-{uuid.uuid4().hex}"))
     consumer.subscribe([prefix + topics.PATHWAY_ALERTS, prefix + topics.research_topic(STUDY)])
     alerts: list[float] = []

@@ -30,6 +30,7 @@ from fhir.resources.R4B import get_fhir_model_class as _r4b_model_class
 from pydantic import ValidationError
 
 from caremesh.errors import InvalidFhirError
+from caremesh.fhir import fhir_core_fix  # noqa: F401 - installs itself before any model exists
 
 Release = Literal["R4", "R4B", "R5"]
 Family = Literal["R4B", "R5"]

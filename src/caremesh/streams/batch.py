@@ -143,8 +143,12 @@ def wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 60.0) -> N
         time.sleep(0.1)
 
 
-def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) -> tuple[int, int]:
-    """The low and high offsets of a partition, retrying while its leader is being elected.
+def end_offsets(
+    consumer: Consumer, tps: list[TopicPartition], timeout: float = 60.0
+) -> dict[tuple[str, int], int]:
+    """The end offsets of several partitions in one ListOffsets request per leader (reading
+    them one partition at a time costs a round trip each), retrying while a leader is being
+    elected.
 
     Each retry asks for the topic's metadata first: a client whose first metadata answer came
     while the broker was fenced (after a pause longer than its session with the controller)
@@ -152,14 +156,21 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 60.0) ->
     deadline = time.monotonic() + timeout
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            return int(low), int(high)
+            # offset -1 asks for the latest offset (OFFSET_END)
+            found = consumer.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, -1) for tp in tps], timeout=10
+            )
+            failed = next((tp.error for tp in found if tp.error is not None), None)
+            if failed is not None:
+                raise KafkaException(failed)
+            return {(tp.topic, tp.partition): int(tp.offset) for tp in found}
         except KafkaException as exc:
             if exc.args[0].code() not in _TRANSIENT or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-            with contextlib.suppress(KafkaException):
-                consumer.list_topics(tp.topic, timeout=5)
+            for topic in {tp.topic for tp in tps}:
+                with contextlib.suppress(KafkaException):
+                    consumer.list_topics(topic, timeout=5)
 
 
 def _read_to_end(bootstrap: KafkaTarget, tps: list[TopicPartition]) -> Iterable[Message]:
@@ -175,10 +186,7 @@ def _read_to_end(bootstrap: KafkaTarget, tps: list[TopicPartition]) -> Iterable[
         }
     )
     try:
-        ends = {}
-        for tp in tps:
-            _, high = watermarks(consumer, tp)
-            ends[(tp.topic, tp.partition)] = high
+        ends = end_offsets(consumer, tps)
         pending = {k for k, high in ends.items() if high > 0}
         if not pending:
             return
@@ -266,11 +274,8 @@ class GlobalState:
                 "enable.auto.commit": False,
             }
         )
-        positioned = []
-        for tp in tps:
-            _, high = watermarks(consumer, tp)
-            positioned.append(TopicPartition(self.topic, tp.partition, high))
-        consumer.assign(positioned)
+        ends = end_offsets(consumer, tps)
+        consumer.assign([TopicPartition(t, p, high) for (t, p), high in ends.items()])
         self._consumer = consumer
 
     def _apply(self, msg: Message) -> None:
@@ -357,6 +362,10 @@ class BatchRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
+        self._committing: dict[tuple[str, int], int] = {}
+        """Offsets committed asynchronously (their outputs are acknowledged); committed again,
+        synchronously, when their partitions are revoked and when the stage stops."""
+        self._commit_refused: KafkaError | None = None
         self._unassigned_since: float | None = None
         self._next_tick = time.monotonic() + tick_interval
         self.rejoin_timeout = REJOIN_TIMEOUT_SECONDS
@@ -403,6 +412,8 @@ class BatchRunner:
         log.info("stage %s assigned %d partitions", self.stage, len(ids))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._commit_pending(consumer, revoked)
         ids = sorted({tp.partition for tp in partitions})
         for state in self.states:
             state.drop(ids)
@@ -433,6 +444,8 @@ class BatchRunner:
                     self._next_tick = time.monotonic() + self.tick_interval
                     self._write(producer, self._retrying(self.on_tick))
                 batch = _next_batch(consumer, self.batch_size)
+                if self._commit_refused is not None:  # reported by `_on_commit`, in the poll
+                    raise KafkaException(self._commit_refused)
                 if not batch:
                     continue
                 if self.on_batch_start is not None:
@@ -444,10 +457,37 @@ class BatchRunner:
                     outputs += self._handle(msg)
                     duration.observe(time.perf_counter() - started)
                 self._write(producer, outputs)
-                _commit(consumer, batch, self.stage)
+                # Asynchronous: the next batch need not wait for the coordinator's answer.
+                self._committing.update(_commit(consumer, batch, self.stage, asynchronous=True))
         finally:
             producer.flush(30)
+            self._commit_pending(consumer, set(self._committing))
             consumer.close()
+
+    def _commit_pending(self, consumer: Consumer, which: set[tuple[str, int]]) -> None:
+        """Commit again, and wait for, the asynchronously committed offsets of `which`, so that
+        the next owner of these partitions does not read acknowledged batches again."""
+        offsets = [
+            TopicPartition(topic, part, offset)
+            for (topic, part), offset in self._committing.items()
+            if (topic, part) in which
+        ]
+        for key in which:
+            self._committing.pop(key, None)
+        if offsets:
+            with contextlib.suppress(KafkaException):  # refused: the next owner reads them again
+                consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The outcome of a commit (served by the consumer's poll): a missing permission stops
+        the stage; any other refusal loses nothing (see `_commit`) and is logged."""
+        errors = [err] if err is not None else []
+        errors += [tp.error for tp in partitions or () if tp.error is not None]
+        for error in errors[:1]:
+            if error.code() in _COMMIT_FATAL:
+                self._commit_refused = error
+            else:
+                _log_refused(error, self.stage)
 
     def _write(self, producer: Producer, outputs: list[Output]) -> None:
         """Produce a batch's outputs, the state records last, each phase acknowledged."""
@@ -486,6 +526,7 @@ class BatchRunner:
             "enable.auto.commit": False,
             # co-partitioned sources: partition p of every source goes to the same member
             "partition.assignment.strategy": "range",
+            "on_commit": self._on_commit,
         }
         if self.session_timeout is not None:
             overrides["session.timeout.ms"] = int(self.session_timeout * 1000)
@@ -618,7 +659,9 @@ def _fatal(exc: KafkaException) -> bool:
     return isinstance(error, KafkaError) and (error.fatal() or error.code() in _COMMIT_FATAL)
 
 
-def _commit(consumer: Consumer, batch: list[Message], stage: str) -> None:
+def _commit(
+    consumer: Consumer, batch: list[Message], stage: str, *, asynchronous: bool = False
+) -> dict[tuple[str, int], int]:
     """Commit a batch whose outputs the broker acknowledged.
 
     A refused or failed commit loses nothing: the outputs are acknowledged already, and whoever
@@ -627,14 +670,23 @@ def _commit(consumer: Consumer, batch: list[Message], stage: str) -> None:
     process; a rebalance, a session timeout after a broker pause or a coordinator move is
     logged and the loop goes on.
     """
+    offsets = _next_offsets(batch)
     try:
-        consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+        if asynchronous:  # the outcome reaches the consumer's `on_commit` callback
+            consumer.commit(offsets=offsets, asynchronous=True)
+        else:
+            consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
         error = exc.args[0]
         if error.code() in _COMMIT_FATAL:
             raise
-        why = "after a rebalance" if error.code() in _REBALANCED else "by the broker"
-        log.warning("stage %s: commit refused %s (%s)", stage, why, error.name())
+        _log_refused(error, stage)
+    return {(tp.topic, tp.partition): tp.offset for tp in offsets}
+
+
+def _log_refused(error: KafkaError, stage: str) -> None:
+    why = "after a rebalance" if error.code() in _REBALANCED else "by the broker"
+    log.warning("stage %s: commit refused %s (%s)", stage, why, error.name())
 
 
 def _next_batch(consumer: Consumer, size: int) -> list[Message]:

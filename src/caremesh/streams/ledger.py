@@ -28,7 +28,7 @@ from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, Rejecte
 from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import LEDGER_OFFSETS_GROUP
 from caremesh.settings import Settings
-from caremesh.streams.batch import watermarks
+from caremesh.streams.batch import end_offsets
 from caremesh.topic_reader import open_from_beginning
 from caremesh.topics import CONSENT_EVENTS
 
@@ -148,15 +148,11 @@ class ConsentLedger(_LedgerFold):
             self._offsets = Consumer(
                 confluent_config(self.bootstrap_servers, **{"group.id": LEDGER_OFFSETS_GROUP})
             )
-        try:
-            return {
-                tp: int(
-                    self._offsets.get_watermark_offsets(
-                        KafkaTopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-                    )[1]
-                )
-                for tp in tps
-            }
+        try:  # one request for every partition; no retry here, the caller retries
+            ends = end_offsets(
+                self._offsets, [KafkaTopicPartition(tp.topic, tp.partition) for tp in tps], 0
+            )
+            return {TopicPartition(t, p): end for (t, p), end in ends.items()}
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             code = error.name() if isinstance(error, KafkaError) else type(exc).__name__
@@ -284,11 +280,9 @@ class LedgerFollower(_LedgerFold):
                     confluent_config(self.bootstrap_servers, **{"group.id": LEDGER_OFFSETS_GROUP})
                 )
             taken_at = time.time()
+            tps = [KafkaTopicPartition(self.topic, p) for p in self._positions]
             try:  # a leader being elected (a new topic, a failover) is waited for a little
-                ends = {
-                    p: watermarks(self._offsets, KafkaTopicPartition(self.topic, p), 10.0)[1]
-                    for p in self._positions
-                }
+                ends = {p: end for (_, p), end in end_offsets(self._offsets, tps, 10.0).items()}
             except KafkaException as exc:
                 raise ConsentNotReadyError(
                     f"consent ledger end offsets not known ({_code(exc)})"
