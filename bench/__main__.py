@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repetitions", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--singles", type=int, help="single-resource messages (default 1000)")
     parser.add_argument("--bundles", type=int, help="Bundles of 20 (default 100)")
+    parser.add_argument(
+        "--e2e-scale",
+        type=int,
+        help="the e2e workload is this many times the cpu section's messages (default 5, 1 with "
+        "--quick): a run of a few seconds measures the workers' start more than their rate",
+    )
     parser.add_argument("--raw-records", type=int, help="records of the raw baselines (20000)")
     parser.add_argument("--backlog", type=int, help="backlog resources (default 500000)")
     parser.add_argument("--backlog-workers", type=int, default=2)
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_before"] = load_note()
     prefix = run_prefix()
     messages = corpus.messages(singles, bundles)
-    work = pipeline.workload(singles, bundles)
+    scale = args.e2e_scale or (1 if quick else 5)
+    work = pipeline.workload(singles * scale, bundles * scale)
     results: list[Result] = []
     one_worker_rate = 0.0
 

@@ -549,6 +549,9 @@ class BatchRunner:
             self.stage,
             self.rejoin_timeout,
         )
+        # Offsets the old membership committed are not the new one's to repeat: the partitions
+        # may have moved meanwhile, and an older offset would only make their owner read again.
+        self._committing.clear()
         # close() may wait on the stuck coordinator: let it finish in the background.
         threading.Thread(target=consumer.close, name=f"close-{self.stage}", daemon=True).start()
         return self._subscribe()
