@@ -92,7 +92,7 @@ def test_batches_commit_asynchronously_and_a_revoke_waits_for_its_partitions() -
     owner does not read those batches again."""
     runner, consumer = _runner(), _RecordingConsumer()
     for batch in ([_Message(0, 4), _Message(1, 9)], [_Message(0, 5)]):
-        runner._committing.update(_commit(consumer, batch, "validate", asynchronous=True))  # type: ignore[arg-type]
+        runner._committing.update(_commit(consumer, batch, "validate"))  # type: ignore[arg-type]
     assert all(asynchronous for _, asynchronous in consumer.calls)
     runner._on_revoke(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
     assert consumer.calls[-1] == ([(0, 6)], False)

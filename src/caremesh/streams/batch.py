@@ -457,8 +457,7 @@ class BatchRunner:
                     outputs += self._handle(msg)
                     duration.observe(time.perf_counter() - started)
                 self._write(producer, outputs)
-                # Asynchronous: the next batch need not wait for the coordinator's answer.
-                self._committing.update(_commit(consumer, batch, self.stage, asynchronous=True))
+                self._committing.update(_commit(consumer, batch, self.stage))
         finally:
             producer.flush(30)
             self._commit_pending(consumer, set(self._committing))
@@ -481,13 +480,13 @@ class BatchRunner:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The outcome of a commit (served by the consumer's poll): a missing permission stops
         the stage; any other refusal loses nothing (see `_commit`) and is logged."""
-        errors = [err] if err is not None else []
-        errors += [tp.error for tp in partitions or () if tp.error is not None]
-        for error in errors[:1]:
-            if error.code() in _COMMIT_FATAL:
-                self._commit_refused = error
-            else:
-                _log_refused(error, self.stage)
+        error = err or next((tp.error for tp in partitions or () if tp.error is not None), None)
+        if error is None:
+            return
+        if error.code() in _COMMIT_FATAL:
+            self._commit_refused = error
+        else:
+            _log_refused(error, self.stage)
 
     def _write(self, producer: Producer, outputs: list[Output]) -> None:
         """Produce a batch's outputs, the state records last, each phase acknowledged."""
@@ -662,10 +661,10 @@ def _fatal(exc: KafkaException) -> bool:
     return isinstance(error, KafkaError) and (error.fatal() or error.code() in _COMMIT_FATAL)
 
 
-def _commit(
-    consumer: Consumer, batch: list[Message], stage: str, *, asynchronous: bool = False
-) -> dict[tuple[str, int], int]:
-    """Commit a batch whose outputs the broker acknowledged.
+def _commit(consumer: Consumer, batch: list[Message], stage: str) -> dict[tuple[str, int], int]:
+    """Commit a batch whose outputs the broker acknowledged, asynchronously (the next batch need
+    not wait for the coordinator; the outcome reaches `BatchRunner._on_commit`); returns the
+    offsets asked for.
 
     A refused or failed commit loses nothing: the outputs are acknowledged already, and whoever
     owns the partitions next (this process after a rebalance or a restart) reads the batch
@@ -675,10 +674,7 @@ def _commit(
     """
     offsets = _next_offsets(batch)
     try:
-        if asynchronous:  # the outcome reaches the consumer's `on_commit` callback
-            consumer.commit(offsets=offsets, asynchronous=True)
-        else:
-            consumer.commit(offsets=offsets, asynchronous=False)
+        consumer.commit(offsets=offsets, asynchronous=True)
     except KafkaException as exc:
         error = exc.args[0]
         if error.code() in _COMMIT_FATAL:
