@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backlog", type=int, help="backlog resources (default 500000)")
     parser.add_argument("--backlog-workers", type=int, default=2)
     parser.add_argument("--backlog-timeout", type=float, default=600.0, help="seconds")
-    parser.add_argument("--probes", type=int, help="latency probes (default 100)")
+    parser.add_argument("--probes", type=int, help="latency probes (default 300)")
     parser.add_argument(
         "--latency-rate",
         type=float,
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     bundles = args.bundles or (30 if quick else 100)
     raw_records = args.raw_records or (5000 if quick else 20_000)
     backlog_n = args.backlog or (20_000 if quick else 500_000)
-    probes = args.probes or (30 if quick else 100)
+    probes = args.probes or (30 if quick else 300)
     sections = args.only or list(SECTIONS)
     meta = machine()
     meta["load_before"] = load_note()

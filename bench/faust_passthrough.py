@@ -2,7 +2,17 @@
 
 Run as `python -m bench.faust_passthrough IN OUT` with the usual CAREMESH_* environment.
 `BENCH_FAUST_VARIANT` (JSON) picks the variant: `{"conf": {faust setting: value},
-"mode": "events" | "take", "take": [n, within seconds], "concurrency": k}`.
+"mode": "events" | "take", "take": [n, within seconds], "send": "topic" | "producer",
+"concurrency": k}`.
+
+- `"mode": "events"` handles one event per iteration; `"take"` takes up to n events (or what
+  came within the given seconds) and sends them together.
+- `"send": "topic"` sends with `Topic.send` (Faust's per-message publish path, with its
+  callbacks and sensors); `"producer"` with the app's producer, `app.producer.send`.
+
+`take` acknowledges a batch's events (so their offsets may be committed) when the next batch
+is asked for, after the `gather` of its sends' acknowledgements; `events` hands each record to
+the producer and goes on, as a Faust agent usually does.
 """
 
 from __future__ import annotations
@@ -34,15 +44,22 @@ def main() -> int:
         target, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     size, within = variant.get("take", [500, 0.05])
+    by_producer = variant.get("send", "topic") == "producer"
+
+    async def send(event: Any) -> Any:
+        """Send the event's record to `target`; returns the acknowledgement's future."""
+        if by_producer:
+            return await app.producer.send(
+                target, event.key, event.value, None, None, event.headers
+            )
+        return await dst.send(key=event.key, value=event.value, headers=event.headers)
 
     if variant.get("mode") == "take":
 
         @app.agent(src, name="passthrough", concurrency=variant.get("concurrency", 1))
         async def passthrough_take(stream: Any) -> None:
             async for events in stream.take_events(size, within=within):
-                pending = [
-                    await dst.send(key=e.key, value=e.value, headers=e.headers) for e in events
-                ]
+                pending = [await send(e) for e in events]
                 await asyncio.gather(*pending)  # acknowledged before the batch is acked
 
     else:
@@ -50,7 +67,7 @@ def main() -> int:
         @app.agent(src, name="passthrough", concurrency=variant.get("concurrency", 1))
         async def passthrough(stream: Any) -> None:
             async for event in stream.events():
-                await dst.send(key=event.key, value=event.value, headers=event.headers)
+                await send(event)
 
     Worker(app, loglevel="WARNING", override_logging=False).execute_from_commandline()
     return 0

@@ -41,9 +41,21 @@ def stage_function(messages: list[bytes]) -> int:
 
 
 def cpu_ratio(messages: list[bytes], repetitions: int) -> Result:
-    """Per-message CPU of the stage function vs validation alone (target <= 1.25)."""
-    stage, s_samples = median_of(repetitions, lambda: cpu_seconds(lambda: stage_function(messages)))
-    floor, _ = median_of(repetitions, lambda: cpu_seconds(lambda: validation_alone(messages)))
+    """Per-message CPU of the stage function vs validation alone (target <= 1.25).
+
+    Each repetition times the stage function, then validation alone right after it, so a change
+    of machine load moves both; the ratio is the median of the repetitions' ratios. (Timed as
+    two separate medians, the row read 0.74 in one run and 1.29 in the next, the code
+    unchanged.)"""
+    stage_function(messages[:100])  # warm-up: model classes built
+    validation_alone(messages[:100])
+    pairs = []
+    for _ in range(repetitions):
+        stage = cpu_seconds(lambda: stage_function(messages))
+        floor = cpu_seconds(lambda: validation_alone(messages))
+        pairs.append((stage, floor))
+    pairs.sort(key=lambda pair: pair[0] / pair[1])
+    stage, floor = pairs[(len(pairs) - 1) // 2]
     per = 1e6 / len(messages)
     ratio = stage / floor
     return Result(
@@ -54,7 +66,9 @@ def cpu_ratio(messages: list[bytes], repetitions: int) -> Result:
         ratio,
         "<= 1.25",
         ratio <= 1.25,
-        samples=s_samples,
+        notes="each repetition: the stage function, then validation alone of the same "
+        "messages; ratio = median of the repetitions' ratios",
+        samples=[s * per for s, _ in pairs],
     )
 
 

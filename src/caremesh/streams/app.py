@@ -10,11 +10,15 @@ producer (DESIGN §4, §10).
 
 from __future__ import annotations
 
+import gc
 import logging
+from time import monotonic
 from typing import Any
 
 import faust
+from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
 
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.security.clients import faust_credentials
@@ -38,16 +42,65 @@ class IdempotentTransport(faust_aiokafka.Transport):
     Consumer = CommitSafeConsumer
 
 
+class LeanMonitor(Monitor):
+    """Faust's main sensor, keeping per event only what Faust itself reads back.
+
+    caremesh's metrics are its own (`caremesh.metrics`); Faust's `Monitor` keeps statistics
+    for Faust's web views, at a cost of about a quarter of the CPU a passed-through event
+    takes. What Faust's consumer reads from the monitor (each partition's last stream event
+    time, for its slow-processing warnings; the committed offsets) is still kept."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        """Nothing per received record."""
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
+        """Note when the partition's stream last took an event (Faust's stall warnings)."""
+        self.stream_inbound_time[tp] = monotonic()
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        """Nothing per processed event."""
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        """Nothing per acknowledged record."""
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> None:
+        """Nothing per sent record."""
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        """Nothing per sent record."""
+
+
 class CaremeshApp(faust.App):
-    """A Faust app whose transports produce idempotently."""
+    """A Faust app whose transports produce idempotently, a little cheaper per event."""
 
     caremesh_metrics: Metrics
+    _event_type: Any = None
 
     def _new_transport(self) -> Any:
         return IdempotentTransport(self.conf.broker_consumer, self)
 
     def _new_producer_transport(self) -> Any:
         return IdempotentTransport(self.conf.broker_producer, self)
+
+    def create_event(self, key: Any, value: Any, headers: Any, message: Message) -> Any:
+        """Faust's event for a record, its class looked up in the settings once, not per event
+        (Faust's settings object resolves each attribute read through its registry)."""
+        event_type = self._event_type
+        if event_type is None:
+            event_type = self._event_type = self.conf.Event
+        return event_type(self, key, value, headers, message)
+
+    async def on_started(self) -> None:
+        """Leave what starting built (modules, classes, services) out of every later garbage
+        collection: a full collection otherwise walks all of it again, while each event makes
+        short-lived containers (event, message, headers, futures) that trigger collections."""
+        await super().on_started()
+        gc.collect()
+        gc.freeze()
 
 
 def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
@@ -79,6 +132,7 @@ def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:
         datadir=str(settings.worker.data_dir),
         table_standby_replicas=0,
         autodiscover=False,
+        Monitor=LeanMonitor,
         broker_credentials=faust_credentials(settings.kafka),
         # Failover after a crash takes one session timeout (settings.worker, default 10 s).
         broker_session_timeout=settings.worker.session_timeout_seconds,
