@@ -18,6 +18,7 @@ from typing import Any
 import faust
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message
 
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
@@ -28,8 +29,34 @@ from caremesh.streams.offsets import CommitSafeConsumer
 log = logging.getLogger(__name__)
 
 
+class LeanProducerBuffer(ProducerBuffer):
+    """Faust's producer buffer, whose size (read before every record is handed to a stream)
+    does not look the `producer_threaded` setting up each time."""
+
+    _threaded: bool | None = None
+
+    @property
+    def size(self) -> int:
+        """Messages waiting to be produced."""
+        threaded = self._threaded
+        if threaded is None:
+            app = self.app
+            assert app is not None  # set by the producer right after construction
+            threaded = self._threaded = bool(app.conf.producer_threaded)
+        if threaded:
+            return int(super().size)
+        return int(self.pending.qsize())
+
+
 class IdempotentProducer(faust_aiokafka.Producer):
     """aiokafka producer with idempotence and acks=all outside transactions too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lean = LeanProducerBuffer(loop=self.loop, beacon=self.beacon)
+        lean.threaded_producer = getattr(self.buffer, "threaded_producer", None)
+        lean.app = self.app
+        self.buffer = lean
 
     def _settings_extra(self) -> dict[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
