@@ -250,31 +250,39 @@ def output_span(bootstrap: str, topic: str, count: int, timeout: float) -> float
     return len(stamps) / span if span > 0 else float("inf")
 
 
-def faust_passthrough(
-    bootstrap: str, prefix: str, source: str, count: int, variant: dict[str, Any]
-) -> float:
-    """Records/s of a Faust worker whose agent forwards raw records from `source`."""
-    target = f"{prefix}faust-out-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, [target])
+def start_faust_passthrough(
+    bootstrap: str, source: str, target: str, app_id: str, variant: dict[str, Any], log: Any
+) -> subprocess.Popen[bytes]:
+    """Start a `bench.faust_passthrough` worker (group `app_id`) forwarding `source` to
+    `target`; its output goes to the binary file `log`."""
     env = dict(
         os.environ,
         CAREMESH_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
         CAREMESH_KAFKA__PARTITIONS=str(PARTITIONS),
-        CAREMESH_WORKER__APP_ID=f"{prefix}faust-{uuid.uuid4().hex[:6]}",
+        CAREMESH_WORKER__APP_ID=app_id,
         CAREMESH_WORKER__WEB_PORT=str(free_port()),
         CAREMESH_WORKER__DATA_DIR=tempfile.mkdtemp(prefix="bench-faust-"),
         CAREMESH_LOG_LEVEL="WARNING",
         CAREMESH_PSEUDONYM__MASTER_KEY=secrets.token_hex(32),
         BENCH_FAUST_VARIANT=json.dumps(variant),
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp, "faust.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.faust_passthrough", source, target],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.faust_passthrough", source, target],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def faust_passthrough(
+    bootstrap: str, prefix: str, source: str, count: int, variant: dict[str, Any]
+) -> float:
+    """Records/s of a Faust worker whose agent forwards raw records from `source`."""
+    target = f"{prefix}faust-out-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [target])
+    app_id = f"{prefix}faust-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp, Path(tmp, "faust.log").open("wb") as log:
+        proc = start_faust_passthrough(bootstrap, source, target, app_id, variant, log)
         try:
             return output_span(bootstrap, target, count, 600)
         finally:

@@ -73,9 +73,10 @@ class LeanMonitor(Monitor):
     """Faust's main sensor, keeping per event only what Faust itself reads back.
 
     caremesh's metrics are its own (`caremesh.metrics`); Faust's `Monitor` keeps statistics
-    for Faust's web views, at a cost of about a quarter of the CPU a passed-through event
-    takes. What Faust's consumer reads from the monitor (each partition's last stream event
-    time, for its slow-processing warnings; the committed offsets) is still kept."""
+    for Faust's web views on every record in, event in and out, record out and send (without
+    it, an agent that only consumes went from 9,751 to 13,516 events/s). What Faust's consumer
+    reads from the monitor (each partition's last stream event time, for its slow-processing
+    warnings; the committed offsets) is still kept."""
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
         """Nothing per received record."""

@@ -5,23 +5,17 @@ the framework-overhead row measures a worker that loses nothing."""
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.raw import FAUST_VARIANTS
+from bench.raw import FAUST_VARIANTS, start_faust_passthrough
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from caremesh import envelope
-from tests.support.kafka import free_port
 
 RECORDS = 3000
 PARTITIONS = 3
@@ -89,25 +83,9 @@ def test_every_record_is_forwarded_and_its_offset_committed(
 
     variant, _ = FAUST_VARIANTS[name]
     group = f"t{uuid.uuid4().hex[:10]}-faust"
-    env = dict(
-        os.environ,
-        CAREMESH_KAFKA__BOOTSTRAP_SERVERS=kafka,
-        CAREMESH_KAFKA__PARTITIONS=str(PARTITIONS),
-        CAREMESH_WORKER__APP_ID=group,
-        CAREMESH_WORKER__WEB_PORT=str(free_port()),
-        CAREMESH_WORKER__DATA_DIR=str(tmp_path / "data"),
-        CAREMESH_LOG_LEVEL="WARNING",
-        CAREMESH_PSEUDONYM__MASTER_KEY=secrets.token_hex(32),
-        BENCH_FAUST_VARIANT=json.dumps(variant),
-    )
     log = tmp_path / "faust.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.faust_passthrough", source, target],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_faust_passthrough(kafka, source, target, group, variant, out)
     try:
         forwarded = _read(kafka, target, RECORDS, timeout=120)
         values = {value for value, _ in forwarded}
