@@ -235,7 +235,7 @@ FAUST_VARIANTS: dict[str, tuple[dict[str, Any], float | None]] = {
     ),
 }
 """Faust agents measured: name -> (variant for `bench.faust_passthrough`, target ratio). The
-target (DESIGN §4: framework overhead ≥ 0.5 of the aiokafka loop) is on the fastest agent;
+target (issue 8: framework overhead ≥ 0.5 of the aiokafka loop) is on the fastest agent;
 the others are reported beside it."""
 
 
