@@ -61,7 +61,8 @@ class _ReadOffsets(dict[TP, int | None]):
         return None
 
     def __setitem__(self, tp: TP, offset: int | None) -> None:
-        # written once per record: `delivered_before_seek`, inlined
+        # written once per record: ignored for the record being delivered when a seek
+        # happened since it was fetched
         owner = self._owner
         current = owner._delivering
         if (
@@ -206,17 +207,6 @@ class CommitSafeConsumer(EagerDelivery, faust_aiokafka.Consumer):
                 await asyncio.sleep(min(timeout, 0.1))
                 return {}
         return await super()._getmany(active_partitions, timeout)
-
-    def delivered_before_seek(self, tp: TP, offset: int | None) -> bool:
-        """True for the fetch loop's read-offset write of the record being delivered, when a
-        seek happened since it was fetched."""
-        current = self._delivering
-        return (
-            current is not None
-            and current[0] == tp
-            and current[1] == offset
-            and current[2] != self._seeks
-        )
 
     async def seek(self, partition: TP, offset: int) -> None:
         """Seek one partition; its read offset is the sought one, whatever is in delivery."""
