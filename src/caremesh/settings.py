@@ -215,6 +215,14 @@ class WorkerSettings(_Section):
     another worker takes them over. 10 s (Kafka's default is 45 s) fails over quickly while
     tolerating a few missed heartbeats; the broker refuses values outside its
     `group.min.session.timeout.ms` (6 s) and `group.max.session.timeout.ms` (30 min)."""
+    switch_interval_ms: float = Field(default=50.0, ge=1.0, le=1000.0)
+    """`CAREMESH_WORKER__SWITCH_INTERVAL_MS`: how long a stage thread may keep the interpreter
+    while others wait for it (Python's thread switch interval; the interpreter's default is
+    5 ms). The stages share one interpreter lock: a longer slice means fewer forced handovers
+    between stages that are all busy (each handover costs the next thread cold caches), and a
+    stage that blocks on Kafka hands over at once anyway. 50 ms gave one worker +19 % throughput
+    in the end-to-end benchmark (docs/bench/README.md); lower it if a stage's latency matters
+    more than throughput."""
     fault_marker: str | None = None
     """`CAREMESH_WORKER__FAULT_MARKER`: tests only, off by default. When set, a record whose
     bytes contain this marker makes the patient-keyed stages (share, pathways, research) raise, so

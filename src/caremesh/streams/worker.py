@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +67,7 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     server = _status_server(app, settings)
     threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
+    tune_interpreter(settings)
     for stage in app.stages:
         stage.start()
     stop.wait()
@@ -72,6 +75,16 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
         stage.stop()
     server.shutdown()
     return 0
+
+
+def tune_interpreter(settings: Settings) -> None:
+    """Set the thread switch interval (`settings.worker.switch_interval_ms`) and leave what
+    start-up built (modules, FHIR model classes, schemas, topic catalogue) out of every later
+    garbage collection: each resource makes thousands of short-lived objects, and the full
+    collections they trigger would otherwise walk all of that again."""
+    sys.setswitchinterval(settings.worker.switch_interval_ms / 1000)
+    gc.collect()
+    gc.freeze()
 
 
 def _status_server(app: WorkerApp, settings: Settings) -> ThreadingHTTPServer:
