@@ -221,7 +221,7 @@ class WorkerSettings(_Section):
     5 ms). The stages share one interpreter lock: a longer slice means fewer forced handovers
     between stages that are all busy (each handover costs the next thread cold caches), and a
     stage that blocks on Kafka hands over at once anyway. 50 ms gave one worker +19 % throughput
-    in the end-to-end benchmark (docs/bench/README.md); lower it if a stage's latency matters
+    in alternated end-to-end runs (docs/bench/README.md); lower it if a stage's latency matters
     more than throughput."""
     fault_marker: str | None = None
     """`CAREMESH_WORKER__FAULT_MARKER`: tests only, off by default. When set, a record whose
