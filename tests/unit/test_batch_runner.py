@@ -6,14 +6,21 @@ coordinates and no payload in the reason."""
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, RejectedInputError
 from caremesh.metrics import Metrics
-from caremesh.streams.batch import BatchRunner, Output, PartitionState, _StoppingError
+from caremesh.streams.batch import (
+    BatchRunner,
+    Output,
+    PartitionState,
+    _StoppingError,
+    end_offsets,
+)
 
 
 class _Message:
@@ -151,3 +158,53 @@ def test_a_sealed_dead_letter_replaces_key_and_value() -> None:
     (out,) = _runner(handler, seal=seal)._handle(_Message(b"secret"))  # type: ignore[arg-type]
     assert (out.key, out.value) == (b"dk1.abc", b"sealed")
     assert ("caremesh-deadletter-encryption", "v1") in out.headers
+
+
+@dataclass
+class _Offset:
+    """A partition of an `offsets_for_times` answer (confluent's TopicPartition takes no error)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: KafkaError | None = None
+
+
+class _OffsetsConsumer:
+    """Answers `offsets_for_times` with the given per-partition errors first, then offsets."""
+
+    def __init__(self, errors: list[int]) -> None:
+        self.errors = errors
+        self.metadata_asked = 0
+
+    def offsets_for_times(self, tps: list[TopicPartition], timeout: float) -> list[_Offset]:
+        if self.errors:
+            error = KafkaError(self.errors.pop(0))
+            return [_Offset(tp.topic, tp.partition, -1, error) for tp in tps]
+        return [_Offset(tp.topic, tp.partition, 40 + tp.partition) for tp in tps]
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        self.metadata_asked += 1
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+    ],
+)
+def test_end_offsets_wait_out_a_new_leader_epoch(code: int) -> None:
+    """After a broker was fenced and came back, its partitions have new leader epochs; a state
+    load that asks for end offsets in that moment retries instead of stopping the worker."""
+    consumer = _OffsetsConsumer([code, code])
+    tps = [TopicPartition("state", 0), TopicPartition("state", 1)]
+    assert end_offsets(consumer, tps) == {("state", 0): 40, ("state", 1): 41}  # type: ignore[arg-type]
+    assert consumer.metadata_asked == 2
+
+
+def test_end_offsets_raise_a_lasting_error_at_once() -> None:
+    consumer = _OffsetsConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
+    with pytest.raises(KafkaException):
+        end_offsets(consumer, [TopicPartition("state", 0)])  # type: ignore[arg-type]

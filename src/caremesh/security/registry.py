@@ -277,6 +277,9 @@ def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
         ConfluentError.NOT_LEADER_FOR_PARTITION,
         ConfluentError.LEADER_NOT_AVAILABLE,
         ConfluentError.UNKNOWN_TOPIC_OR_PART,
+        ConfluentError.UNKNOWN_LEADER_EPOCH,
+        ConfluentError.FENCED_LEADER_EPOCH,
+        ConfluentError.OFFSET_NOT_AVAILABLE,
     }
     until = time.monotonic() + timeout
     while True:
