@@ -67,8 +67,41 @@ class PrivateBroker:
             time.sleep(0.05)
         raise AssertionError("the private broker survived SIGKILL")
 
+    def pause(self) -> float:
+        """SIGSTOP the broker and wait until every one of its threads is stopped; returns the
+        monotonic time from which it answers nothing.
+
+        `kill` returns once the signal is queued, not once the process stopped: one thread is
+        woken to start the group stop, and on a busy machine another thread, woken by a request,
+        can still run and answer it before that (seen in CI as an acknowledgement "during" the
+        pause)."""
+        pid = self.pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while not _all_threads_stopped(pid):
+            assert time.monotonic() < deadline, "the private broker did not stop on SIGSTOP"
+            time.sleep(0.01)
+        return time.monotonic()
+
+    def resume(self) -> float:
+        """SIGCONT the broker; returns the monotonic time read just before the signal (once it
+        runs again it may answer before this thread reads the clock)."""
+        pid = self.pid
+        resumed_at = time.monotonic()
+        os.kill(pid, signal.SIGCONT)
+        return resumed_at
+
     def start(self) -> None:
         self.local.up(wait=120)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """True when every thread of the process is in the stopped state ("T")."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(FileNotFoundError, IndexError):  # a thread that just ended
+            states.append(stat.read_text().split(") ", 1)[1][:1])
+    return bool(states) and all(state == "T" for state in states)
 
 
 def _zombie(pid: int) -> bool:

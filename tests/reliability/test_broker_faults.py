@@ -4,8 +4,6 @@ the pipeline recovers without restarting its own processes."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -129,14 +127,9 @@ def test_broker_paused_then_resumed_loses_nothing_and_recovers_without_restart(
     sender.start(first, pace=0.01)
     wait_for(lambda: len(sender.acked) >= n // 4, 120, "a quarter acknowledged", 0.2)
 
-    pid = private_broker.pid
-    os.kill(pid, signal.SIGSTOP)
-    stopped_at = time.monotonic()
+    stopped_at = private_broker.pause()
     time.sleep(pause)
-    # Read the clock before the signal: once the broker runs again it may acknowledge a request
-    # before this thread gets the GIL back, and that answer is not one given during the pause.
-    resumed_at = time.monotonic()
-    os.kill(pid, signal.SIGCONT)
+    resumed_at = private_broker.resume()
     sender.join(timeout=300)
     # After the pause, new traffic flows through the same processes.
     sender2 = Sender(url, PATIENTS, threads=4)
