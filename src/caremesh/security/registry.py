@@ -270,17 +270,10 @@ def read_registrations(
 
 def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
     """A partition's (low, high) offsets, retried while a new topic elects its leader."""
-    from confluent_kafka import KafkaError as ConfluentError  # noqa: PLC0415
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
-    transient = {
-        ConfluentError.NOT_LEADER_FOR_PARTITION,
-        ConfluentError.LEADER_NOT_AVAILABLE,
-        ConfluentError.UNKNOWN_TOPIC_OR_PART,
-        ConfluentError.UNKNOWN_LEADER_EPOCH,
-        ConfluentError.FENCED_LEADER_EPOCH,
-        ConfluentError.OFFSET_NOT_AVAILABLE,
-    }
+    from caremesh.kafka_errors import LEADERSHIP_CHANGING  # noqa: PLC0415
+
     until = time.monotonic() + timeout
     while True:
         try:
@@ -288,7 +281,8 @@ def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0]
-            if not (error.retriable() or error.code() in transient) or time.monotonic() > until:
+            retry = error.retriable() or error.code() in LEADERSHIP_CHANGING
+            if not retry or time.monotonic() > until:
                 raise
             time.sleep(0.2)
 

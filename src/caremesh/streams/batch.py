@@ -43,6 +43,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
+from caremesh.kafka_errors import LEADERSHIP_CHANGING
 from caremesh.metrics import Metrics
 from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import GLOBAL_STATE_GROUP, STATE_READER_GROUP
@@ -110,24 +111,6 @@ def ensure_compacted(
     wait_for_leaders(admin, topic)
 
 
-_TRANSIENT = {
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    # a broker that was fenced (paused longer than its controller session) comes back with new
-    # leader epochs; a client that cached the old ones is told so until it refreshes metadata
-    KafkaError.UNKNOWN_LEADER_EPOCH,
-    KafkaError.FENCED_LEADER_EPOCH,
-    KafkaError.OFFSET_NOT_AVAILABLE,
-    KafkaError.REPLICA_NOT_AVAILABLE,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError._UNKNOWN_TOPIC,
-}
-
-
 def wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 60.0) -> None:
     """Wait until every partition of a (just created) topic has a leader.
 
@@ -172,7 +155,7 @@ def end_offsets(
                 raise KafkaException(failed)
             return {(tp.topic, tp.partition): int(tp.offset) for tp in found}
         except KafkaException as exc:
-            if exc.args[0].code() not in _TRANSIENT or time.monotonic() > deadline:
+            if exc.args[0].code() not in LEADERSHIP_CHANGING or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
             for topic in {tp.topic for tp in tps}:
