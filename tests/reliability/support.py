@@ -136,13 +136,21 @@ def read_all(
     return out
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 1.0) -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    every: float = 1.0,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Poll until `predicate` holds; on timeout, fail with `explain()` (what is still missing)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{detail}")
 
 
 def wait_http(url: str, timeout: float = 90.0) -> None:

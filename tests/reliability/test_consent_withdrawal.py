@@ -293,7 +293,34 @@ def test_withdrawal_under_load_then_replay_from_offset_0(
             len(_retracted(outputs[s])) >= WITHDRAWALS for s in STUDY_IDS
         )
 
-    wait_for(drained, 600, "the pipeline drained", 5)
+    def still_missing() -> str:
+        """Counts only (no payload): what the drain still waits for, and the worker's state."""
+        clinical_ids = {header(m, envelope.H_ID) for m in outputs.get("clinical", [])}
+        validated = {header(m, envelope.H_CORRELATION_ID) for m in outputs.get("clinical", [])}
+        lines = [
+            f"sent={sent} validated={len(validated)} clinical records={len(clinical_ids)}",
+            f"not validated, by ingest partition: "
+            f"{_by_partition(feed, set(feed.landed) - validated)}",
+        ]
+        for s in STUDY_IDS:
+            have = {header(m, envelope.H_ID) for m in outputs.get(s, [])}
+            lacking = [
+                m
+                for m in outputs.get("clinical", [])
+                if int((m.key() or b"0").decode()[-6:]) not in set(withdrawn)
+                and child_message_id(header(m, envelope.H_ID) or "", s) not in have
+            ]
+            lines.append(
+                f"{s}: records={len(have)} not released={len(lacking)} "
+                f"(clinical partitions {sorted({m.partition() or 0 for m in lacking})}) "
+                f"retracted={len(_retracted(outputs.get(s, [])))}/{WITHDRAWALS}"
+            )
+        code = worker.process.poll()
+        lines.append(f"worker {'running' if code is None else f'exited {code}'}; log tail:")
+        lines.append(worker.log()[-4000:])
+        return "\n".join(lines)
+
+    wait_for(drained, 600, "the pipeline drained", 5, explain=still_missing)
     clinical = _by_ce(outputs["clinical"])
     mids = {ce: header(m, envelope.H_CORRELATION_ID) or "" for ce, m in clinical.items()}
 
@@ -422,6 +449,14 @@ def test_withdrawal_under_load_then_replay_from_offset_0(
         "study-b": nothing,
         "outbox": {"missing": 0, "unexpected": 0},
     }
+
+
+def _by_partition(feed: Feed, ids: set[str]) -> dict[int, int]:
+    """Ingest partition → how many of `ids` landed there."""
+    out: dict[int, int] = defaultdict(int)
+    for mid in ids:
+        out[feed.landed[mid][0]] += 1
+    return dict(sorted(out.items()))
 
 
 def _by_ce(msgs: list[Message]) -> dict[str, Message]:
