@@ -27,6 +27,33 @@ def _broker_answers(bootstrap: str) -> bool:
     return True
 
 
+SPAWNED_LOG_LINES = 40
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failed test's report shows how the processes it started were doing: each one's exit code
+    (or "running") and the tail of its log. Service logs carry no payload or identifier."""
+    report: pytest.TestReport = yield
+    from tests.support.kafka import SPAWNED
+
+    procs = item.stash.get(SPAWNED, [])
+    if report.failed and report.when == "call" and procs:
+        parts = []
+        for proc in procs:
+            code = proc.process.poll()
+            try:
+                tail = proc.log().splitlines()[-SPAWNED_LOG_LINES:]
+            except OSError as exc:
+                tail = [f"(log not readable: {type(exc).__name__})"]
+            state = "running" if code is None else f"exited {code}"
+            parts.append(
+                f"--- {proc.name} (pid {proc.process.pid}, {state}) ---\n" + "\n".join(tail)
+            )
+        report.sections.append(("processes started by the test", "\n".join(parts)))
+    return report
+
+
 @pytest.fixture(scope="session")
 def kafka() -> str:
     """The bootstrap address of the real broker (deploy/kafka)."""

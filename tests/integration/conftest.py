@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.kafka import Namespace, Proc, make_namespace
+from tests.support.kafka import SPAWNED, Namespace, Proc, make_namespace
 
 
 @pytest.fixture
@@ -23,9 +23,12 @@ def namespace(kafka: str) -> Iterator[Namespace]:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start `caremesh ARGS` subprocesses; each is stopped (and its pid checked) afterwards."""
+def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Proc]]:
+    """Start `caremesh ARGS` subprocesses; each is stopped (and its pid checked) afterwards.
+
+    When the test fails, its report shows each one's exit code and log tail."""
     procs: list[Proc] = []
+    request.node.stash[SPAWNED] = procs
 
     def start(
         name: str,

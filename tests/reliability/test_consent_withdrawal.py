@@ -283,6 +283,8 @@ def test_withdrawal_under_load_then_replay_from_offset_0(
     outputs: dict[str, list[Message]] = {}
 
     def drained() -> bool:
+        if worker.process.poll() is not None:  # nothing will drain: say why at once
+            raise AssertionError(f"the worker stopped before the drain\n{still_missing()}")
         outputs["clinical"] = read_all(ns.kafka, ns.topic("clinical.fhir.v1"), settle=2)
         if len({header(m, envelope.H_ID) for m in outputs["clinical"]}) < sent:
             return False

@@ -102,6 +102,11 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
+SPAWNED: pytest.StashKey[list[Proc]] = pytest.StashKey()
+"""The processes a test started (the `spawn` fixture keeps them on the test's stash), so that a
+failed test's report shows how each one ended (tests/conftest.py)."""
+
+
 def worker_ready(proc: Proc, port: int, timeout: float = 90.0) -> None:
     """Wait until a worker's /metrics answers and its partitions are assigned."""
     deadline = time.monotonic() + timeout
