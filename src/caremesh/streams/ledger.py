@@ -207,6 +207,10 @@ class LedgerFollower(_LedgerFold):
         self._offsets: Consumer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._renew = threading.Event()
+        """Set when a wait ran out while the fold stood still: the folding thread then replaces
+        its consumer (see `_renewed`)."""
+        self.renewals = 0
 
     def start(self) -> None:
         """Assign every partition of the ledger from its beginning and fold it in a thread.
@@ -214,11 +218,7 @@ class LedgerFollower(_LedgerFold):
         Raises ConsentNotReadyError (transient) while the topic has no partitions."""
         if self._thread is not None:
             return
-        config = confluent_config(
-            self.bootstrap_servers,
-            **{"group.id": LEDGER_OFFSETS_GROUP, "enable.auto.commit": False},
-        )
-        consumer = Consumer(config)
+        consumer = self._new_consumer()
         try:
             meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
         except KafkaException as exc:
@@ -245,11 +245,42 @@ class LedgerFollower(_LedgerFold):
                 with contextlib.suppress(Exception):
                     consumer.close()
 
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            confluent_config(
+                self.bootstrap_servers,
+                **{
+                    "group.id": LEDGER_OFFSETS_GROUP,
+                    "enable.auto.commit": False,
+                    # a position below the log start (records gone) resumes at the start
+                    "auto.offset.reset": "earliest",
+                },
+            )
+        )
+
+    def _renewed(self, consumer: Consumer) -> Consumer:
+        """A new consumer in place of one whose fetches may have stopped for good (librdkafka's
+        were seen to, after a broker pause), assigned where the fold stands: every record is
+        folded once, none skipped."""
+        self._renew.clear()
+        self.renewals += 1
+        log.warning("consent ledger follower: no progress; replacing its consumer")
+        # close() may wait on the stalled connection: let it finish in the background.
+        threading.Thread(target=consumer.close, name="close-consent-ledger", daemon=True).start()
+        fresh = self._new_consumer()
+        with self._progress:
+            at = dict(self._positions)
+        fresh.assign([KafkaTopicPartition(self.topic, p, offset) for p, offset in at.items()])
+        self._consumer = fresh
+        return fresh
+
     def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
         tps = [KafkaTopicPartition(self.topic, p) for p in self._positions]
         while not self._stop.is_set():
+            if self._renew.is_set():
+                consumer = self._renewed(consumer)
             try:
                 first = consumer.poll(0.2)  # then what else is there: no wait to fill a batch
                 batch = [] if first is None else [first, *consumer.consume(4999, 0)]
@@ -304,7 +335,10 @@ class LedgerFollower(_LedgerFold):
             snap = self._refresh(as_of)
         ends = snap[1]
         with self._progress:
+            before = dict(self._positions)
             if not self._progress.wait_for(lambda: self._caught_up(ends), timeout):
+                if self._positions == before:  # not one record folded in `timeout` seconds
+                    self._renew.set()
                 raise ConsentNotReadyError("consent state did not catch up with the ledger")
 
     @property

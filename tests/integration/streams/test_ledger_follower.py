@@ -4,13 +4,17 @@ stages of a process."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+import pytest
+from confluent_kafka import Consumer, Message, Producer
 
 from caremesh import envelope, topics
 from caremesh.consent.model import ERASURE_ID
+from caremesh.errors import ConsentNotReadyError
 from caremesh.settings import Settings
 from caremesh.streams.ledger import LedgerFollower, ledger_follower
 from tests.support.kafka import Namespace
@@ -59,3 +63,65 @@ def test_one_follower_per_process_and_topic(namespace: Namespace) -> None:
         first.wait_caught_up(timeout=30)
     finally:
         first.stop()
+
+
+class _Stallable:
+    """A real consumer whose fetches stop, for the follower, once `stalled` is set: `poll` and
+    `consume` then bring nothing, as a stalled librdkafka fetcher does."""
+
+    def __init__(self, inner: Consumer, stalled: threading.Event) -> None:
+        self.inner = inner
+        self.stalled = stalled
+
+    def poll(self, timeout: float) -> Message | None:
+        if self.stalled.is_set():
+            time.sleep(timeout)
+            return None
+        return self.inner.poll(timeout)
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        return [] if self.stalled.is_set() else self.inner.consume(num_messages, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _FirstConsumerStalls(LedgerFollower):
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.stalled = threading.Event()
+        self.consumers: list[Consumer] = []
+
+    def _new_consumer(self) -> Consumer:
+        consumer = super()._new_consumer()
+        self.consumers.append(consumer)
+        return _Stallable(consumer, self.stalled) if len(self.consumers) == 1 else consumer  # type: ignore[return-value]
+
+
+def test_a_follower_whose_fetches_stopped_gets_a_new_consumer_and_folds_each_record_once(
+    namespace: Namespace,
+) -> None:
+    """librdkafka's fetches were seen to stop for good after a broker pause. A wait that runs
+    out while the fold stood still makes the follower replace its consumer, from where the fold
+    stands: the next wait returns, and no record is folded twice or skipped."""
+    patients = [f"ins-stalled-{i}" for i in range(9)]
+    consent = orjson.dumps(r4_consent("c-1", provision("permit")))
+    _produce(namespace, [(p.encode(), consent) for p in patients[:3]])
+    follower = _FirstConsumerStalls(namespace.kafka, namespace.topic(topics.CONSENT_EVENTS))
+    follower.start()
+    try:
+        follower.wait_caught_up(as_of=time.time(), timeout=30)
+        assert follower.applied == 3
+        follower.stalled.set()
+        _produce(namespace, [(p.encode(), consent) for p in patients[3:]])
+        with pytest.raises(ConsentNotReadyError):
+            follower.wait_caught_up(as_of=time.time(), timeout=3)
+        assert follower.applied == 3  # nothing decided on a state that stood still
+        follower.wait_caught_up(as_of=time.time(), timeout=30)
+        assert len(follower.consumers) == 2
+        assert follower.renewals == 1
+        assert follower.applied == 9
+        assert all(len(follower.consents(p)) == 1 for p in patients)
+        assert follower.ready
+    finally:
+        follower.stop()
