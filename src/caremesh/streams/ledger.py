@@ -219,14 +219,19 @@ class LedgerFollower(_LedgerFold):
         if self._thread is not None:
             return
         consumer = self._new_consumer()
-        try:
-            meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
-        except KafkaException as exc:
-            consumer.close()
-            raise ConsentNotReadyError(f"consent ledger not readable ({_code(exc)})") from None
-        if meta is None or meta.error is not None or not meta.partitions:
-            consumer.close()
-            raise ConsentNotReadyError("consent ledger topic has no partitions yet")
+        deadline = time.monotonic() + 10  # a just-created topic's partitions, seen a bit later
+        while True:
+            try:
+                meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+            except KafkaException as exc:
+                consumer.close()
+                raise ConsentNotReadyError(f"consent ledger not readable ({_code(exc)})") from None
+            if meta is not None and meta.error is None and meta.partitions:
+                break
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise ConsentNotReadyError("consent ledger topic has no partitions yet")
+            time.sleep(0.2)
         parts = sorted(meta.partitions)
         self._positions = dict.fromkeys(parts, 0)
         consumer.assign([KafkaTopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])

@@ -113,6 +113,7 @@ def test_a_follower_whose_fetches_stopped_gets_a_new_consumer_and_folds_each_rec
         follower.wait_caught_up(as_of=time.time(), timeout=30)
         assert follower.applied == 3
         follower.stalled.set()
+        time.sleep(0.5)  # a poll begun before the stall (0.2 s at most) has returned
         _produce(namespace, [(p.encode(), consent) for p in patients[3:]])
         with pytest.raises(ConsentNotReadyError):
             follower.wait_caught_up(as_of=time.time(), timeout=3)
