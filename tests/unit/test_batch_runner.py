@@ -6,6 +6,7 @@ coordinates and no payload in the reason."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, RejectedInputError
 from caremesh.metrics import Metrics
+from caremesh.streams import batch
 from caremesh.streams.batch import (
     BatchRunner,
     Output,
@@ -208,3 +210,64 @@ def test_end_offsets_raise_a_lasting_error_at_once() -> None:
     consumer = _OffsetsConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
     with pytest.raises(KafkaException):
         end_offsets(consumer, [TopicPartition("state", 0)])  # type: ignore[arg-type]
+
+
+class _Record:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def topic(self) -> str:
+        return "state"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> None:
+        return None
+
+
+class _StateReader:
+    """A state reader whose partitions end at offset 4: `consume` brings `records` once, then
+    nothing (a fetcher that stopped)."""
+
+    def __init__(self, records: list[_Record]) -> None:
+        self.records = records
+        self.assigned: list[tuple[int, int]] = []
+        self.closed = threading.Event()
+
+    def offsets_for_times(self, tps: list[TopicPartition], timeout: float) -> list[_Offset]:
+        return [_Offset(tp.topic, tp.partition, 4) for tp in tps]
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned = sorted((tp.partition, tp.offset) for tp in tps)
+
+    def consume(self, num_messages: int, timeout: float) -> list[_Record]:
+        out, self.records = self.records, []
+        if not out:
+            time.sleep(0.01)
+        return out
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_state_load_whose_fetches_stopped_goes_on_with_a_new_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Partition 1 is read to its end, partition 0 up to offset 1, then nothing comes: the load
+    goes on with a new consumer from offset 2 of partition 0 only, and yields each record once."""
+    first = _StateReader([_Record(0, 0), _Record(0, 1), *(_Record(1, o) for o in range(4))])
+    second = _StateReader([_Record(0, 2), _Record(0, 3)])
+    readers = [first, second]
+    monkeypatch.setattr(batch, "_state_reader", lambda bootstrap: readers.pop(0))
+    tps = [TopicPartition("state", 0), TopicPartition("state", 1)]
+    read = [(m.partition(), m.offset()) for m in batch._read_to_end("kafka", tps, stall=0.2)]
+    assert sorted(read) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert len(read) == 8
+    assert first.assigned == [(0, 0), (1, 0)]
+    assert second.assigned == [(0, 2)]
+    assert first.closed.wait(5)
+    assert second.closed.is_set()

@@ -163,35 +163,65 @@ def end_offsets(
                     consumer.list_topics(topic, timeout=5)
 
 
-def _read_to_end(bootstrap: KafkaTarget, tps: list[TopicPartition]) -> Iterable[Message]:
-    """Every record of the given partitions, from the beginning to their current end."""
-    if not tps:
-        return
-    consumer = Consumer(
+STATE_READ_STALL_SECONDS = 30.0
+"""How long a state load may go without a record or an end-of-partition before its consumer is
+replaced (librdkafka's fetches were seen to stop for good, e.g. after a broker pause)."""
+
+
+def _state_reader(bootstrap: KafkaTarget) -> Consumer:
+    return Consumer(
         {
             **confluent_config(bootstrap),
             "group.id": STATE_READER_GROUP,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",  # an offset below the log start reads from it
         }
     )
+
+
+def _read_to_end(
+    bootstrap: KafkaTarget, tps: list[TopicPartition], stall: float = STATE_READ_STALL_SECONDS
+) -> Iterable[Message]:
+    """Every record of the given partitions, from the beginning to their current end.
+
+    A read that brings nothing for `stall` seconds goes on with a new consumer, from the next
+    offset of each partition not read to its end yet: no record is skipped."""
+    if not tps:
+        return
+    consumer = _state_reader(bootstrap)
     try:
         ends = end_offsets(consumer, tps)
-        pending = {k for k, high in ends.items() if high > 0}
+        pending = {k: 0 for k, high in ends.items() if high > 0}  # partition -> next offset
         if not pending:
             return
         consumer.assign([TopicPartition(t, p, 0) for t, p in pending])
+        progress = time.monotonic()
         while pending:
+            if time.monotonic() - progress > stall:
+                log.warning("state load made no progress for %.0fs; replacing its consumer", stall)
+                # close() may wait on the stalled connection: let it finish in the background.
+                threading.Thread(
+                    target=consumer.close, name="close-state-reader", daemon=True
+                ).start()
+                consumer = _state_reader(bootstrap)
+                consumer.assign([TopicPartition(t, p, at) for (t, p), at in pending.items()])
+                progress = time.monotonic()
             for msg in consumer.consume(1000, 1.0):
                 where = (msg.topic() or "", msg.partition() or 0)
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(where)
+                        pending.pop(where, None)
+                        progress = time.monotonic()
                     continue
+                progress = time.monotonic()
                 yield msg
-                if (msg.offset() or 0) + 1 >= ends[where]:
-                    pending.discard(where)
+                offset = msg.offset() or 0
+                if where in pending:
+                    pending[where] = offset + 1
+                    if offset + 1 >= ends[where]:
+                        pending.pop(where, None)
     finally:
         consumer.close()
 
