@@ -346,6 +346,23 @@ class LedgerFollower(_LedgerFold):
                     self._renew.set()
                 raise ConsentNotReadyError("consent state did not catch up with the ledger")
 
+    def wait_folded(self, partition: int, offset: int, timeout: float = 30.0) -> None:
+        """Return once the ledger record at (`partition`, `offset`) has been folded.
+
+        For a stage that reads the ledger's own records: a record's timestamp is set before the
+        broker appends it, so an end-offset snapshot taken "as of" that time may miss it; its
+        offset does not. Raises ConsentNotReadyError (transient: the caller retries)."""
+        if self._thread is None:
+            raise ConsentNotReadyError("consent ledger not started")
+        with self._progress:
+            before = dict(self._positions)
+            if not self._progress.wait_for(
+                lambda: self._positions.get(partition, 0) > offset, timeout
+            ):
+                if self._positions == before:
+                    self._renew.set()
+                raise ConsentNotReadyError("consent state did not catch up with the ledger")
+
     @property
     def ready(self) -> bool:
         """True when the last known end offsets have been folded."""

@@ -245,6 +245,9 @@ def install(app: WorkerApp, settings: Settings) -> None:
         had = released_to(partition, patient)
         if not had:
             return []
+        # the batch waited for the ledger as of this record's timestamp, which is set before
+        # the broker appends it: wait for the record itself to be folded
+        stage.ledger.wait_folded(partition, msg.offset() or 0)
         consents = stage.consents(patient)
         now = datetime.now(UTC)
         outputs: list[Output] = []
