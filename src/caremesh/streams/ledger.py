@@ -338,13 +338,7 @@ class LedgerFollower(_LedgerFold):
         snap = self._snapshot
         if snap is None or snap[0] < as_of:
             snap = self._refresh(as_of)
-        ends = snap[1]
-        with self._progress:
-            before = dict(self._positions)
-            if not self._progress.wait_for(lambda: self._caught_up(ends), timeout):
-                if self._positions == before:  # not one record folded in `timeout` seconds
-                    self._renew.set()
-                raise ConsentNotReadyError("consent state did not catch up with the ledger")
+        self._wait_folded(snap[1], timeout)
 
     def wait_folded(self, partition: int, offset: int, timeout: float = 30.0) -> None:
         """Return once the ledger record at (`partition`, `offset`) has been folded.
@@ -354,11 +348,14 @@ class LedgerFollower(_LedgerFold):
         offset does not. Raises ConsentNotReadyError (transient: the caller retries)."""
         if self._thread is None:
             raise ConsentNotReadyError("consent ledger not started")
+        self._wait_folded({partition: offset + 1}, timeout)
+
+    def _wait_folded(self, ends: dict[int, int], timeout: float) -> None:
+        """Wait until the fold has passed `ends`; ConsentNotReadyError after `timeout`, and a
+        new consumer for the fold when not one record was folded meanwhile."""
         with self._progress:
             before = dict(self._positions)
-            if not self._progress.wait_for(
-                lambda: self._positions.get(partition, 0) > offset, timeout
-            ):
+            if not self._progress.wait_for(lambda: self._caught_up(ends), timeout):
                 if self._positions == before:
                     self._renew.set()
                 raise ConsentNotReadyError("consent state did not catch up with the ledger")
