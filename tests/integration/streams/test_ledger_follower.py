@@ -126,3 +126,45 @@ def test_a_follower_whose_fetches_stopped_gets_a_new_consumer_and_folds_each_rec
         assert follower.ready
     finally:
         follower.stop()
+
+
+def test_wait_folded_waits_for_the_record_itself_not_a_snapshot_as_of_its_timestamp(
+    namespace: Namespace,
+) -> None:
+    """A consent record's timestamp is set by its producer before the broker appends it, so an
+    end-offset snapshot taken "as of" that timestamp can miss it (the research stage's
+    withdrawal race). `wait_folded` returns only once that very record is folded. The fetches
+    are held still while the record is written, so that "not folded yet" is certain."""
+    topic = namespace.topic(topics.CONSENT_EVENTS)
+    consent = orjson.dumps(r4_consent("c-1", provision("deny")))
+    follower = _FirstConsumerStalls(namespace.kafka, topic)
+    with pytest.raises(ConsentNotReadyError):
+        follower.wait_folded(0, 0, timeout=1)  # not started
+    follower.start()
+    try:
+        follower.wait_caught_up(as_of=time.time(), timeout=30)
+        snapshot_taken = time.time()
+        follower.stalled.set()
+        time.sleep(0.5)  # a poll begun before the stall (0.2 s at most) has returned
+        # a record stamped before the snapshot, appended after it
+        delivered: list[Message] = []
+        producer = Producer(envelope.producer_config(namespace.kafka))
+        producer.produce(
+            topic,
+            key=b"ins-late-append",
+            value=consent,
+            timestamp=int((snapshot_taken - 1) * 1000),
+            on_delivery=lambda err, msg: delivered.append(msg),
+        )
+        assert producer.flush(30) == 0
+        (record,) = delivered
+        follower.wait_caught_up(as_of=snapshot_taken - 1, timeout=30)  # the snapshot will do
+        assert follower.consents("ins-late-append") == ()
+        with pytest.raises(ConsentNotReadyError):
+            follower.wait_folded(record.partition(), record.offset(), timeout=2)
+        follower.wait_folded(record.partition(), record.offset(), timeout=30)  # new consumer
+        assert len(follower.consents("ins-late-append")) == 1
+        with pytest.raises(ConsentNotReadyError):  # a record not written yet
+            follower.wait_folded(record.partition(), record.offset() + 1, timeout=1)
+    finally:
+        follower.stop()
