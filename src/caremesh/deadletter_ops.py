@@ -28,6 +28,7 @@ from caremesh.connectors.reidentify import VaultReader
 from caremesh.consent.audit import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import CaremeshError, ConfigurationError, KafkaUnavailableError
+from caremesh.kafka_errors import retrying_leadership, watermark_offsets
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.vault import VaultIndex
 from caremesh.security.principals import DEADLETTER_CLI_GROUP
@@ -123,8 +124,11 @@ def list_dead_letters(
         starts = [TopicPartition(topic, p, 0) for p in parts]
         if since is not None:
             at = int(since.timestamp() * 1000)
-            found = consumer.offsets_for_times(
-                [TopicPartition(topic, p, at) for p in parts], timeout=10
+            found = retrying_leadership(
+                lambda: consumer.offsets_for_times(
+                    [TopicPartition(topic, p, at) for p in parts], timeout=10
+                ),
+                10,
             )
             starts = [tp for tp in found if tp.offset >= 0]
         for msg in read_to_end_offsets(consumer, starts, timeout, "dead-letter topic"):
@@ -165,7 +169,7 @@ def _fetch(settings: Settings, where: Coordinates, timeout: float) -> Message:
         if where.partition not in _partitions(consumer, where.topic):
             raise DeadLetterError(f"{where}: no such partition")
         tp = TopicPartition(where.topic, where.partition, where.offset)
-        low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        low, high = watermark_offsets(consumer, tp)
         if not low <= where.offset < high:
             raise DeadLetterError(f"{where}: no such offset (retained offsets {low}..{high - 1})")
         for msg in read_to_end_offsets(consumer, [tp], timeout, "dead-letter topic"):

@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from caremesh.envelope import KeyId, PatientKey, consumer_config
 from caremesh.errors import KafkaUnavailableError
+from caremesh.kafka_errors import watermark_offsets
 from caremesh.pseudonym.keys import VaultKeys
 from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
 from caremesh.security.principals import DEADLETTER_KEYS_GROUP
@@ -273,7 +274,7 @@ class PatientKeyStore:
     def _read(self, part: int) -> None:
         consumer = self._open()
         tp = TopicPartition(self.topic, part)
-        _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        _, high = watermark_offsets(consumer, tp)
         deadline = time.monotonic() + self.timeout
         while self._positions.get(part, 0) < high:
             if time.monotonic() > deadline:

@@ -18,6 +18,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from caremesh.errors import KafkaUnavailableError
+from caremesh.kafka_errors import watermark_offsets
 from caremesh.security.clients import KafkaTarget, aiokafka_config, confluent_config
 
 
@@ -72,9 +73,7 @@ def read_to_end_offsets(
     ends: dict[tuple[str, int], int] = {}
     todo: list[KafkaTopicPartition] = []
     for tp in starts:
-        low, high = consumer.get_watermark_offsets(
-            KafkaTopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-        )
+        low, high = watermark_offsets(consumer, KafkaTopicPartition(tp.topic, tp.partition))
         start = max(tp.offset, low)
         if start < high:
             ends[(tp.topic, tp.partition)] = high

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from caremesh.envelope import H_KEY_ID, header_value
 from caremesh.errors import ConfigurationError, KafkaUnavailableError, RejectedInputError
+from caremesh.kafka_errors import watermark_offsets
 from caremesh.research_export import (
     ExportFormat,
     ExportSummary,
@@ -69,9 +70,7 @@ def _ranges(consumer: Consumer, topic: str, study: str) -> list[_Range]:
     out = []
     for partition in sorted(found.partitions):
         try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=15, cached=False
-            )
+            low, high = watermark_offsets(consumer, TopicPartition(topic, partition), 15)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"no offsets for {topic} [{partition}]") from exc
         out.append(_Range(partition, int(low), int(high)))

@@ -217,6 +217,7 @@ def read_registrations(
     """Every current registration of `topic` (empty when the topic does not exist)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
+    from caremesh.kafka_errors import watermark_offsets  # noqa: PLC0415
     from caremesh.topic_reader import partition_ids  # noqa: PLC0415
 
     partitions = partition_ids(kafka, topic)
@@ -236,7 +237,7 @@ def read_registrations(
     try:
         for partition in partitions:
             tp = TopicPartition(topic, partition)
-            low, high = _watermarks(consumer, tp, timeout)
+            low, high = watermark_offsets(consumer, tp, timeout)
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, partition, low)])
@@ -266,25 +267,6 @@ def read_registrations(
     finally:
         consumer.close()
     return found
-
-
-def _watermarks(consumer: Any, tp: Any, timeout: float) -> tuple[int, int]:
-    """A partition's (low, high) offsets, retried while a new topic elects its leader."""
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-
-    from caremesh.kafka_errors import LEADERSHIP_CHANGING  # noqa: PLC0415
-
-    until = time.monotonic() + timeout
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            retry = error.retriable() or error.code() in LEADERSHIP_CHANGING
-            if not retry or time.monotonic() > until:
-                raise
-            time.sleep(0.2)
 
 
 def publish(

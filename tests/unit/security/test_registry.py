@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from caremesh import sharing
-from caremesh.security.registry import OrganisationRegistry, Registration, _watermarks
+from caremesh.security.registry import OrganisationRegistry, Registration
 from caremesh.settings import OrganisationSettings
 
 
@@ -72,40 +71,3 @@ def test_a_care_team_names_an_organisation_before_it_is_a_member() -> None:
     assert sharing.recipients(state, "Observation", {"clinic-new": frozenset({"Observation"})}) == [
         "clinic-new"
     ]
-
-
-class _WatermarkConsumer:
-    """Raises the given error codes from `get_watermark_offsets` first, then answers."""
-
-    def __init__(self, errors: list[int]) -> None:
-        self.errors = errors
-
-    def get_watermark_offsets(
-        self, tp: TopicPartition, timeout: float, cached: bool
-    ) -> tuple[int, int]:
-        if self.errors:
-            raise KafkaException(KafkaError(self.errors.pop(0)))
-        return 3, 17
-
-
-@pytest.mark.parametrize(
-    "code",
-    [
-        KafkaError.UNKNOWN_LEADER_EPOCH,
-        KafkaError.FENCED_LEADER_EPOCH,
-        KafkaError.REPLICA_NOT_AVAILABLE,
-        KafkaError._ALL_BROKERS_DOWN,
-    ],
-)
-def test_registry_watermarks_wait_out_a_leadership_change(code: int) -> None:
-    """A broker back from a fence answers with new leader epochs for a moment; the registry's
-    read waits it out (these codes are not `retriable()` when built from a partition's code)."""
-    consumer = _WatermarkConsumer([code, code])
-    assert _watermarks(consumer, TopicPartition("registry", 0), timeout=10) == (3, 17)
-    assert consumer.errors == []
-
-
-def test_registry_watermarks_raise_a_lasting_error_at_once() -> None:
-    consumer = _WatermarkConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
-    with pytest.raises(KafkaException):
-        _watermarks(consumer, TopicPartition("registry", 0), timeout=10)
