@@ -41,6 +41,15 @@ def median_of(repetitions: int, measure: Callable[[], float]) -> tuple[float, li
     return statistics.median(samples), samples
 
 
+def median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """The (value, baseline) pair, of pairs measured one after the other, whose ratio is the
+    median of their ratios (the lower middle one of an even count). A change of the machine's
+    speed during a section moves both sides of a pair; medians of each side taken apart would
+    compare values measured minutes apart."""
+    ordered = sorted(pairs, key=lambda p: p[0] / p[1] if p[1] > 0 else 0.0)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def cpu_seconds(fn: Callable[[], Any]) -> float:
     """Process CPU time of one call."""
     start = time.process_time()

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench import corpus
-from bench.harness import Result, ratio_result
+from bench.harness import Result, median_pair, ratio_result
 from caremesh import envelope, sharing, topics
 from caremesh.consent import ConsentPolicy, DecisionQuery
 from caremesh.consent import evaluate as evaluate_consent
@@ -616,9 +616,8 @@ def results(bootstrap: str, prefix: str, messages: list[bytes], repetitions: int
         one_rate = workers_rate(bootstrap, messages, 1)
         two_rate = workers_rate(bootstrap, messages, 2)
         reps.append((loop_rate, one_rate, two_rate))
-    middle = (len(reps) - 1) // 2
-    loop, one, _ = sorted(reps, key=lambda r: r[1] / r[0])[middle]
-    _, one_base, two = sorted(reps, key=lambda r: r[2] / r[1])[middle]
+    one, loop = median_pair([(r[1], r[0]) for r in reps])
+    two, one_base = median_pair([(r[2], r[1]) for r in reps])
     one_s = [r[1] for r in reps]
     two_s = [r[2] for r in reps]
     per_rep = ", ".join(f"{r[1] / r[0]:.2f}" for r in reps)

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from bench.harness import README_END, README_START, percentile, ratio_result, splice_readme
+from bench.harness import (
+    README_END,
+    README_START,
+    median_pair,
+    percentile,
+    ratio_result,
+    splice_readme,
+)
 from bench.raw import parse_consumer_perf, parse_producer_perf
 
 
@@ -65,3 +72,12 @@ def test_splice_replaces_only_between_markers() -> None:
     assert out.endswith(f"{README_END}\noutro\n")
     assert "| new |" in out
     assert splice_readme("no markers", "| new |") == "no markers"
+
+
+def test_median_pair_keeps_a_repetition_whole() -> None:
+    """The ratio of a section is one repetition's, not a median value over a median baseline
+    taken from different repetitions."""
+    pairs = [(5.0, 10.0), (9.0, 12.0), (3.0, 10.0)]  # ratios 0.5, 0.75, 0.3
+    assert median_pair(pairs) == (5.0, 10.0)
+    assert median_pair([(1.0, 2.0), (3.0, 4.0)]) == (1.0, 2.0)  # the lower middle of two
+    assert median_pair([(7.0, 0.0), (1.0, 1.0), (2.0, 1.0)]) == (1.0, 1.0)  # no baseline: lowest
