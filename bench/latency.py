@@ -189,37 +189,99 @@ async def _probe(
         await asyncio.sleep(3)  # the load reaches its rate before the probes
         sent: dict[bytes, float] = {}
         research: dict[str, float] = {}
+        hops = _Hops()
         for p in patients:
             at = time.time()
             r = await client.post("/fhir/Observation", content=observation(p, 1, 83.0, now))
             assert r.status_code == 202
             sent[p.encode()] = at
-            record = child_message_id(child_message_id(r.json()["messageId"], 0), STUDY)
-            research[str(record)] = at
+            mid = r.json()["messageId"]
+            clinical = str(child_message_id(mid, 0))
+            record = str(child_message_id(clinical, STUDY))
+            research[record] = at
+            hops.expect(at, mid, clinical, record, p.encode())
             await asyncio.sleep(0.25)
         await asyncio.sleep(5)
         load.terminate()
         if load.wait(30) != 0:
             raise RuntimeError("the background load was refused by the ingest API (see above)")
     consumer = Consumer(envelope.consumer_config(bootstrap, f"{prefix}probe-{uuid.uuid4().hex}"))
-    consumer.subscribe([prefix + topics.PATHWAY_ALERTS, prefix + topics.research_topic(STUDY)])
+    alerts_topic = prefix + topics.PATHWAY_ALERTS
+    consumer.subscribe(
+        [
+            alerts_topic,
+            prefix + topics.research_topic(STUDY),
+            prefix + topics.INGEST_FHIR,
+            prefix + topics.CLINICAL_FHIR,
+        ]
+    )
     alerts: list[float] = []
     studies: list[float] = []
     deadline = time.monotonic() + 60
-    while (sent or research) and time.monotonic() < deadline:
+    while (sent or research or not hops.complete()) and time.monotonic() < deadline:
         for msg in consumer.consume(1000, 0.5):
             if msg.error() is not None:
                 continue
             stamp = msg.timestamp()[1] / 1000
-            if msg.topic() == prefix + topics.PATHWAY_ALERTS:
+            if msg.topic() == alerts_topic:
                 if msg.key() in sent:
                     alerts.append(stamp - sent.pop(msg.key() or b""))
+                    hops.seen(msg.key() or b"", stamp)
             else:
                 ce_id = envelope.header_value(msg.headers(), H_ID) or ""
                 if ce_id in research:
                     studies.append(stamp - research.pop(ce_id))
+                hops.seen(ce_id, stamp)
     consumer.close()
+    HOPS[:] = [hops.summary()]
     return alerts, studies
+
+
+HOPS: list[str] = []
+"""The last probe run's per-hop percentiles (for the latency rows' notes)."""
+
+
+class _Hops:
+    """Where a probe's time went, from each record's CreateTime (set when a stage produces it):
+    the HTTP request until the ingest record, ingest → clinical (validate), clinical →
+    research record (research), clinical → alert (pathways)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str | bytes, tuple[int, str]] = {}  # record id -> (probe, what)
+        self.stamps: list[dict[str, float]] = []
+
+    def expect(self, at: float, ingest: str, clinical: str, research: str, alert: bytes) -> None:
+        probe = len(self.stamps)
+        self.stamps.append({"sent": at})
+        for key, what in (
+            (ingest, "ingest"),
+            (clinical, "clinical"),
+            (research, "research"),
+            (alert, "alert"),
+        ):
+            self.ids[key] = (probe, what)
+
+    def seen(self, key: str | bytes, stamp: float) -> None:
+        found = self.ids.get(key)
+        if found is not None:
+            self.stamps[found[0]].setdefault(found[1], stamp)
+
+    def complete(self) -> bool:
+        return all(len(s) == 5 for s in self.stamps)
+
+    def summary(self) -> str:
+        parts = []
+        for name, start, end in (
+            ("HTTP → ingest", "sent", "ingest"),
+            ("ingest → clinical", "ingest", "clinical"),
+            ("clinical → research", "clinical", "research"),
+            ("clinical → alert", "clinical", "alert"),
+        ):
+            values = [s[end] - s[start] for s in self.stamps if start in s and end in s]
+            if values:
+                p50, p99 = _percentiles(values)
+                parts.append(f"{name} p50 {p50 * 1000:.0f} / p99 {p99 * 1000:.0f} ms")
+        return "; ".join(parts)
 
 
 def latency_result(bootstrap: str, prefix: str, rate: float, probes: int) -> list[Result]:
@@ -246,6 +308,8 @@ def latency_result(bootstrap: str, prefix: str, rate: float, probes: int) -> lis
             continue
         p50, p99 = _percentiles(values)
         notes = f"{len(values)} of {probes} probes under {rate:.0f} resources/s"
+        if HOPS and HOPS[0]:
+            notes += f"; per hop (record CreateTimes): {HOPS[0]}"
         out.append(
             ratio_result(
                 f"latency p50: HTTP ingest → {what} vs raw Kafka",
