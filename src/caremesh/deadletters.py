@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -56,6 +55,7 @@ from caremesh.errors import KafkaUnavailableError
 from caremesh.kafka_errors import watermark_offsets
 from caremesh.pseudonym.keys import VaultKeys
 from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
+from caremesh.randomness import random_bytes
 from caremesh.security.principals import DEADLETTER_KEYS_GROUP
 from caremesh.settings import KafkaSettings
 
@@ -104,7 +104,7 @@ def _aad(key_id: str, patient: str, origin: Origin) -> bytes:
 
 def seal_dead_letter(data_key: bytes, patient: str, value: bytes, origin: Origin) -> bytes:
     """nonce ‖ AES-256-GCM(data key, value, AAD binding key id, patient and origin)."""
-    nonce = os.urandom(_NONCE_BYTES)
+    nonce = random_bytes(_NONCE_BYTES)
     aad = _aad(data_key_id(data_key), patient, origin)
     return nonce + AESGCM(data_key).encrypt(nonce, value, aad)
 

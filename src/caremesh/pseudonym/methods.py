@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 from collections.abc import Callable
 from datetime import date
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from caremesh.randomness import random_bytes
 
 DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
@@ -160,7 +161,7 @@ def encrypter(key: str) -> Callable[[str], str]:
     algorithm = algorithms.AES(material)
 
     def encrypt(value: str) -> str:
-        iv = os.urandom(16)
+        iv = random_bytes(16)
         padder = padding.PKCS7(128).padder()
         data = padder.update(value.encode("utf-8")) + padder.finalize()
         encryptor = Cipher(algorithm, modes.CBC(iv)).encryptor()

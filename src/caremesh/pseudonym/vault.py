@@ -25,7 +25,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from caremesh.envelope import KeyId, PatientKey, Pseudonym
 from caremesh.pseudonym.keys import VaultKeys
+from caremesh.randomness import random_bytes
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ def seal_record(
 
     A fresh random data key is drawn unless one is given (32 bytes).
     """
-    dek = data_key if data_key is not None else os.urandom(32)
-    nonce = os.urandom(_NONCE_BYTES)
+    dek = data_key if data_key is not None else random_bytes(32)
+    nonce = random_bytes(_NONCE_BYTES)
     plain = orjson.dumps({"patient": patient_key, "pseudonyms": dict(sorted(pseudonyms.items()))})
     sealed = AESGCM(dek).encrypt(nonce, plain, _AAD_PREFIX + patient_key.encode("utf-8"))
     record = {
