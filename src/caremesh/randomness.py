@@ -4,8 +4,9 @@
 threads sharing that lock, with a long switch interval (`CAREMESH_WORKER__SWITCH_INTERVAL_MS`,
 50 ms by default), so a stage thread that calls it while another stage is busy in Python code
 waits for the lock to come back: measured with one busy thread and a 50 ms interval, 7.5 ms a
-call on average for 32 bytes, up to the whole interval. The research stage drew a data key and a
-nonce for every new patient's vault record, and those waits were its latency's tail.
+call on average for 32 bytes, up to the whole interval. The research stage draws a data key and
+a nonce for every new patient's vault record; the pseudonymisation's `encrypt` method an IV per
+value.
 
 `random_bytes(n)` hands out consecutive slices of a buffer filled by `os.urandom` (the kernel's
 CSPRNG): each byte is used once, so every result is as random as a call of its own would be.
@@ -34,8 +35,8 @@ _POOL = _Pool()
 
 
 def random_bytes(n: int) -> bytes:
-    """`n` cryptographically random bytes (as `os.urandom(n)`), none of them ever handed out
-    before in this or any other process."""
+    """`n` cryptographically random bytes (as `os.urandom(n)`); no byte of the pool is handed
+    out twice, in this thread, another thread or a forked child."""
     pool = _POOL
     if n > POOL_BYTES // 4:
         return os.urandom(n)
