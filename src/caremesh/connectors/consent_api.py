@@ -83,6 +83,7 @@ from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, f
 from caremesh.erasure import ERASURE_EVENT_TYPE, KEY_TOMBSTONE_TYPE, erasure_audit_event
 from caremesh.errors import ConsentNotReadyError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.validate import parse_json
+from caremesh.heap import freeze_startup_objects
 from caremesh.kafka_io import Ack, AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.policy import consent_policy
@@ -555,6 +556,7 @@ def run_consent_api(settings: Settings) -> int:
     producer = AsyncProducer.from_settings(settings.kafka)
     ledger = ConsentLedger(settings.kafka, settings.kafka.topic_prefix + topics.CONSENT_EVENTS)
     app = create_app(settings, producer, ledger, Metrics())
+    freeze_startup_objects()
     cfg = settings.consent_api
     log.info(
         "consent api listening on %s:%d (%d administrators)", cfg.host, cfg.port, len(cfg.admins)

@@ -50,12 +50,14 @@ from caremesh.connectors.fhir_checks import (
     idempotency_key_problem,
     stable_message_id,
 )
+from caremesh.connectors.http_common import server_config
 from caremesh.connectors.outcome import http_status, outcome_bytes
 from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
 from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.ingest import Rejection
 from caremesh.fhir.ordering import ingest_partition
 from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
+from caremesh.heap import freeze_startup_objects
 from caremesh.kafka_io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.security.clients import KafkaTarget, confluent_config
@@ -376,14 +378,8 @@ def run_http_ingest(settings: Settings) -> int:
     """
     producer = AsyncProducer.from_settings(settings.kafka)
     app = create_app(settings, producer, Metrics())
-    config = uvicorn.Config(
-        app,
-        host=settings.http_ingest.host,
-        port=settings.http_ingest.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    freeze_startup_objects()
+    config = server_config(app, settings.http_ingest.host, settings.http_ingest.port)
     log.info(
         "http ingest listening on %s:%d (%d sources with tokens)",
         settings.http_ingest.host,

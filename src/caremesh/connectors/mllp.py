@@ -42,6 +42,7 @@ from caremesh.envelope import HL7V2, Envelope, message_id
 from caremesh.errors import InvalidHl7Error, KafkaUnavailableError
 from caremesh.fhir.hl7v2 import AckCode, Hl7Message, build_ack, component_of, parse_hl7
 from caremesh.fhir.ordering import hl7v2_ordering_key, ingest_partition
+from caremesh.heap import freeze_startup_objects
 from caremesh.kafka_io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
@@ -258,5 +259,6 @@ async def _serve(settings: Settings) -> None:
 
 def run_mllp(settings: Settings) -> int:
     """Serve MLLP on `settings.mllp` host:port until SIGINT/SIGTERM; returns 0."""
+    freeze_startup_objects()
     asyncio.run(_serve(settings))
     return 0

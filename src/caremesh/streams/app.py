@@ -10,7 +10,6 @@ producer (DESIGN §4, §10).
 
 from __future__ import annotations
 
-import gc
 import logging
 from time import monotonic
 from typing import Any
@@ -21,6 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message
 
+from caremesh.heap import freeze_startup_objects
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.security.clients import faust_credentials
 from caremesh.settings import Settings
@@ -127,8 +127,7 @@ class CaremeshApp(faust.App):
         collection: a full collection otherwise walks all of it again, while each event makes
         short-lived containers (event, message, headers, futures) that trigger collections."""
         await super().on_started()
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()
 
 
 def create_app(settings: Settings, metrics: Metrics) -> CaremeshApp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import sys
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 
+from caremesh.heap import freeze_startup_objects
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 from caremesh.streams.batch import WorkerApp
@@ -83,8 +83,7 @@ def tune_interpreter(settings: Settings) -> None:
     garbage collection: each resource makes thousands of short-lived objects, and the full
     collections they trigger would otherwise walk all of that again."""
     sys.setswitchinterval(settings.worker.switch_interval_ms / 1000)
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()
 
 
 def _status_server(app: WorkerApp, settings: Settings) -> ThreadingHTTPServer:

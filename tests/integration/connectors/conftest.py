@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from caremesh import topics
+from caremesh.connectors.http_common import server_config
 from caremesh.connectors.http_ingest import create_app
 from caremesh.kafka_io import AsyncProducer
 from caremesh.metrics import Metrics
@@ -86,7 +87,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    config = server_config(app, "127.0.0.1", port, lifespan="off")  # as the APIs run
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

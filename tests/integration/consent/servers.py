@@ -13,6 +13,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from caremesh.connectors.http_common import server_config
+
 
 @contextlib.contextmanager
 def serve(app: FastAPI, *, lifespan: str = "on") -> Iterator[str]:
@@ -21,7 +23,7 @@ def serve(app: FastAPI, *, lifespan: str = "on") -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan)
+    config = server_config(app, "127.0.0.1", port, lifespan=lifespan)  # as the APIs run
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -45,12 +45,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from caremesh import topics
+from caremesh.connectors.http_common import server_config
 from caremesh.connectors.inbox.auth import csrf_token
 from caremesh.connectors.inbox.feed import AlertFeed
 from caremesh.connectors.inbox.handlers import InboxHandlers
 from caremesh.connectors.inbox.pages import STATIC_DIR, inbox_page
 from caremesh.connectors.inbox.sessions import SessionBook
 from caremesh.connectors.inbox.web import SecurityHeaders, error
+from caremesh.heap import freeze_startup_objects
 from caremesh.kafka_io import AsyncProducer
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
@@ -189,14 +191,9 @@ def run_inbox(settings: Settings) -> int:
     SessionBook.from_settings(settings.inbox)  # fail fast on configuration errors
     producer = AsyncProducer.from_settings(settings.kafka)
     app = create_app(settings, producer, Metrics())
-    config = uvicorn.Config(
-        app,
-        host=settings.inbox.host,
-        port=settings.inbox.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=5,
+    freeze_startup_objects()
+    config = server_config(
+        app, settings.inbox.host, settings.inbox.port, timeout_graceful_shutdown=5
     )
     log.info(
         "inbox listening on %s:%d (%d coordinators in %d organisations)",
