@@ -2,7 +2,7 @@
 
 Raw baselines (Kafka's perf tools, confluent-kafka and aiokafka loops), Faust overhead, per-stage
 CPU against its floor, end to end with 1 and 2 workers, latency at half the measured maximum
-rate, and a backlog drained after the workers were stopped. Each figure is a median over
+rate (and, reported, under a light load), and a backlog drained after the workers were stopped. Each figure is a median over
 `--repetitions` runs (the backlog, minutes long, runs once) against a baseline measured in the
 same run. Writes docs/bench/results.{json,md} and the README's quoted table; the benchmark's
 topics live under a prefix of their own and are deleted at the end.
@@ -27,7 +27,7 @@ from bench.harness import (
     splice_readme,
     write,
 )
-from bench.latency import latency_result
+from bench.latency import LIGHT_RATE, latency_result
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog")
@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="background load of the latency section, resources/s (default: half the measured "
         "1-worker end-to-end rate; 100 when the e2e section does not run)",
+    )
+    parser.add_argument(
+        "--latency-light-rate",
+        type=float,
+        default=LIGHT_RATE,
+        help="load of the latency section's reported light-load rows, resources/s (default "
+        f"{LIGHT_RATE:.0f}; 0 leaves them out)",
     )
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
@@ -112,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
                 one_worker_rate = r.value
         rate = max(20.0, min(one_worker_rate / 2, 1000.0)) if one_worker_rate else 100.0
         rate = args.latency_rate or rate
-        section("latency", lambda: latency_result(args.bootstrap, prefix, rate, probes))
+        section(
+            "latency",
+            lambda: latency_result(
+                args.bootstrap, prefix, rate, probes, light_rate=args.latency_light_rate
+            ),
+        )
         section(
             "backlog",
             lambda: pipeline.backlog(
@@ -133,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "backlog workers": args.backlog_workers,
         "latency probes": probes,
         "latency load (resources/s)": round(rate),
+        "latency light load (resources/s)": round(args.latency_light_rate),
         "partitions": raw.PARTITIONS,
         "sections": ",".join(sections),
     }

@@ -11,6 +11,7 @@ from bench.harness import (
     ratio_result,
     splice_readme,
 )
+from bench.latency import light_rows, target_rows
 from bench.raw import parse_consumer_perf, parse_producer_perf
 
 
@@ -81,3 +82,39 @@ def test_median_pair_keeps_a_repetition_whole() -> None:
     assert median_pair(pairs) == (5.0, 10.0)
     assert median_pair([(1.0, 2.0), (3.0, 4.0)]) == (1.0, 2.0)  # the lower middle of two
     assert median_pair([(7.0, 0.0), (1.0, 1.0), (2.0, 1.0)]) == (1.0, 1.0)  # no baseline: lowest
+
+
+def _ms(*values: float) -> list[float]:
+    return [v / 1000 for v in values]
+
+
+def test_latency_target_rows_need_both_bounds() -> None:
+    raw = _ms(*([1.0] * 99 + [5.0]))  # p99 1 ms
+    quick = _ms(*([8.0] * 100))  # 8x
+    slow = _ms(*([8.0] * 98 + [12.0, 12.0]))  # 12x
+    rows = {r.name: r for r in target_rows(500, 100, raw, quick, slow, "hop a 1 / 2 ms")}
+    alert = rows["latency p99: HTTP ingest → alert vs raw Kafka"]
+    research = rows["latency p99: HTTP ingest → research topic vs raw Kafka"]
+    assert (alert.ratio, alert.met) == (pytest.approx(8.0), True)
+    assert (research.ratio, research.met) == (pytest.approx(12.0), False)
+    assert "100 of 100 probes under 500 resources/s" in alert.notes
+    assert "hop a 1 / 2 ms" in alert.notes
+    assert rows["latency p50: HTTP ingest → alert vs raw Kafka"].target == "(reported)"
+    # 10x a raw p99 of 30 ms allows 300 ms, but 250 ms is the ceiling
+    over = target_rows(500, 100, _ms(*([30.0] * 100)), _ms(*([260.0] * 100)), [], "")
+    assert (over[1].ratio, over[1].met) == (pytest.approx(260 / 30), False)
+    assert over[-1].met is False
+    assert over[-1].notes == "no record arrived"
+
+
+def test_light_load_rows_are_reported_but_fail_when_nothing_arrived() -> None:
+    raw = _ms(*([2.0] * 100))
+    rows = light_rows(20, "a process per stage", 50, raw, _ms(*([30.0] * 50)), [], "")
+    assert [r.name for r in rows] == [
+        "latency p99 at 20 resources/s, a process per stage: HTTP ingest → alert vs raw Kafka",
+        "latency p99 at 20 resources/s, a process per stage: HTTP ingest → research topic "
+        "vs raw Kafka",
+    ]
+    assert (rows[0].ratio, rows[0].target, rows[0].met) == (pytest.approx(15.0), "(reported)", True)
+    assert "p50 30.0 ms against a raw p50 of 2.00 ms" in rows[0].notes
+    assert (rows[1].met, rows[1].notes) == (False, "no record arrived")
