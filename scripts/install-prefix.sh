@@ -15,9 +15,13 @@ PY=${PYTHON:-python3}
 site_of() {
   "$PY" -c 'import sys, sysconfig; print(sysconfig.get_path("platlib", "posix_prefix", {"base": sys.argv[1], "platbase": sys.argv[1]}))' "$1"
 }
-"$PY" -m pip install --prefix="$prefix" .
-tools=$(mktemp -d)
-trap 'rm -rf "$tools"' EXIT
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+# from a copy: setuptools leaves its build/ directory beside the sources it builds
+mkdir "$scratch/source"
+cp -r pyproject.toml README.md src "$scratch/source/"
+"$PY" -m pip install --prefix="$prefix" "$scratch/source"
+tools=$scratch/tools
 mypy_pin=$("$PY" -c 'import tomllib
 with open("pyproject.toml", "rb") as f:
     dev = tomllib.load(f)["project"]["optional-dependencies"]["dev"]
