@@ -337,15 +337,13 @@ def target_rows(
     """The p50 (reported) and p99 (target) rows of both paths, from latencies in seconds."""
     raw50, raw99 = _percentiles(raw)
     out = []
-    for what, values in (("alert", alerts), ("research topic", studies)):
+    for what, measured in _paths(alerts, studies):
         name = f"HTTP ingest → {what} vs raw Kafka"
-        if not values:
+        if measured is None:
             out.append(_nothing_arrived(f"latency p99: {name}", raw99, "<= 10x and <= 250 ms"))
             continue
-        p50, p99 = _percentiles(values)
-        notes = f"{len(values)} of {probes} probes under {rate:.0f} resources/s"
-        if hops:
-            notes += f"; per hop (record CreateTimes): {hops}"
+        count, p50, p99 = measured
+        notes = _with_hops(f"{count} of {probes} probes under {rate:.0f} resources/s", hops)
         out.append(
             ratio_result(f"latency p50: {name}", p50 * 1000, raw50 * 1000, "ms", notes=notes)
         )
@@ -377,20 +375,33 @@ def light_rows(
     """The reported p99 rows of a light-load run (`label`: the worker topology)."""
     raw50, raw99 = _percentiles(raw)
     out = []
-    for what, values in (("alert", alerts), ("research topic", studies)):
+    for what, measured in _paths(alerts, studies):
         name = f"latency p99 at {rate:.0f} resources/s, {label}: HTTP ingest → {what} vs raw Kafka"
-        if not values:
+        if measured is None:
             out.append(_nothing_arrived(name, raw99, "(reported)"))
             continue
-        p50, p99 = _percentiles(values)
-        notes = (
-            f"{len(values)} of {probes} probes; p50 {p50 * 1000:.1f} ms against a raw p50 of "
-            f"{raw50 * 1000:.2f} ms"
+        count, p50, p99 = measured
+        notes = _with_hops(
+            f"{count} of {probes} probes; p50 {p50 * 1000:.1f} ms against a raw p50 of "
+            f"{raw50 * 1000:.2f} ms",
+            hops,
         )
-        if hops:
-            notes += f"; per hop (record CreateTimes): {hops}"
         out.append(ratio_result(name, p99 * 1000, raw99 * 1000, "ms", notes=notes))
     return out
+
+
+def _paths(
+    alerts: list[float], studies: list[float]
+) -> list[tuple[str, tuple[int, float, float] | None]]:
+    """Each path's (count, p50, p99), None when no probe came through it."""
+    return [
+        (what, (len(values), *_percentiles(values)) if values else None)
+        for what, values in (("alert", alerts), ("research topic", studies))
+    ]
+
+
+def _with_hops(notes: str, hops: str) -> str:
+    return f"{notes}; per hop (record CreateTimes): {hops}" if hops else notes
 
 
 def _nothing_arrived(name: str, raw99: float, target: str) -> Result:
