@@ -16,8 +16,9 @@ from pathlib import Path
 
 import orjson
 
+from caremesh.fhir.patient_key import INS_SYSTEM
+
 ROOT = Path(__file__).resolve().parents[2]
-INS = "urn:oid:1.2.250.1.213.1.4.8"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -57,7 +58,7 @@ def test_the_image_install_runs_the_compiled_engine_from_its_prefix(tmp_path: Pa
     patient = {
         "resourceType": "Patient",
         "id": "p1",
-        "identifier": [{"system": INS, "value": "299017590000001"}],
+        "identifier": [{"system": INS_SYSTEM, "value": "299017590000001"}],
         "name": [{"family": "Synthetic", "given": ["Test"]}],
         "birthDate": "1950-03-04",
     }
