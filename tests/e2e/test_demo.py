@@ -27,7 +27,7 @@ def test_demo_runs_unattended_and_every_stage_moves_data(kafka: str, tmp_path) -
             "caremesh.cli",
             "demo",
             "--duration",
-            "50",
+            "30",
             "--patients",
             "300",
             "--rate",

@@ -34,6 +34,7 @@ class Namespace:
     partitions: int
     orgs: list[str] = field(default_factory=list)
     studies: list[str] = field(default_factory=list)
+    _producer: Producer | None = field(default=None, init=False, repr=False)
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -52,7 +53,11 @@ class Namespace:
     def produce(
         self, name: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
     ) -> None:
-        producer = Producer(envelope.producer_config(self.kafka))
+        """Write records and wait until the broker has them all. One producer serves the whole
+        test: a new idempotent producer spends about 0.5 s getting its producer id."""
+        if self._producer is None:
+            self._producer = Producer(envelope.producer_config(self.kafka))
+        producer = self._producer
         for key, value, headers in records:
             producer.produce(self.topic(name), key=key, value=value, headers=headers)
             producer.poll(0)
@@ -136,6 +141,8 @@ def make_namespace(kafka: str, partitions: int = 3) -> Iterator[Namespace]:
     try:
         yield ns
     finally:
+        if ns._producer is not None:
+            ns._producer.flush(30)
         admin = AdminClient({"bootstrap.servers": kafka})
         names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(ns.prefix)]
         if names:

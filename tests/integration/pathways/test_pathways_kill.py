@@ -73,9 +73,16 @@ def test_kill_9_mid_stream_loses_no_alert_and_repeats_none(
     namespace.produce("clinical.fhir.v1", conditions)
 
     produced = [0]
+    killing, restarted = threading.Event(), threading.Event()
 
-    def trickle() -> None:  # the stream goes on through the kill and the restart
-        for record in readings:
+    def trickle() -> None:
+        # The stream goes on through the kill: half the readings arrive while the worker runs, the
+        # next sixth as it is killed and while it is down, the rest once the new worker is up.
+        for i, record in enumerate(readings):
+            if i == len(readings) // 2:
+                killing.wait(timeout=120)
+            if i == 2 * len(readings) // 3:
+                restarted.wait(timeout=180)
             namespace.produce("clinical.fhir.v1", [record])
             produced[0] += 1
             time.sleep(0.05)
@@ -88,12 +95,14 @@ def test_kill_9_mid_stream_loses_no_alert_and_repeats_none(
         or len(namespace.consume_all("pathway.alerts.v1", settle=0.5)) < 5
     ):
         time.sleep(0.5)
+    killing.set()
     worker.process.send_signal(signal.SIGKILL)  # mid-stream: some alerts out, others not yet
     worker.process.wait(timeout=30)
     killed_at = len(namespace.consume_all("pathway.alerts.v1", settle=1))
     assert killed_at < PATIENTS, "the stream ended before the kill; make it longer"
 
     _start(spawn, namespace)
+    restarted.set()
     producer.join()
     deadline = time.monotonic() + 180
     by_patient: dict[bytes, set[str]] = defaultdict(set)
