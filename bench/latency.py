@@ -144,46 +144,48 @@ def pipeline_latency(
     port = _free_port()
     sources = {"CAREMESH_SOURCES": json.dumps([{"id": "bench", "token": TOKEN}])}
     groups: list[pipeline.Workers] = []
+    api: subprocess.Popen[bytes] | None = None
     try:
         for stages in processes or ONE_WORKER:
             groups.append(pipeline.start_workers(sub, 1, extra=sources, stages=stages))
-    except BaseException:
-        for started in groups:
-            started.stop()
-        raise
-    env = dict(
-        os.environ, **pipeline.pipeline_env(sub), **sources, CAREMESH_HTTP_INGEST__PORT=str(port)
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp, "api.log").open("wb")
-        api = subprocess.Popen(
-            [sys.executable, "-m", "caremesh.cli", "ingest-api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        env = dict(
+            os.environ,
+            **pipeline.pipeline_env(sub),
+            **sources,
+            CAREMESH_HTTP_INGEST__PORT=str(port),
         )
-        try:
+        with tempfile.TemporaryDirectory() as tmp, Path(tmp, "api.log").open("wb") as log:
+            api = subprocess.Popen(
+                [sys.executable, "-m", "caremesh.cli", "ingest-api"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             _wait_ready(f"http://127.0.0.1:{port}/health")
             return asyncio.run(
                 _probe(f"http://127.0.0.1:{port}", bootstrap, sub, load_rate, probes)
             )
-        finally:
+    finally:  # whatever failed, nothing this run started is left running
+        if api is not None:
             api.terminate()
             api.wait(60)
-            for workers in groups:
-                workers.stop()
+        for workers in groups:
+            workers.stop()
 
 
 def _wait_ready(*urls: str) -> None:
+    """Wait until each URL answers 200 (and, if it says, ready); fail the run after 120 s."""
     deadline = time.monotonic() + 120
     for url in urls:
-        while time.monotonic() < deadline:
+        while True:
             try:
                 r = httpx.get(url, timeout=2)
                 if r.status_code == 200 and r.json().get("ready", True):
                     break
             except (httpx.HTTPError, ValueError):
                 pass
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{url} was not ready after 120 s")
             time.sleep(0.5)
 
 
