@@ -463,7 +463,7 @@ class BatchRunner:
                 if self.on_tick is not None and time.monotonic() >= self._next_tick:
                     self._next_tick = time.monotonic() + self.tick_interval
                     self._write(producer, self._retrying(self.on_tick))
-                batch = _next_batch(consumer, self.batch_size)
+                batch = next_batch(consumer, self.batch_size)
                 if self._commit_refused is not None:  # reported by `_on_commit`, in the poll
                     raise KafkaException(self._commit_refused)
                 if not batch:
@@ -708,7 +708,7 @@ def _log_refused(error: KafkaError, stage: str) -> None:
     log.warning("stage %s: commit refused %s (%s)", stage, why, error.name())
 
 
-def _next_batch(consumer: Consumer, size: int) -> list[Message]:
+def next_batch(consumer: Consumer, size: int) -> list[Message]:
     """Wait for one record, then take what else is already there: low latency when traffic is
     light, batches when it is heavy (`consume(n, t)` would wait `t` to fill `n`)."""
     first = consumer.poll(0.2)

@@ -28,7 +28,7 @@ from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, Rejecte
 from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import LEDGER_OFFSETS_GROUP
 from caremesh.settings import Settings
-from caremesh.streams.batch import end_offsets
+from caremesh.streams.batch import end_offsets, next_batch
 from caremesh.topic_reader import open_from_beginning
 from caremesh.topics import CONSENT_EVENTS
 
@@ -287,11 +287,8 @@ class LedgerFollower(_LedgerFold):
             if self._renew.is_set():
                 consumer = self._renewed(consumer)
             try:
-                first = consumer.poll(0.2)  # then what else is there: no wait to fill a batch
-                batch = [] if first is None else [first, *consumer.consume(4999, 0)]
-                for msg in batch:
-                    if msg.error() is None:
-                        self._apply(msg.key(), msg.value())
+                for msg in next_batch(consumer, 5000):
+                    self._apply(msg.key(), msg.value())
                 positions = {tp.partition: tp.offset for tp in consumer.position(tps)}
             except KafkaException as exc:  # the broker away: librdkafka reconnects by itself
                 log.warning("consent ledger follower: %s", _code(exc))
