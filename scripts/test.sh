@@ -17,7 +17,10 @@ stop_broker() { if [ "$started" = 1 ]; then .venv/bin/caremesh kafka down || tru
 trap stop_broker EXIT INT TERM
 
 .venv/bin/caremesh topics create >/dev/null
-.venv/bin/python -m pytest "$@"
+# Two pytest processes (pytest-xdist): most tests wait on brokers, workers and timeouts rather
+# than on a core, so two of them overlap well on a 2-core machine. Each file stays in one process
+# (tests/conftest.py groups them). CAREMESH_TEST_PROCESSES=0 runs everything in this process.
+.venv/bin/python -m pytest -n "${CAREMESH_TEST_PROCESSES:-2}" --dist loadgroup "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "test: pytest collected no tests; that is a failure" >&2

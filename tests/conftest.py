@@ -54,6 +54,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For `pytest -n N --dist loadgroup` (scripts/test.sh): each file's tests run in one
+    worker, so a module's fixtures (a private broker, a browser) start once, and every test of
+    the secured broker goes to one worker, which starts that broker once. Without xdist the
+    marks change nothing."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "secured-broker" if "secured_broker" in fixtures else item.path.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def kafka() -> str:
     """The bootstrap address of the real broker (deploy/kafka)."""
