@@ -59,6 +59,7 @@ from caremesh.consent.audit import delivery_audit_event
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.heap import freeze_startup_objects
 from caremesh.kafka_io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.security.clients import aiokafka_config
@@ -496,8 +497,10 @@ def create_app(delivery: FhirDelivery, metrics: Metrics) -> FastAPI:
 async def serve_delivery(settings: Settings, producer: AsyncProducer, metrics: Metrics) -> None:
     """Deliver and serve /health and /metrics until the HTTP server is told to exit."""
     delivery = FhirDelivery(settings, producer, metrics)
+    app = create_app(delivery, metrics)
+    freeze_startup_objects()  # what start-up built stays out of the delivery loop's collections
     task = asyncio.create_task(delivery.run(), name="fhir-delivery")
-    srv = server(create_app(delivery, metrics), settings.delivery.host, settings.delivery.port)
+    srv = server(app, settings.delivery.host, settings.delivery.port)
     try:
         await srv.serve()
     finally:
