@@ -47,19 +47,10 @@ class Ack:
 
 
 class AsyncProducer:
-    """A shared idempotent producer whose sends are awaitable; one per process is enough.
-
-    It sends each record at once (`linger.ms` 0): a connector's caller waits for the broker's
-    acknowledgement, so the producer's usual 5 ms wait to fill a batch would be added to every
-    answer, and to the latency of everything downstream (it was a third of the light-load p50
-    from HTTP ingest to an alert). Records still share requests when they arrive faster than
-    the broker answers. A caller that writes in bulk passes a `linger.ms` of its own.
-    """
+    """A shared idempotent producer whose sends are awaitable; one per process is enough."""
 
     def __init__(self, bootstrap_servers: KafkaTarget, **overrides: Any) -> None:
-        config = producer_config(
-            bootstrap_servers, **{"message.timeout.ms": 15000, "linger.ms": 0, **overrides}
-        )
+        config = producer_config(bootstrap_servers, **{"message.timeout.ms": 15000, **overrides})
         self._producer = Producer(config)
         self._partitions: dict[str, int] = {}
         self._closed = threading.Event()

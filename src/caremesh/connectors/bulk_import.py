@@ -130,8 +130,7 @@ async def _import(
     progress: bool,
     chunk_size: int,
 ) -> ImportSummary:
-    # Nobody waits on one record of a bulk import: fuller batches, fewer broker requests.
-    producer = AsyncProducer.from_settings(settings.kafka, **{"linger.ms": 5})
+    producer = AsyncProducer.from_settings(settings.kafka)
     sender = _ChunkSender(producer, chunk_size)
     topic = settings.kafka.topic_prefix + topics.INGEST_FHIR
     by_code: Counter[str] = Counter()
