@@ -1,18 +1,7 @@
 import gc
 import weakref
-from collections.abc import Iterator
-
-import pytest
 
 from caremesh.heap import freeze_startup_objects
-
-
-@pytest.fixture
-def unfrozen() -> Iterator[None]:
-    """Put the garbage collector back as it was."""
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
 
 
 class _Node:

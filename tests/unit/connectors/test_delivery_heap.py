@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 
 import pytest
 
 from caremesh.connectors import fhir_delivery
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
-
-
-@pytest.fixture
-def unfrozen() -> Iterator[None]:
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
 
 
 class _Server:
