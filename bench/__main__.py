@@ -3,8 +3,8 @@
 Raw baselines (Kafka's perf tools, confluent-kafka and aiokafka loops), Faust overhead, per-stage
 CPU against its floor, end to end with 1 and 2 workers, latency at half the measured maximum
 rate (and, reported, under a light load), and a backlog drained after the workers were stopped.
-Each figure is a median over `--repetitions` runs (the backlog, minutes long, runs once)
-against a baseline measured in the same run. Writes docs/bench/results.{json,md} and the
+Each figure is a median over `--repetitions` runs (3; the latency section's light-load rows,
+reported, run once) against a baseline measured in the same run. Writes docs/bench/results.{json,md} and the
 README's quoted table; the benchmark's topics live under a prefix of their own and are deleted
 at the end.
 """
@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backlog", type=int, help="backlog resources (default 500000)")
     parser.add_argument("--backlog-workers", type=int, default=2)
     parser.add_argument("--backlog-timeout", type=float, default=600.0, help="seconds")
+    parser.add_argument(
+        "--backlog-repetitions",
+        type=int,
+        help="backlog runs, each on topics of its own (default: --repetitions; 1 with --quick)",
+    )
     parser.add_argument("--probes", type=int, help="latency probes (default 300)")
     parser.add_argument(
         "--latency-rate",
@@ -85,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_records = args.raw_records or (5000 if quick else 100_000)
     backlog_n = args.backlog or (20_000 if quick else 500_000)
     probes = args.probes or (30 if quick else 300)
+    backlog_reps = args.backlog_repetitions or (1 if quick else args.repetitions)
     sections = args.only or list(SECTIONS)
     meta = machine()
     meta["load_before"] = load_note()
@@ -123,13 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         section(
             "latency",
             lambda: latency_result(
-                args.bootstrap, prefix, rate, probes, light_rate=args.latency_light_rate
+                args.bootstrap,
+                prefix,
+                rate,
+                probes,
+                light_rate=args.latency_light_rate,
+                repetitions=args.repetitions,
             ),
         )
         section(
             "backlog",
             lambda: pipeline.backlog(
-                args.bootstrap, prefix, backlog_n, args.backlog_workers, args.backlog_timeout
+                args.bootstrap,
+                prefix,
+                backlog_n,
+                args.backlog_workers,
+                args.backlog_timeout,
+                backlog_reps,
             ),
         )
     finally:
@@ -144,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw records (1 KB)": raw_records,
         "backlog resources": backlog_n,
         "backlog workers": args.backlog_workers,
+        "backlog repetitions": backlog_reps,
         "latency probes": probes,
         "latency load (resources/s)": round(rate),
         "latency light load (resources/s)": round(args.latency_light_rate),

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from bench.harness import Result, percentile, ratio_result
+from bench.harness import Result, median_pair, percentile, ratio_result
 from bench.loadgen import INS, observation
 from caremesh import envelope, topics
 
@@ -309,15 +310,36 @@ class _Hops:
         return "; ".join(parts)
 
 
+@dataclass
+class Repetition:
+    """One repetition of the target rows: the raw round trips, then the probes' latencies
+    (seconds) and where their time went, measured one right after the other."""
+
+    raw: list[float]
+    alerts: list[float]
+    studies: list[float]
+    hops: str = ""
+
+
 def latency_result(
-    bootstrap: str, prefix: str, rate: float, probes: int, light_rate: float = LIGHT_RATE
+    bootstrap: str,
+    prefix: str,
+    rate: float,
+    probes: int,
+    light_rate: float = LIGHT_RATE,
+    repetitions: int = 3,
 ) -> list[Result]:
     """p50 and p99 of ingest → alert and ingest → research record at `rate`, vs the raw Kafka
-    round trip at the same rate (target p99 <= 10x and <= 250 ms); then, unless `light_rate`
-    is 0, the p99s at `light_rate` with one worker and with a process per stage (reported)."""
-    raw = raw_kafka_latency(bootstrap, prefix, rate=rate, count=max(400, probes * 4))
-    alerts, studies = pipeline_latency(bootstrap, prefix, rate, probes)
-    out = target_rows(rate, probes, raw, alerts, studies, HOPS[0] if HOPS else "")
+    round trip at the same rate measured just before, `repetitions` times (target: the
+    repetitions' median p99 <= 10x its raw p99 and <= 250 ms); then, unless `light_rate` is 0,
+    the p99s at `light_rate` with one worker and with a process per stage (reported, once)."""
+    reps = []
+    for n in range(repetitions):
+        print(f"[bench]   latency repetition {n + 1} of {repetitions}", file=sys.stderr, flush=True)
+        raw = raw_kafka_latency(bootstrap, prefix, rate=rate, count=max(400, probes * 4))
+        alerts, studies = pipeline_latency(bootstrap, prefix, rate, probes)
+        reps.append(Repetition(raw, alerts, studies, HOPS[0] if HOPS else ""))
+    out = target_rows(rate, probes, reps)
     if light_rate > 0:
         raw = raw_kafka_latency(bootstrap, prefix, rate=light_rate, count=max(400, probes * 4))
         for processes, label in ((ONE_WORKER, "1 worker"), (SPLIT, "a process per stage")):
@@ -328,38 +350,60 @@ def latency_result(
     return out
 
 
-def target_rows(
-    rate: float,
-    probes: int,
-    raw: list[float],
-    alerts: list[float],
-    studies: list[float],
-    hops: str,
-) -> list[Result]:
-    """The p50 (reported) and p99 (target) rows of both paths, from latencies in seconds."""
-    raw50, raw99 = _percentiles(raw)
+def target_rows(rate: float, probes: int, reps: list[Repetition]) -> list[Result]:
+    """The p50 (reported) and p99 (target) rows of both paths. Each row's figure and baseline
+    are the repetition whose ratio is the median (`median_pair`): a raw p99 moves with the
+    machine from one minute to the next, so each p99 is set against the raw p99 measured just
+    before it. A repetition in which no probe came through a path fails that path's row."""
     out = []
-    for what, measured in _paths(alerts, studies):
+    for what in ("alert", "research topic"):
         name = f"HTTP ingest → {what} vs raw Kafka"
-        if measured is None:
-            out.append(_nothing_arrived(f"latency p99: {name}", raw99, "<= 10x and <= 250 ms"))
+        measured = [_paths(r.alerts, r.studies)[0 if what == "alert" else 1][1] for r in reps]
+        if not reps or any(m is None for m in measured):
+            missing = sum(m is None for m in measured)
+            row = _nothing_arrived(f"latency p99: {name}", 0.0, "<= 10x and <= 250 ms")
+            row.notes = f"no record arrived in {missing} of {len(reps)} repetitions"
+            out.append(row)
             continue
-        count, p50, p99 = measured
-        notes = _with_hops(f"{count} of {probes} probes under {rate:.0f} resources/s", hops)
+        per = [
+            (m, _percentiles(r.raw)) for m, r in zip(measured, reps, strict=True) if m is not None
+        ]
+        count = sum(m[0] for m, _ in per)
+        p99s = [(m[2] * 1000, raw[1] * 1000) for m, raw in per]
+        p50s = [(m[1] * 1000, raw[0] * 1000) for m, raw in per]
+        p99, raw99 = median_pair(p99s)
+        median_rep = reps[p99s.index((p99, raw99))]
+        each = ", ".join(f"{v:.0f} / {b:.2f} ms ({v / b:.1f}x)" for v, b in p99s)
+        notes = _with_hops(
+            f"{count} of {probes * len(reps)} probes under {rate:.0f} resources/s in "
+            f"{len(reps)} repetitions, each after its raw round trips; each repetition's p99 / "
+            f"raw p99: {each}",
+            median_rep.hops,
+            " in the median repetition",
+        )
+        p50, raw50 = median_pair(p50s)
         out.append(
-            ratio_result(f"latency p50: {name}", p50 * 1000, raw50 * 1000, "ms", notes=notes)
+            ratio_result(
+                f"latency p50: {name}",
+                p50,
+                raw50,
+                "ms",
+                notes=notes,
+                samples=[v / b for v, b in p50s],
+            )
         )
         ratio = p99 / raw99 if raw99 else float("inf")
         out.append(
             Result(
                 f"latency p99: {name}",
-                p99 * 1000,
-                raw99 * 1000,
+                p99,
+                raw99,
                 "ms",
                 ratio,
                 "<= 10x and <= 250 ms",
-                ratio <= 10 and p99 <= 0.25,
+                ratio <= 10 and p99 <= 250,
                 notes=notes,
+                samples=[v / b if b else float("inf") for v, b in p99s],
             )
         )
     return out
@@ -402,8 +446,8 @@ def _paths(
     ]
 
 
-def _with_hops(notes: str, hops: str) -> str:
-    return f"{notes}; per hop (record CreateTimes): {hops}" if hops else notes
+def _with_hops(notes: str, hops: str, where: str = "") -> str:
+    return f"{notes}; per hop (record CreateTimes){where}: {hops}" if hops else notes
 
 
 def _nothing_arrived(name: str, raw99: float, target: str) -> Result:

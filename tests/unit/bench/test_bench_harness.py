@@ -11,7 +11,8 @@ from bench.harness import (
     ratio_result,
     splice_readme,
 )
-from bench.latency import light_rows, target_rows
+from bench.latency import Repetition, light_rows, target_rows
+from bench.pipeline import BacklogRun, backlog_rows
 from bench.raw import parse_consumer_perf, parse_producer_perf
 
 
@@ -92,19 +93,60 @@ def test_latency_target_rows_need_both_bounds() -> None:
     raw = _ms(*([1.0] * 99 + [5.0]))  # p99 1 ms
     quick = _ms(*([8.0] * 100))  # 8x
     slow = _ms(*([8.0] * 98 + [12.0, 12.0]))  # 12x
-    rows = {r.name: r for r in target_rows(500, 100, raw, quick, slow, "hop a 1 / 2 ms")}
+    reps = [Repetition(raw, quick, slow, "hop a 1 / 2 ms")]
+    rows = {r.name: r for r in target_rows(500, 100, reps)}
     alert = rows["latency p99: HTTP ingest → alert vs raw Kafka"]
     research = rows["latency p99: HTTP ingest → research topic vs raw Kafka"]
     assert (alert.ratio, alert.met) == (pytest.approx(8.0), True)
     assert (research.ratio, research.met) == (pytest.approx(12.0), False)
-    assert "100 of 100 probes under 500 resources/s" in alert.notes
-    assert "hop a 1 / 2 ms" in alert.notes
+    assert "100 of 100 probes under 500 resources/s in 1 repetitions" in alert.notes
+    assert "per hop (record CreateTimes) in the median repetition: hop a 1 / 2 ms" in alert.notes
     assert rows["latency p50: HTTP ingest → alert vs raw Kafka"].target == "(reported)"
     # 10x a raw p99 of 30 ms allows 300 ms, but 250 ms is the ceiling
-    over = target_rows(500, 100, _ms(*([30.0] * 100)), _ms(*([260.0] * 100)), [], "")
+    over = target_rows(500, 100, [Repetition(_ms(*([30.0] * 100)), _ms(*([260.0] * 100)), [])])
     assert (over[1].ratio, over[1].met) == (pytest.approx(260 / 30), False)
     assert over[-1].met is False
-    assert over[-1].notes == "no record arrived"
+    assert over[-1].notes == "no record arrived in 1 of 1 repetitions"
+
+
+def test_latency_target_rows_set_each_p99_against_the_raw_p99_just_before_it() -> None:
+    # repetition ratios 5x, 40x, 8x: the median is 8x (the third), not median p99 over median raw
+    reps = [
+        Repetition(_ms(*([10.0] * 100)), _ms(*([50.0] * 100)), _ms(*([50.0] * 100)), "a"),
+        Repetition(_ms(*([1.0] * 100)), _ms(*([40.0] * 100)), _ms(*([40.0] * 100)), "b"),
+        Repetition(_ms(*([9.0] * 100)), _ms(*([72.0] * 100)), _ms(*([72.0] * 100)), "c"),
+    ]
+    rows = {r.name: r for r in target_rows(555, 100, reps)}
+    alert = rows["latency p99: HTTP ingest → alert vs raw Kafka"]
+    assert (alert.value, alert.baseline) == (pytest.approx(72.0), pytest.approx(9.0))
+    assert (alert.ratio, alert.met) == (pytest.approx(8.0), True)
+    assert alert.samples == [pytest.approx(5.0), pytest.approx(40.0), pytest.approx(8.0)]
+    assert "300 of 300 probes under 555 resources/s in 3 repetitions" in alert.notes
+    assert "72 / 9.00 ms (8.0x)" in alert.notes
+    assert alert.notes.endswith("in the median repetition: c")
+    # a repetition where nothing came through fails the row, whatever the others measured
+    reps[1].studies = []
+    research = {r.name: r for r in target_rows(555, 100, reps)}[
+        "latency p99: HTTP ingest → research topic vs raw Kafka"
+    ]
+    assert (research.met, research.notes) == (False, "no record arrived in 1 of 3 repetitions")
+
+
+def test_backlog_rows_take_the_median_drain_and_the_highest_peak_rss() -> None:
+    runs = [
+        BacklogRun(7, 9, 230, [450, 480], total=500_040, done=500_040),
+        BacklogRun(6, 9, 210, [440, 520], total=500_040, done=500_040),
+        BacklogRun(7, 8, 250, [430, 470], total=500_040, done=500_040),
+    ]
+    time_row, rss_row = backlog_rows(500_000, 2, 600, runs)
+    assert (time_row.value, time_row.ratio, time_row.met) == (230, pytest.approx(230 / 600), True)
+    assert "each repetition's time to drain: 230 s, 210 s, 250 s" in time_row.notes
+    assert rss_row.value == 520
+    # a repetition cut at its timeout is a miss even when the median drained in time
+    runs[2] = BacklogRun(7, 8, 700, [430, 470], drained=False, done=400_000, total=500_040)
+    time_row, _ = backlog_rows(500_000, 2, 600, runs)
+    assert time_row.met is False
+    assert "NOT drained within 600 s: 400000 of 500040 resources" in time_row.notes
 
 
 def test_light_load_rows_are_reported_but_fail_when_nothing_arrived() -> None:
