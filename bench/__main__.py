@@ -4,9 +4,9 @@ Raw baselines (Kafka's perf tools, confluent-kafka and aiokafka loops), Faust ov
 CPU against its floor, end to end with 1 and 2 workers, latency at half the measured maximum
 rate (and, reported, under a light load), and a backlog drained after the workers were stopped.
 Each figure is a median over `--repetitions` runs (3; the latency section's light-load rows,
-reported, run once) against a baseline measured in the same run. Writes docs/bench/results.{json,md} and the
-README's quoted table; the benchmark's topics live under a prefix of their own and are deleted
-at the end.
+reported, run once) against a baseline measured in the same run. Writes
+docs/bench/results.{json,md} and the README's quoted table; the benchmark's topics live under a
+prefix of their own and are deleted at the end.
 """
 
 from __future__ import annotations

@@ -373,7 +373,7 @@ def target_rows(rate: float, probes: int, reps: list[Repetition]) -> list[Result
         p50s = [(m[1] * 1000, raw[0] * 1000) for m, raw in per]
         p99, raw99 = median_pair(p99s)
         median_rep = reps[p99s.index((p99, raw99))]
-        each = ", ".join(f"{v:.0f} / {b:.2f} ms ({v / b:.1f}x)" for v, b in p99s)
+        each = ", ".join(f"{v:.0f} / {b:.2f} ms ({_times(v, b):.1f}x)" for v, b in p99s)
         notes = _with_hops(
             f"{count} of {probes * len(reps)} probes under {rate:.0f} resources/s in "
             f"{len(reps)} repetitions, each after its raw round trips; each repetition's p99 / "
@@ -389,10 +389,10 @@ def target_rows(rate: float, probes: int, reps: list[Repetition]) -> list[Result
                 raw50,
                 "ms",
                 notes=notes,
-                samples=[v / b for v, b in p50s],
+                samples=[_times(v, b) for v, b in p50s],
             )
         )
-        ratio = p99 / raw99 if raw99 else float("inf")
+        ratio = _times(p99, raw99)
         out.append(
             Result(
                 f"latency p99: {name}",
@@ -403,7 +403,7 @@ def target_rows(rate: float, probes: int, reps: list[Repetition]) -> list[Result
                 "<= 10x and <= 250 ms",
                 ratio <= 10 and p99 <= 250,
                 notes=notes,
-                samples=[v / b if b else float("inf") for v, b in p99s],
+                samples=[_times(v, b) for v, b in p99s],
             )
         )
     return out
@@ -444,6 +444,11 @@ def _paths(
         (what, (len(values), *_percentiles(values)) if values else None)
         for what, values in (("alert", alerts), ("research topic", studies))
     ]
+
+
+def _times(value: float, baseline: float) -> float:
+    """value / baseline; infinite when the baseline read 0 (a miss, never a division error)."""
+    return value / baseline if baseline else float("inf")
 
 
 def _with_hops(notes: str, hops: str, where: str = "") -> str:

@@ -107,6 +107,9 @@ def test_latency_target_rows_need_both_bounds() -> None:
     assert (over[1].ratio, over[1].met) == (pytest.approx(260 / 30), False)
     assert over[-1].met is False
     assert over[-1].notes == "no record arrived in 1 of 1 repetitions"
+    # a raw p99 that read 0 is a miss, not a division error
+    zero = target_rows(500, 100, [Repetition([0.0] * 100, quick, quick)])
+    assert (zero[1].ratio, zero[1].met) == (float("inf"), False)
 
 
 def test_latency_target_rows_set_each_p99_against_the_raw_p99_just_before_it() -> None:
