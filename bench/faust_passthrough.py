@@ -31,7 +31,7 @@ from caremesh.settings import Settings
 from caremesh.streams.app import create_app
 
 
-class RawBytes(faust.Schema):  # type: ignore[misc]
+class RawBytes(faust.Schema):  # type: ignore[type-arg]
     """Keys and values handed through as the bytes they are, without Faust's codec registry."""
 
     def loads_key(self, app: Any, message: Any, **_: Any) -> Any:

@@ -254,7 +254,9 @@ async def _probe(
                     alerts.append(stamp - sent.pop(msg.key() or b""))
                     hops.seen(msg.key() or b"", stamp)
             else:
-                ce_id = envelope.header_value(msg.headers(), H_ID) or ""
+                pairs = msg.headers()  # a list of pairs on a consumed record
+                ce_id = envelope.header_value(pairs if isinstance(pairs, list) else None, H_ID)
+                ce_id = ce_id or ""
                 if ce_id in research:
                     studies.append(stamp - research.pop(ce_id))
                 hops.seen(ce_id, stamp)

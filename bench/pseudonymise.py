@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
+from functools import partial
 from typing import Any
 
 import orjson
@@ -59,9 +60,7 @@ def _interleaved(
     for start in range(0, len(items), BATCH):
         batch = items[start : start + BATCH]
         for n, side in enumerate(sides):
-            out[n].append(
-                cpu_seconds(lambda side=side, batch=batch: [side(r, k) for r, k in batch])
-            )
+            out[n].append(cpu_seconds(partial(_each, side, batch)))
     return out
 
 
@@ -180,3 +179,9 @@ if __name__ == "__main__":
             f"{row['name']}: {row['value']:.1f} vs {row['baseline']:.1f} {row['unit']}"
             f" -> {row['ratio']:.2f} (target {row['target']})"
         )
+
+
+def _each(
+    side: Callable[[dict[str, Any], str], Any], batch: list[tuple[dict[str, Any], str]]
+) -> list[Any]:
+    return [side(r, k) for r, k in batch]
