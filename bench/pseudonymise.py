@@ -64,6 +64,13 @@ def _interleaved(
     return out
 
 
+def _each(
+    side: Callable[[dict[str, Any], str], Any], batch: list[tuple[dict[str, Any], str]]
+) -> list[Any]:
+    """One side's work on one batch."""
+    return [side(r, k) for r, k in batch]
+
+
 def ratios(repetitions: int, resources: int = RESOURCES) -> dict[str, Any]:
     """Engine, orjson-copy and deepcopy CPU per resource (us) and the engine's two ratios, for
     the engine form this process runs.
@@ -179,9 +186,3 @@ if __name__ == "__main__":
             f"{row['name']}: {row['value']:.1f} vs {row['baseline']:.1f} {row['unit']}"
             f" -> {row['ratio']:.2f} (target {row['target']})"
         )
-
-
-def _each(
-    side: Callable[[dict[str, Any], str], Any], batch: list[tuple[dict[str, Any], str]]
-) -> list[Any]:
-    return [side(r, k) for r, k in batch]
