@@ -358,21 +358,26 @@ def target_rows(rate: float, probes: int, reps: list[Repetition]) -> list[Result
     machine from one minute to the next, so each p99 is set against the raw p99 measured just
     before it. A repetition in which no probe came through a path fails that path's row."""
     out = []
-    for what in ("alert", "research topic"):
+    raws = [_percentiles(r.raw) for r in reps]
+    paths = [_paths(r.alerts, r.studies) for r in reps]
+    for index, what in enumerate(("alert", "research topic")):
         name = f"HTTP ingest → {what} vs raw Kafka"
-        measured = [_paths(r.alerts, r.studies)[0 if what == "alert" else 1][1] for r in reps]
-        if not reps or any(m is None for m in measured):
-            missing = sum(m is None for m in measured)
-            row = _nothing_arrived(f"latency p99: {name}", 0.0, "<= 10x and <= 250 ms")
-            row.notes = f"no record arrived in {missing} of {len(reps)} repetitions"
-            out.append(row)
+        measured = [p[index][1] for p in paths]
+        arrived = [m for m in measured if m is not None]
+        if not reps or len(arrived) < len(reps):
+            missing = len(reps) - len(arrived)
+            out.append(
+                _nothing_arrived(
+                    f"latency p99: {name}",
+                    0.0,
+                    "<= 10x and <= 250 ms",
+                    f"no record arrived in {missing} of {len(reps)} repetitions",
+                )
+            )
             continue
-        per = [
-            (m, _percentiles(r.raw)) for m, r in zip(measured, reps, strict=True) if m is not None
-        ]
-        count = sum(m[0] for m, _ in per)
-        p99s = [(m[2] * 1000, raw[1] * 1000) for m, raw in per]
-        p50s = [(m[1] * 1000, raw[0] * 1000) for m, raw in per]
+        count = sum(m[0] for m in arrived)
+        p99s = [(m[2] * 1000, raw[1] * 1000) for m, raw in zip(arrived, raws, strict=True)]
+        p50s = [(m[1] * 1000, raw[0] * 1000) for m, raw in zip(arrived, raws, strict=True)]
         p99, raw99 = median_pair(p99s)
         median_rep = reps[p99s.index((p99, raw99))]
         each = ", ".join(f"{v:.0f} / {b:.2f} ms ({_times(v, b):.1f}x)" for v, b in p99s)
@@ -457,5 +462,7 @@ def _with_hops(notes: str, hops: str, where: str = "") -> str:
     return f"{notes}; per hop (record CreateTimes){where}: {hops}" if hops else notes
 
 
-def _nothing_arrived(name: str, raw99: float, target: str) -> Result:
-    return Result(name, 0.0, raw99 * 1000, "ms", 0.0, target, False, notes="no record arrived")
+def _nothing_arrived(
+    name: str, raw99: float, target: str, notes: str = "no record arrived"
+) -> Result:
+    return Result(name, 0.0, raw99 * 1000, "ms", 0.0, target, False, notes=notes)

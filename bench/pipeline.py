@@ -719,7 +719,7 @@ def _backlog_once(
     finally:  # a 500,000-resource run leaves gigabytes of topics: not kept for the next one
         delete_topics(bootstrap, sub)
     total = resources + 2 * len(SEEDED)
-    run = BacklogRun(queued, ready, elapsed, rss, drained, total, total)
+    run = BacklogRun(queued, ready, elapsed, rss, drained, done=total, total=total)
     if not drained:
         run.done = max(1, state["clinical-done"])
         run.drain = elapsed * total / run.done  # the projection, not the time the run was cut at
