@@ -139,7 +139,7 @@ def worker_throughput(bootstrap: str, messages: list[bytes], partitions: int = 6
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp, "worker.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "caremesh.cli", "worker", "--stage", "validate"],
+            [sys.executable, "-m", "caremesh.cli.main", "worker", "--stage", "validate"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -157,7 +157,7 @@ def pipeline_latency(
         )
         with tempfile.TemporaryDirectory() as tmp, Path(tmp, "api.log").open("wb") as log:
             api = subprocess.Popen(
-                [sys.executable, "-m", "caremesh.cli", "ingest-api"],
+                [sys.executable, "-m", "caremesh.cli.main", "ingest-api"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

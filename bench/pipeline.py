@@ -25,18 +25,19 @@ from confluent_kafka.admin import AdminClient
 
 from bench import corpus
 from bench.harness import Result, delete_topics, median_pair, ratio_result
-from caremesh import envelope, sharing, topics
+from caremesh import envelope, topics
+from caremesh.audit.events import decision_audit_event
 from caremesh.consent import ConsentPolicy, DecisionQuery
 from caremesh.consent import evaluate as evaluate_consent
-from caremesh.consent.audit import decision_audit_event
 from caremesh.consent.model import ActorRef
+from caremesh.consent.policy import consent_policy
 from caremesh.envelope import Envelope, PatientKey
 from caremesh.fhir.ingest import process_ingest
 from caremesh.pathways import PatientPathwayState, build_communication
 from caremesh.pathways import evaluate as evaluate_pathway
-from caremesh.policy import consent_policy
 from caremesh.pseudonym.vault import seal_record
 from caremesh.settings import Settings
+from caremesh.sharing import care_team as sharing
 from caremesh.streams.pathways import configured_pathways
 from caremesh.streams.research import stage_vault_keys, study_runtimes
 
@@ -291,7 +292,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 def broker_pid() -> int | None:
     """The local broker's pid (from its pid file), to account for its CPU."""
-    from caremesh.localkafka import LocalKafka
+    from caremesh.kafka.local import LocalKafka
     from caremesh.settings import KafkaSettings
 
     try:
@@ -331,7 +332,7 @@ def start_workers(
                 [
                     sys.executable,
                     "-m",
-                    "caremesh.cli",
+                    "caremesh.cli.main",
                     "worker",
                     *(f"--stage={name}" for name in stages or ()),
                 ],

@@ -33,8 +33,7 @@ import orjson
 
 from bench import corpus
 from bench.harness import Result, cpu_seconds
-from caremesh import native
-from caremesh.pseudonym import load_preset, study_anonymizer
+from caremesh.pseudonym import load_preset, native, study_anonymizer
 
 RESOURCES = 3000
 BATCH = 150

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Producer
 from bench import corpus
 from bench.harness import Result, median_of, median_pair, ratio_result
 from caremesh import envelope, topics
-from caremesh.localkafka import LocalKafka
+from caremesh.kafka.local import LocalKafka
 from caremesh.settings import KafkaSettings
 from caremesh.streams.batch import _next_offsets
 

@@ -28,5 +28,5 @@ with open("pyproject.toml", "rb") as f:
 print(next(r for r in dev if r.split("=")[0].strip() == "mypy"))')
 "$PY" -m pip install --prefix="$tools" "$mypy_pin"
 site=$(site_of "$prefix")
-PYTHONPATH="$site:$(site_of "$tools")" "$PY" -m caremesh.cli native build
-PYTHONPATH="$site" "$PY" -m caremesh.cli native status
+PYTHONPATH="$site:$(site_of "$tools")" "$PY" -m caremesh.cli.main native build
+PYTHONPATH="$site" "$PY" -m caremesh.cli.main native status

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NewType
 
 if TYPE_CHECKING:
-    from caremesh.security.clients import KafkaTarget
+    from caremesh.kafka.config import KafkaTarget
 
 PatientKey = NewType("PatientKey", str)
 """The one key per person of DESIGN §3 (INS, learned mapping, or `<source>/Patient/<id>`)."""
@@ -151,7 +151,7 @@ def fhir_event_type(resource_type: str) -> str:
 
 
 def _connection(target: KafkaTarget) -> dict[str, Any]:
-    from caremesh.security.clients import confluent_config  # noqa: PLC0415 - no import cycle
+    from caremesh.kafka.config import confluent_config  # noqa: PLC0415 - no import cycle
 
     return confluent_config(target)
 

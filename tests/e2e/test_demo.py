@@ -24,7 +24,7 @@ def test_demo_runs_unattended_and_every_stage_moves_data(kafka: str, tmp_path) -
         [
             sys.executable,
             "-m",
-            "caremesh.cli",
+            "caremesh.cli.main",
             "demo",
             "--duration",
             "30",

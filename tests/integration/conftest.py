@@ -40,7 +40,7 @@ def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[.
         log_path = tmp_path / f"{name}-{len(procs)}.log"
         out = log_path.open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "caremesh.cli", *args],
+            [sys.executable, "-m", "caremesh.cli.main", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -114,7 +114,7 @@ def test_confluent_and_aiokafka_put_each_key_in_the_same_partition(
 
 def _caremesh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", *args],
+        [sys.executable, "-m", "caremesh.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -174,7 +174,7 @@ def test_worker_serves_prometheus_metrics(kafka: str, unique: Callable[[str], st
         CAREMESH_KAFKA__BOOTSTRAP_SERVERS=kafka,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "caremesh.cli", "worker"],
+        [sys.executable, "-m", "caremesh.cli.main", "worker"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

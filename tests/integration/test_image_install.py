@@ -76,7 +76,7 @@ def test_the_image_install_runs_the_compiled_engine_from_its_prefix(tmp_path: Pa
     assert engine.stdout.strip().endswith(".so"), engine.stdout
     subprocess.run(
         [
-            *(str(python), "-m", "caremesh.cli", "pseudonymise", "--config", "gdpr-research"),
+            *(str(python), "-m", "caremesh.cli.main", "pseudonymise", "--config", "gdpr-research"),
             *("--key-file", "key", "--quiet", "in.ndjson", "out.ndjson"),
         ],
         env=run,

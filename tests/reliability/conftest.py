@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from caremesh.localkafka import LocalKafka
+from caremesh.kafka.local import LocalKafka
 from caremesh.settings import KafkaSettings
 from tests.integration.conftest import namespace, spawn  # noqa: F401 - shared fixtures
 from tests.reliability.support import PrivateBroker

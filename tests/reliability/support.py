@@ -19,7 +19,7 @@ import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from caremesh import envelope
-from caremesh.localkafka import LocalKafka
+from caremesh.kafka.local import LocalKafka
 
 FULL = os.environ.get("CAREMESH_RELIABILITY_FULL", "") in {"1", "true", "yes"}
 INS = "urn:oid:1.2.250.1.213.1.4.8"

@@ -201,7 +201,7 @@ def test_poison_and_hostile_input_end_in_deadletter_and_nothing_valid_is_lost(
 
     # Dead letters of the ingest stages keep the original key; those of the Faust stages (the
     # injected research fault) are keyed by the patient's data key id (`dk1.`, crypto-shredded
-    # dead letters, caremesh.deadletters), never by the patient key.
+    # dead letters, caremesh.tables.deadletters), never by the patient key.
     expected_dl = bad_keys | accepted_over_mllp
     dead: list = []
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from caremesh.kafka_errors import retrying_leadership, watermark_offsets
+from caremesh.kafka.retry import retrying_leadership, watermark_offsets
 
 
 class _WatermarkConsumer:

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from caremesh.errors import ConsentNotReadyError
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables.consent_ledger import ConsentLedger
 
 
 def _closed_port() -> int:

@@ -42,7 +42,7 @@ from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_ty
 from caremesh.errors import ConfigurationError, InvalidFhirError
 from caremesh.fhir.ingest import Rejection
 from caremesh.fhir.validate import normalise_release
-from caremesh.kafka_io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, OutRecord
 from caremesh.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)

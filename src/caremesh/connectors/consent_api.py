@@ -4,7 +4,7 @@ Contract (DESIGN §5, §8, §9):
 
 - Every route but `/health`, `/metrics` and `/openapi.json` needs `Authorization: Bearer` with a
   consent administrator's token (`settings.consent_api.admins`) or an OIDC JWT
-  (`caremesh.security.http_auth`); else 401 and nothing is read. Changes need the
+  (`caremesh.connectors.http.auth`); else 401 and nothing is read. Changes need the
   `consent-admin` role, `GET /Consent` also admits `auditor`, `GET /decision` also `coordinator`;
   another role gets 403.
 - `POST /Consent` and `PUT /Consent/{id}` take FHIR Consent JSON, R4 or R5 (a `fhirVersion=`
@@ -27,7 +27,8 @@ Contract (DESIGN §5, §8, §9):
   written before the request, so a client reads its own writes; 503 when it cannot. Each
   decision is audited like the stages' decisions.
 - `POST /Patient/$erase` (`patient` as a query parameter or in a JSON body) erases a patient
-  (GDPR Art. 17, see `caremesh.erasure`): an erasure record on consent.events.v1, a tombstone
+  (GDPR Art. 17, see `caremesh.consent.erasure`): an erasure record on consent.events.v1, a
+  tombstone
   for the patient key on keys.patient.v1 and an AuditEvent, answered 200 only after the broker
   acknowledged all three. From then on every decision for that patient is deny (rule `erased`).
 - `POST /ResearchStudy/{study}/$reidentify` (re-identifier role, audited): see
@@ -51,7 +52,16 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from caremesh import topics
-from caremesh.connectors.http_common import (
+from caremesh.audit.events import consent_change_audit_event, decision_audit_event
+from caremesh.connectors.http.auth import (
+    ROUTE_ROLES,
+    AuthRefusedError,
+    BearerAuth,
+    Caller,
+    Role,
+    StaticToken,
+)
+from caremesh.connectors.http.server import (
     install_error_handlers,
     outcome_response,
     server,
@@ -66,9 +76,10 @@ from caremesh.consent import (
     evaluate,
     withdrawal_json,
 )
-from caremesh.consent.audit import consent_change_audit_event, decision_audit_event
+from caremesh.consent.erasure import ERASURE_EVENT_TYPE, KEY_TOMBSTONE_TYPE, erasure_audit_event
 from caremesh.consent.model import PatientErased
 from caremesh.consent.parse import erasure_json
+from caremesh.consent.policy import consent_policy
 from caremesh.consent.requests import (
     FHIR_ID,
     ConsentRequestError,
@@ -80,23 +91,13 @@ from caremesh.consent.requests import (
     purpose_param,
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, fhir_event_type
-from caremesh.erasure import ERASURE_EVENT_TYPE, KEY_TOMBSTONE_TYPE, erasure_audit_event
 from caremesh.errors import ConsentNotReadyError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.validate import parse_json
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka_io import Ack, AsyncProducer, OutRecord
+from caremesh.kafka.io import Ack, AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from caremesh.policy import consent_policy
-from caremesh.security.http_auth import (
-    ROUTE_ROLES,
-    AuthRefusedError,
-    BearerAuth,
-    Caller,
-    Role,
-    StaticToken,
-)
 from caremesh.settings import Settings
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables.consent_ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
 

@@ -54,17 +54,17 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from caremesh import envelope, topics
-from caremesh.connectors.http_common import server
-from caremesh.consent.audit import delivery_audit_event
+from caremesh.audit.events import delivery_audit_event
+from caremesh.connectors.http.server import server
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka_io import AsyncProducer, OutRecord
+from caremesh.kafka.config import aiokafka_config
+from caremesh.kafka.io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from caremesh.security.clients import aiokafka_config
-from caremesh.security.registry import OrganisationRegistry, follow
 from caremesh.settings import DeliverySettings, OrganisationSettings, Settings
+from caremesh.tables.organisations import OrganisationRegistry, follow
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ class FhirDelivery:
     """One supervised delivery task per organisation with an endpoint, following the registry.
 
     The organisations are the configured ones and those of the registry topic organisations.v1
-    (`caremesh.security.registry`): a task starts when an organisation with an endpoint is
+    (`caremesh.tables.organisations`): a task starts when an organisation with an endpoint is
     admitted, restarts when its endpoint or token changes, and stops when it is removed.
     """
 

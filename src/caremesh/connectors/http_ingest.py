@@ -4,7 +4,7 @@ Contract (DESIGN §4, §8):
 
 - `Authorization: Bearer <token>` names the source: a static token of `settings.sources`
   (compared with `hmac.compare_digest`), or an OIDC JWT with the `source-system` role whose
-  source claim names a configured source (`caremesh.security.http_auth`); missing, unknown,
+  source claim names a configured source (`caremesh.connectors.http.auth`); missing, unknown,
   expired or wrong-audience → 401, another role → 403, and nothing is read or written.
 - Bodies above `http_ingest.max_body_bytes` → 413: the Content-Length is checked first, and the
   body is counted while it streams in, so a chunked body is refused without buffering it all
@@ -50,18 +50,7 @@ from caremesh.connectors.fhir_checks import (
     idempotency_key_problem,
     stable_message_id,
 )
-from caremesh.connectors.http_common import server_config
-from caremesh.connectors.outcome import http_status, outcome_bytes
-from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
-from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
-from caremesh.fhir.ingest import Rejection
-from caremesh.fhir.ordering import ingest_partition
-from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
-from caremesh.heap import freeze_startup_objects
-from caremesh.kafka_io import AsyncProducer, OutRecord
-from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from caremesh.security.clients import KafkaTarget, confluent_config
-from caremesh.security.http_auth import (
+from caremesh.connectors.http.auth import (
     ROUTE_ROLES,
     AuthRefusedError,
     BearerAuth,
@@ -69,6 +58,17 @@ from caremesh.security.http_auth import (
     Role,
     StaticToken,
 )
+from caremesh.connectors.http.outcome import http_status, outcome_bytes
+from caremesh.connectors.http.server import server_config
+from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
+from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
+from caremesh.fhir.ingest import Rejection
+from caremesh.fhir.ordering import ingest_partition
+from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
+from caremesh.heap import freeze_startup_objects
+from caremesh.kafka.config import KafkaTarget, confluent_config
+from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from caremesh.errors import InvalidHl7Error, KafkaUnavailableError
 from caremesh.fhir.hl7v2 import AckCode, Hl7Message, build_ack, component_of, parse_hl7
 from caremesh.fhir.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka_io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, OutRecord
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 
@@ -231,7 +231,7 @@ def create_status_app(mllp: MllpServer, metrics: Metrics) -> Any:
 
 
 async def _serve(settings: Settings) -> None:
-    from caremesh.connectors.http_common import server as http_server  # noqa: PLC0415
+    from caremesh.connectors.http.server import server as http_server  # noqa: PLC0415
 
     producer = AsyncProducer.from_settings(settings.kafka)
     metrics = Metrics()

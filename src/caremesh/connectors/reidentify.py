@@ -34,18 +34,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from caremesh import topics
-from caremesh.connectors.http_common import TokenTable, outcome_response, unauthorized
-from caremesh.consent.audit import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
+from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
+from caremesh.connectors.http.server import TokenTable, outcome_response, unauthorized
 from caremesh.envelope import Envelope, KeyId, PatientKey, consumer_config, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
-from caremesh.kafka_io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.reading import read_to_end_offsets
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.values import PSEUDONYM_SYSTEM
 from caremesh.pseudonym.vault import VaultIndex
 from caremesh.security.principals import VAULT_READER_GROUP
 from caremesh.settings import Settings
-from caremesh.topic_reader import read_to_end_offsets
 
 log = logging.getLogger(__name__)
 

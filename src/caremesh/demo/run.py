@@ -35,8 +35,8 @@ from caremesh.demo.feed import Feeder, FeedOptions, FeedTargets
 from caremesh.demo.scenario import demo_clock
 from caremesh.demo.supervisor import Supervisor
 from caremesh.demo.territory import Territory
-from caremesh.localkafka import LocalKafka
-from caremesh.security.clients import KafkaTarget, confluent_config, confluent_security
+from caremesh.kafka.config import KafkaTarget, confluent_config, confluent_security
+from caremesh.kafka.local import LocalKafka
 from caremesh.settings import Settings
 from caremesh.topics import catalogue, ensure_topics
 

@@ -43,14 +43,14 @@ class Supervisor:
     def start(
         self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
     ) -> Service:
-        """Run `python -m caremesh.cli ARGS` with the extra environment, logging to a file."""
+        """Run `python -m caremesh.cli.main ARGS` with the extra environment, logging to a file."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         service = Service(name, list(args), dict(env or {}))
         service.log_path = self.log_dir / f"{name}.log"
         service._log_file = service.log_path.open("ab")
         full_env = {**os.environ, **service.env}
         service.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "caremesh.cli", *service.args],
+            [sys.executable, "-m", "caremesh.cli.main", *service.args],
             env=full_env,
             stdout=service._log_file,
             stderr=subprocess.STDOUT,

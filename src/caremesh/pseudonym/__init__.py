@@ -29,7 +29,8 @@ caremesh extensions to the upstream format (files that use them do not run upstr
 - a parent rule that selects a nested resource node (e.g. `nodesByName('resource')`) applies
   to that resource's whole tree before the nested resource's own rules run.
 
-The hot modules run compiled when a fresh mypyc build is present (`caremesh.native`; `_compiled`
+The hot modules run compiled when a fresh mypyc build is present (`caremesh.pseudonym.native`;
+`_compiled`
 is imported first so that it decides before they load).
 """
 

@@ -174,7 +174,7 @@ def record_data_key(keys: Mapping[KeyId, VaultKeys], value: bytes) -> bytes | No
 
     AES-KW authenticates the unwrap, so a key that comes out is the one the record was sealed
     with. Used to keep the data key when a record is re-sealed and to encrypt dead letters
-    (`caremesh.deadletters`) under the same key, so one tombstone shreds both.
+    (`caremesh.tables.deadletters`) under the same key, so one tombstone shreds both.
     """
     try:
         record: Any = orjson.loads(value)

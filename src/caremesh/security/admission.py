@@ -6,7 +6,7 @@ principal `org-<id>` with SCRAM-SHA-512 credentials (created with the admin clie
 `<state_dir>/secrets/org-<id>.password` with mode 0600 and reused on a re-run), the ACLs of the
 platform with the organisation in it (its read of its outbox, the share stage's write to it, the
 delivery connector's read when it has an endpoint) and its registration on the compacted topic
-`organisations.v1` (`caremesh.security.registry`), which every share stage and delivery
+`organisations.v1` (`caremesh.tables.organisations`), which every share stage and delivery
 connector follows: they start serving it without a restart, on whichever host they run.
 
 `org remove` deletes the principal's ACLs and SCRAM credentials and its secret file, and writes a
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from caremesh.errors import KafkaUnavailableError
+from caremesh.kafka.config import confluent_config, confluent_security
+from caremesh.kafka.local_secured import SCRAM_MECHANISM, check_credential
 from caremesh.security.acl import AclRule
 from caremesh.security.apply import apply_acls, existing_acls
-from caremesh.security.broker import SCRAM_MECHANISM, check_credential
-from caremesh.security.clients import confluent_config, confluent_security
 from caremesh.security.commands import platform
 from caremesh.security.principals import organisation_name
-from caremesh.security.registry import Registration, effective, publish, read_registrations
 from caremesh.settings import OrganisationSettings, Settings
+from caremesh.tables.organisations import Registration, effective, publish, read_registrations
 from caremesh.topics import (
     BASE_TOPICS,
     ORGANISATIONS,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from caremesh.kafka.config import confluent_security
 from caremesh.security import gdpr, strimzi
 from caremesh.security.acl import AclRule, acl_rules, least_privilege_violations
 from caremesh.security.apply import AclPlan, apply_acls
-from caremesh.security.clients import confluent_security
 from caremesh.security.principals import Principal, principals
-from caremesh.security.registry import with_registered
 from caremesh.settings import Settings
+from caremesh.tables.organisations import with_registered
 from caremesh.topics import TopicSpec, catalogue
 
 log = logging.getLogger(__name__)

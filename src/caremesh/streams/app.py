@@ -21,8 +21,8 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message
 
 from caremesh.heap import freeze_startup_objects
+from caremesh.kafka.config import faust_credentials
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from caremesh.security.clients import faust_credentials
 from caremesh.settings import Settings
 from caremesh.streams.offsets import CommitSafeConsumer
 

@@ -43,9 +43,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
-from caremesh.kafka_errors import LEADERSHIP_CHANGING
+from caremesh.kafka.config import KafkaTarget, confluent_config
+from caremesh.kafka.retry import LEADERSHIP_CHANGING
 from caremesh.metrics import Metrics
-from caremesh.security.clients import KafkaTarget, confluent_config
 from caremesh.security.principals import GLOBAL_STATE_GROUP, STATE_READER_GROUP
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,8 @@ _T = TypeVar("_T")
 Handler = Callable[[Message], list[Output]]
 Sealer = Callable[[Message], tuple[bytes | None, bytes | None, list[tuple[str, str]]]]
 """How a dead letter of a patient-keyed record is written: its key, value and extra headers
-(`caremesh.deadletters.protect`: sealed under the patient's data key, or dropped when erased)."""
+(`caremesh.tables.deadletters.protect`:
+sealed under the patient's data key, or dropped when erased)."""
 
 
 class InjectedFaultError(Exception):

@@ -25,6 +25,7 @@ from confluent_kafka import Message
 from caremesh import envelope
 from caremesh.consent import DecisionQuery
 from caremesh.consent.model import ActorRef
+from caremesh.consent.policy import consent_policy
 from caremesh.envelope import Envelope, PatientKey
 from caremesh.errors import RejectedInputError
 from caremesh.pathways import (
@@ -39,7 +40,6 @@ from caremesh.pathways import (
 )
 from caremesh.pathways import evaluate as evaluate_pathway
 from caremesh.pathways import tick as tick_pathway
-from caremesh.policy import consent_policy
 from caremesh.settings import Settings
 from caremesh.streams.batch import Output, WorkerApp
 from caremesh.streams.patient_stage import PatientStage, patient_of, record_time

@@ -9,7 +9,8 @@ reading topics keyed by the patient key. This module gives them:
 - their state topics, `<prefix><app id>-<stage>-<name>`, compacted and partitioned like the
   patient-keyed topics;
 - audit records for `audit.v1`;
-- dead letters sealed under the patient's vault data key (`caremesh.deadletters`), so the erasure
+- dead letters sealed under the patient's vault data key (`caremesh.tables.deadletters`), so the
+  erasure
   tombstone shreds them, or written with neither key nor value when the patient is erased.
 """
 
@@ -26,12 +27,11 @@ import orjson
 from confluent_kafka import Message, Producer
 
 from caremesh import envelope
+from caremesh.audit.events import decision_audit_event
 from caremesh.consent import ConsentPolicy, Decision, DecisionQuery, evaluate
-from caremesh.consent.audit import decision_audit_event
+from caremesh.consent.erasure import VAULT_RECORD_TYPE
 from caremesh.consent.model import ERASURE_ID, Consent
-from caremesh.deadletters import Origin, PatientKeyStore, protect
 from caremesh.envelope import KeyId, PatientKey
-from caremesh.erasure import VAULT_RECORD_TYPE
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
@@ -43,7 +43,8 @@ from caremesh.streams.batch import (
     PartitionState,
     ensure_compacted,
 )
-from caremesh.streams.ledger import LedgerFollower, ledger_follower
+from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
+from caremesh.tables.deadletters import Origin, PatientKeyStore, protect
 from caremesh.topics import AUDIT, DEADLETTER, KEYS_PATIENT
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ class PatientStage:
             self.key_store.fold_fetched()
 
     def seal(self, msg: Message) -> tuple[bytes | None, bytes | None, list[tuple[str, str]]]:
-        """How to write the dead letter of `msg` (see `caremesh.deadletters`)."""
+        """How to write the dead letter of `msg` (see `caremesh.tables.deadletters`)."""
         patient = PatientKey(patient_of(msg))
         as_of = record_time(msg)
 

@@ -8,13 +8,13 @@ retraction for the patient's pseudonym to each study that had received data of t
 (tracked in a state topic co-partitioned with the patient-keyed topics). One batch-runner
 consumer (`streams/patient_stage.py`) reads the clinical topic and the consent ledger's topic,
 so one thread owns a patient's released studies. Its reason is `erasure` when
-the ledger event was an erasure (GDPR Art. 17, see `caremesh.erasure`), else
+the ledger event was an erasure (GDPR Art. 17, see `caremesh.consent.erasure`), else
 `consent-withdrawn`.
 
 Before a patient's first record reaches a study, the stage writes the patient's sealed vault
 record (`pseudonym.vault.seal_record`: the study → pseudonym mapping of every study that received
 the patient, under the data key of the patient's current record, or a fresh one when there is
-none: dead letters are sealed with it, see `caremesh.deadletters`) to `keys.patient.v1` and
+none: dead letters are sealed with it, see `caremesh.tables.deadletters`) to `keys.patient.v1` and
 the runner has it acknowledged with the research records, before the released studies are
 written and the input committed, so every published pseudonym can be re-identified through the
 audited route until the patient is erased. On an erasure it writes the key tombstone too
@@ -35,20 +35,21 @@ from typing import Any
 import orjson
 from confluent_kafka import Message
 
-from caremesh import envelope, native, sharing
+from caremesh import envelope
 from caremesh.consent import ConsentPolicy, DecisionQuery
 from caremesh.consent import evaluate as evaluate_consent
-from caremesh.consent.model import ActorRef
-from caremesh.envelope import Envelope, KeyId, PatientKey
-from caremesh.erasure import (
+from caremesh.consent.erasure import (
     KEY_TOMBSTONE_TYPE,
     REASON_ERASURE,
     REASON_WITHDRAWN,
     VAULT_RECORD_TYPE,
     retraction_reason,
 )
+from caremesh.consent.model import ActorRef
+from caremesh.consent.policy import consent_policy
+from caremesh.envelope import Envelope, KeyId, PatientKey
 from caremesh.errors import ConfigurationError, RejectedInputError
-from caremesh.policy import consent_policy
+from caremesh.pseudonym import native
 from caremesh.pseudonym.engine import Anonymizer
 from caremesh.pseudonym.keys import Keyring, VaultKeys, master_key_bytes, vault_keys
 from caremesh.pseudonym.presets import load_preset, preset_names
@@ -56,6 +57,7 @@ from caremesh.pseudonym.ruleset import RuleSet, load_rules
 from caremesh.pseudonym.study import study_anonymizer
 from caremesh.pseudonym.vault import PseudonymVault, StudyPseudonyms, seal_record
 from caremesh.settings import Settings, StudySettings
+from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import Output, WorkerApp
 from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
 from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, research_topic

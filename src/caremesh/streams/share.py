@@ -7,7 +7,7 @@ state caught up with the ledger as of the batch's newest record. Every decision 
 stage runs on the batch runner (`streams/patient_stage.py`).
 
 The organisations are the configured ones and those admitted with `caremesh org add`: the stage
-follows the registry topic organisations.v1 (`caremesh.security.registry`), so a new member is
+follows the registry topic organisations.v1 (`caremesh.tables.organisations`), so a new member is
 served, and a removed one no longer written to, without a restart.
 """
 
@@ -22,16 +22,17 @@ from typing import Any
 import orjson
 from confluent_kafka import Message
 
-from caremesh import envelope, sharing
+from caremesh import envelope
 from caremesh.consent import DecisionQuery
 from caremesh.consent.model import ActorRef
+from caremesh.consent.policy import consent_policy
 from caremesh.envelope import PatientKey
 from caremesh.errors import RejectedInputError
-from caremesh.policy import consent_policy
-from caremesh.security.registry import OrganisationRegistry, follow
 from caremesh.settings import Settings
+from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import Output, WorkerApp
 from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
+from caremesh.tables.organisations import OrganisationRegistry, follow
 from caremesh.topics import CLINICAL_FHIR, ORGANISATIONS, outbox_topic
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from caremesh import topics
-from caremesh.connectors.http_common import server_config
+from caremesh.connectors.http.server import server_config
 from caremesh.connectors.http_ingest import create_app
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
 

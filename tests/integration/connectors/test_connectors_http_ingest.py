@@ -11,7 +11,7 @@ import pytest
 
 from caremesh.connectors.http_ingest import create_app
 from caremesh.envelope import body_message_id, message_id
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
 from tests.integration.connectors.conftest import (

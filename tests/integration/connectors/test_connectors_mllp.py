@@ -10,7 +10,7 @@ import pytest
 from caremesh.connectors.mllp import MllpServer
 from caremesh.connectors.mllp_framing import END, START, frame
 from caremesh.envelope import HL7V2, message_id
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
 from tests.integration.connectors.conftest import closed_address, headers_of, read_topic

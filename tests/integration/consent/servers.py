@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from caremesh.connectors.http_common import server_config
+from caremesh.connectors.http.server import server_config
 
 
 @contextlib.contextmanager

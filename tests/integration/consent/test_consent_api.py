@@ -12,13 +12,13 @@ import pytest
 from pydantic import SecretStr
 
 from caremesh import topics
+from caremesh.audit.events import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
 from caremesh.connectors.consent_api import create_app
 from caremesh.consent import parse_event
-from caremesh.consent.audit import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, free_port
 from tests.unit.consent.consent_builders import INS, provision, r4_consent, r5_consent

@@ -19,18 +19,19 @@ import pytest
 from confluent_kafka import Message
 from pydantic import SecretStr
 
-from caremesh import deadletters, envelope, topics
-from caremesh.connectors.consent_api import create_app
-from caremesh.deadletter_ops import (
+from caremesh import envelope, topics
+from caremesh.cli.deadletter import (
     EXIT_ERASED,
     Coordinates,
     list_dead_letters,
     show_dead_letter,
 )
-from caremesh.kafka_io import AsyncProducer
+from caremesh.connectors.consent_api import create_app
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, StudySettings
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables import deadletters
+from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
 from tests.unit.consent.consent_builders import INS
@@ -86,7 +87,7 @@ def _where(msg: Message) -> Coordinates:
 def _cli(ns: Namespace, *args: str) -> subprocess.CompletedProcess[str]:
     env = ns.env(CAREMESH_PSEUDONYM__MASTER_KEY=MASTER, CAREMESH_LOG_LEVEL="WARNING")
     return subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", "deadletter", *args],
+        [sys.executable, "-m", "caremesh.cli.main", "deadletter", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from caremesh import envelope, topics
 from caremesh.connectors.fhir_delivery import EVENT_ID_HEADER, FhirDelivery
 from caremesh.envelope import Envelope, fhir_event_type, headers_dict
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import OrganisationSettings, Settings
 from tests.integration.consent.servers import FhirEndpoint, serve

@@ -16,16 +16,16 @@ import pytest
 from pydantic import SecretStr
 
 from caremesh import topics
+from caremesh.audit.events import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
+from caremesh.cli.research_export import export_study
 from caremesh.connectors.consent_api import create_app
-from caremesh.connectors.research_export import export_study
 from caremesh.consent import parse_event
-from caremesh.consent.audit import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
 from caremesh.consent.model import ActorRef, PatientErased
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
-from caremesh.research_export import ExportFormat
+from caremesh.research.export import ExportFormat
 from caremesh.settings import Settings
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
 from tests.unit.consent.consent_builders import INS, provision, r4_consent

@@ -15,13 +15,13 @@ import pytest
 from pydantic import SecretStr
 
 from caremesh import topics
+from caremesh.audit.events import PATIENT_KEY_SYSTEM
 from caremesh.connectors.consent_api import create_app
 from caremesh.connectors.reidentify import REIDENTIFIER_SYSTEM
-from caremesh.consent.audit import PATIENT_KEY_SYSTEM
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, StudySettings
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
 from tests.unit.consent.consent_builders import INS

@@ -64,7 +64,7 @@ def _fill(ns: Namespace) -> dict[str, list[dict[str, Any]]]:
 
 def _export(ns: Namespace, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", "research", "export", *args],
+        [sys.executable, "-m", "caremesh.cli.main", "research", "export", *args],
         env=ns.env(),
         capture_output=True,
         text=True,

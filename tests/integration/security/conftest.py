@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pytest
 from pydantic import SecretStr
 
-from caremesh.localkafka import LocalKafka
-from caremesh.security.clients import confluent_config
+from caremesh.kafka.config import confluent_config
+from caremesh.kafka.local import LocalKafka
 from caremesh.settings import KafkaSettings
 
 ADMIN = ("caremesh-admin", "admin-pass-0001")

@@ -27,10 +27,10 @@ from pydantic import SecretStr
 from caremesh import topics
 from caremesh.connectors import consent_api, http_ingest
 from caremesh.connectors.inbox import app as inbox
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import InboxSettings, OidcSettings, Settings, SourceSettings
-from caremesh.streams.ledger import ConsentLedger
+from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.integration.inbox.support import COORDINATORS, SECRET, alert, produce_alerts
 from tests.support.kafka import make_namespace

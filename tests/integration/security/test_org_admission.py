@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from caremesh.security.registry import read_registrations
+from caremesh.tables.organisations import read_registrations
 from tests.integration.security.conftest import ADMIN, SecuredBroker
 
 pytestmark = pytest.mark.kafka
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.kafka
 
 def _caremesh(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", *args],
+        [sys.executable, "-m", "caremesh.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

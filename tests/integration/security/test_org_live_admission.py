@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 
 from caremesh import envelope
 from caremesh.envelope import Envelope
-from caremesh.security.clients import confluent_security
+from caremesh.kafka.config import confluent_security
 from caremesh.security.commands import acl_apply, configured_catalogue
 from caremesh.settings import OrganisationSettings, Settings, WorkerSettings
 from caremesh.topics import ensure_topics
@@ -47,7 +47,7 @@ N = int(os.environ.get("CAREMESH_TEST_ADMISSION_N", "2"))
 
 def _caremesh(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", *args],
+        [sys.executable, "-m", "caremesh.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

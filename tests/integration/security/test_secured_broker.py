@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from caremesh.kafka.config import aiokafka_security, confluent_security
 from caremesh.security.apply import apply_acls
-from caremesh.security.clients import aiokafka_security, confluent_security
 from caremesh.security.commands import configured_catalogue, platform
 from caremesh.settings import KafkaSettings, OrganisationSettings, Settings, StudySettings
 from caremesh.topics import ensure_topics

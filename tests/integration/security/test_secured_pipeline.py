@@ -36,7 +36,7 @@ N = int(os.environ.get("CAREMESH_TEST_SECURED_N", "3"))
 
 def _caremesh(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", *args],
+        [sys.executable, "-m", "caremesh.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

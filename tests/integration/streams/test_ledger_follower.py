@@ -16,7 +16,7 @@ from caremesh import envelope, topics
 from caremesh.consent.model import ERASURE_ID
 from caremesh.errors import ConsentNotReadyError
 from caremesh.settings import Settings
-from caremesh.streams.ledger import LedgerFollower, ledger_follower
+from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
 from tests.support.kafka import Namespace
 from tests.unit.consent.consent_builders import provision, r4_consent
 

@@ -10,7 +10,7 @@ from caremesh.connectors.mllp import MllpServer
 from caremesh.connectors.mllp_framing import Frame, Oversized
 from caremesh.envelope import HL7V2, header_value, message_id
 from caremesh.errors import KafkaUnavailableError
-from caremesh.kafka_io import Ack, OutRecord
+from caremesh.kafka.io import Ack, OutRecord
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
 from tests.unit.connectors.connectors_synth import SYNTH_FAMILY, hl7

@@ -8,7 +8,7 @@ from fhir.resources.operationoutcome import OperationOutcome as R5Outcome
 from fhir.resources.R4B.operationoutcome import OperationOutcome as R4BOutcome
 
 from caremesh.connectors.fhir_checks import check_fhir
-from caremesh.connectors.outcome import (
+from caremesh.connectors.http.outcome import (
     ERROR_CODE_SYSTEM,
     http_status,
     operation_outcome,

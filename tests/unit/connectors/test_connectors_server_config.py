@@ -2,7 +2,7 @@ import uvloop
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from caremesh.connectors.http_common import server, server_config
+from caremesh.connectors.http.server import server, server_config
 
 
 def test_http_apis_are_served_by_uvloop_and_httptools() -> None:

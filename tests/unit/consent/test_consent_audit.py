@@ -9,6 +9,13 @@ import orjson
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
+from caremesh.audit.events import (
+    CONSENT_ADMIN_SYSTEM,
+    PATIENT_KEY_SYSTEM,
+    consent_change_audit_event,
+    decision_audit_event,
+    delivery_audit_event,
+)
 from caremesh.consent import (
     ConsentUpserted,
     ConsentWithdrawn,
@@ -17,13 +24,6 @@ from caremesh.consent import (
     apply,
     evaluate,
     parse_consent,
-)
-from caremesh.consent.audit import (
-    CONSENT_ADMIN_SYSTEM,
-    PATIENT_KEY_SYSTEM,
-    consent_change_audit_event,
-    decision_audit_event,
-    delivery_audit_event,
 )
 from caremesh.envelope import MessageId
 from tests.unit.consent.consent_builders import (

@@ -9,19 +9,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
-from caremesh import deadletters
-from caremesh.cli import build_parser
-from caremesh.deadletter_ops import (
+from caremesh.cli.deadletter import (
     DeadLetterError,
     parse_coordinates,
     parse_since,
     view_audit_event,
 )
-from caremesh.deadletters import Origin, data_key_id, open_dead_letter, seal_dead_letter
+from caremesh.cli.main import build_parser
 from caremesh.envelope import KeyId, PatientKey
 from caremesh.pseudonym.keys import vault_keys
 from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
 from caremesh.settings import Settings
+from caremesh.tables import deadletters
+from caremesh.tables.deadletters import Origin, data_key_id, open_dead_letter, seal_dead_letter
 
 PATIENT = PatientKey("2990175000031")
 OTHER = PatientKey("2990175000032")

@@ -8,15 +8,15 @@ import orjson
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
+from caremesh.audit.events import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
 from caremesh.consent import Decision, Outcome, Rule
-from caremesh.consent.audit import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
-from caremesh.envelope import PatientKey
-from caremesh.erasure import (
+from caremesh.consent.erasure import (
     REASON_ERASURE,
     REASON_WITHDRAWN,
     erasure_audit_event,
     retraction_reason,
 )
+from caremesh.envelope import PatientKey
 
 PATIENT = PatientKey("2990175000042")
 AT = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)

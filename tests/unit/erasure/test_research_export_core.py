@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caremesh.errors import ConfigurationError, RejectedInputError
-from caremesh.research_export import (
+from caremesh.research.export import (
     INVALID_RECORD,
     PARQUET_COLUMNS,
     ExportFormat,

@@ -1,4 +1,5 @@
-"""The compiled pseudonymisation engine (`caremesh.native`): used only while it matches the
+"""The compiled pseudonymisation engine (`caremesh.pseudonym.native`): used only while it matches
+the
 sources, and it gives exactly what the pure Python engine gives."""
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from caremesh import native
-from caremesh.pseudonym import engine
+from caremesh.pseudonym import engine, native
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 EXTENSION = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -165,7 +165,7 @@ def test_native_off_and_status_exit_codes() -> None:
     pure = _run({"CAREMESH_NATIVE": "0"})
     assert pure["engine"].endswith(".py")
     off = subprocess.run(
-        [sys.executable, "-m", "caremesh.cli", "native", "status"],
+        [sys.executable, "-m", "caremesh.cli.main", "native", "status"],
         env={**os.environ, "CAREMESH_NATIVE": "0"},
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from caremesh.cli import main
+from caremesh.cli.main import main
 from caremesh.envelope import PatientKey
 from caremesh.pseudonym import Keyring, load_preset, study_anonymizer
 

@@ -9,10 +9,10 @@ import yaml
 from pydantic import SecretStr
 
 from caremesh.errors import ConfigurationError
-from caremesh.security import broker
+from caremesh.kafka import local_secured as broker
+from caremesh.kafka.config import aiokafka_security, confluent_security, faust_credentials
 from caremesh.security.acl import AclRule, Op, Pattern, Resource
 from caremesh.security.apply import plan_acls
-from caremesh.security.clients import aiokafka_security, confluent_security, faust_credentials
 from caremesh.security.commands import gdpr_record, k8s_topics
 from caremesh.settings import KafkaSettings, OrganisationSettings, Settings, StudySettings
 

@@ -11,8 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
-from caremesh.errors import ConfigurationError
-from caremesh.security.http_auth import (
+from caremesh.connectors.http.auth import (
     AuthRefusedError,
     BearerAuth,
     Caller,
@@ -20,6 +19,7 @@ from caremesh.security.http_auth import (
     Role,
     StaticToken,
 )
+from caremesh.errors import ConfigurationError
 from caremesh.settings import OidcSettings
 
 KEY = ec.generate_private_key(ec.SECP256R1())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from caremesh import sharing
-from caremesh.security.registry import OrganisationRegistry, Registration
 from caremesh.settings import OrganisationSettings
+from caremesh.sharing import care_team as sharing
+from caremesh.tables.organisations import OrganisationRegistry, Registration
 
 
 def _record(reg: Registration) -> tuple[bytes, bytes]:

@@ -1,7 +1,7 @@
 """A coordinator's ack or dismiss as records: the action for pathway.actions.v1 and its audit.
 
 The action value is `caremesh.pathways.alert.action_value` (see pathways/SCHEMA.md). The audit
-record follows FHIR R4 (4.0.1) AuditEvent like `caremesh.consent.audit`: type DICOM 110110
+record follows FHIR R4 (4.0.1) AuditEvent like `caremesh.audit.events`: type DICOM 110110
 Patient Record, action U (the alert's status changes), outcome 0, purpose TREAT, the
 coordinator as the requesting human user (identifier in `INBOX_USER_SYSTEM`), the patient by
 its key (allowed on audit.v1, which only auditors read) and the Communication as the domain
@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SOURCE_TYPE
 from caremesh.connectors.inbox.state import InboxAlert
 from caremesh.consent import purpose as pou
-from caremesh.consent.audit import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SOURCE_TYPE
 from caremesh.envelope import MessageId, body_message_id, child_message_id
 from caremesh.pathways.alert import CoordinatorAction, action_value, make_action
 

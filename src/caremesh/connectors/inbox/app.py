@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from caremesh import topics
-from caremesh.connectors.http_common import server_config
+from caremesh.connectors.http.server import server_config
 from caremesh.connectors.inbox.auth import csrf_token
 from caremesh.connectors.inbox.feed import AlertFeed
 from caremesh.connectors.inbox.handlers import InboxHandlers
@@ -53,7 +53,7 @@ from caremesh.connectors.inbox.pages import STATIC_DIR, inbox_page
 from caremesh.connectors.inbox.sessions import SessionBook
 from caremesh.connectors.inbox.web import SecurityHeaders, error
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka_io import AsyncProducer
+from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 

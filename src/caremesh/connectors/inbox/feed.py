@@ -1,6 +1,6 @@
 """The inbox's Kafka reader: folds pathway.alerts.v1 and pathway.actions.v1 from the beginning.
 
-Like `caremesh.streams.ledger`, every inbox process reads both topics with its own group-less
+Like `caremesh.tables.consent_ledger`, every inbox process reads both topics with its own group-less
 aiokafka consumer, every partition from offset 0, so closed alerts stay closed across restarts
 and every replica shows the same inbox. `ready` turns true once the fold has passed the end
 offsets seen at start-up. Changes are pushed to subscribers (the event streams) through bounded
@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from caremesh.connectors.inbox.state import InboxAlert, InboxState, read_alert
 from caremesh.errors import RejectedInputError
+from caremesh.kafka.config import KafkaTarget
+from caremesh.kafka.reading import open_from_beginning
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import CoordinatorAction, parse_action
-from caremesh.security.clients import KafkaTarget
-from caremesh.topic_reader import open_from_beginning
 
 log = logging.getLogger(__name__)
 

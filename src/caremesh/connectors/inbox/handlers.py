@@ -5,7 +5,7 @@ organisation, and an action is answered only after Kafka acknowledged both the a
 audit record. The JSON API's caller is a signed-in coordinator (session cookie, CSRF token on
 actions) or, when `CAREMESH_OIDC__*` is configured, the holder of an OIDC bearer token with the
 `coordinator` role whose organisation is the token's `CAREMESH_OIDC__ORGANISATION_CLAIM`
-(`caremesh.security.http_auth`; a bearer request carries no cookie, so it needs no CSRF token).
+(`caremesh.connectors.http.auth`; a bearer request carries no cookie, so it needs no CSRF token).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caremesh import topics
+from caremesh.connectors.http.auth import ROUTE_ROLES, AuthRefusedError, BearerAuth
 from caremesh.connectors.inbox.actions import (
     ACTION_EVENT_TYPE,
     INBOX_SOURCE,
@@ -52,10 +53,9 @@ from caremesh.connectors.inbox.web import (
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, fhir_event_type
 from caremesh.errors import KafkaUnavailableError, RejectedInputError
-from caremesh.kafka_io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, OutRecord
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import action_value
-from caremesh.security.http_auth import ROUTE_ROLES, AuthRefusedError, BearerAuth
 from caremesh.settings import Settings
 
 log = logging.getLogger(__name__)

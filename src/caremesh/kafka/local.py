@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caremesh.errors import LocalKafkaError
-from caremesh.security import broker as secured_broker
+from caremesh.kafka import local_secured as secured_broker
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)

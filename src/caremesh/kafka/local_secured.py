@@ -1,6 +1,6 @@
 """The secured local broker's configuration: server properties and format-time SCRAM users.
 
-Pure text rendering for `caremesh.localkafka` (Apache Kafka 4.1, KRaft): the client listener
+Pure text rendering for `caremesh.kafka.local` (Apache Kafka 4.1, KRaft): the client listener
 takes SASL/SCRAM-SHA-512 (SASL_PLAINTEXT, or SASL_SSL with a keystore), the controller listener
 SASL/PLAIN, the `StandardAuthorizer` denies what no ACL allows, and the broker's own principal
 and the admin are the super users. SCRAM credentials for `kafka-storage format --add-scram`

@@ -4,7 +4,7 @@ A researcher's tool (DESIGN §8): it reads `research.<study>.v1` and nothing els
 no key material), with a consumer outside any group that is assigned every partition from its
 first retained offset up to the end offsets read when the export starts, so it always finishes.
 Records are spooled to a temporary file while retractions are collected, then the kept ones
-are written as NDJSON or Parquet (`caremesh.research_export`). A progress bar on stderr counts
+are written as NDJSON or Parquet (`caremesh.research.export`). A progress bar on stderr counts
 the records read against the total of the end offsets.
 """
 
@@ -26,8 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from caremesh.envelope import H_KEY_ID, header_value
 from caremesh.errors import ConfigurationError, KafkaUnavailableError, RejectedInputError
-from caremesh.kafka_errors import watermark_offsets
-from caremesh.research_export import (
+from caremesh.kafka.config import confluent_config
+from caremesh.kafka.retry import watermark_offsets
+from caremesh.research.export import (
     ExportFormat,
     ExportSummary,
     RetractionIndex,
@@ -35,7 +36,6 @@ from caremesh.research_export import (
     open_writer,
     read_record,
 )
-from caremesh.security.clients import confluent_config
 from caremesh.settings import Settings, StudySettings
 from caremesh.topics import research_topic
 

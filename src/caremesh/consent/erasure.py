@@ -13,7 +13,7 @@ An erasure of a patient is, all in one acknowledged write of the consent API
    a key derived from the master key, and the study → pseudonym mapping sealed with it
    (AES-GCM). Every vault reader drops the record at the tombstone, so the pseudonyms can no
    longer be resolved, and compaction removes the older values from the log. Dead letters of
-   the patient-keyed stages are sealed with the same data key (`caremesh.deadletters`), so
+   the patient-keyed stages are sealed with the same data key (`caremesh.tables.deadletters`), so
    they become unreadable too; ingest dead letters, written before a patient is known, are
    not (docs/operators/gdpr.md);
 3. an AuditEvent on `audit.v1` (`erasure_audit_event`).
@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from caremesh.consent.audit import (
+from caremesh.audit.events import (
     CONSENT_ADMIN_SYSTEM,
     DCM,
     ENTITY_TYPE,

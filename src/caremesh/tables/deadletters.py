@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from caremesh.envelope import KeyId, PatientKey, consumer_config
 from caremesh.errors import KafkaUnavailableError
-from caremesh.kafka_errors import watermark_offsets
+from caremesh.kafka.retry import watermark_offsets
 from caremesh.pseudonym.keys import VaultKeys
 from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
 from caremesh.randomness import random_bytes

@@ -32,9 +32,9 @@ from pydantic import ValidationError
 
 from caremesh import topics
 from caremesh.errors import KafkaUnavailableError
-from caremesh.security.clients import KafkaTarget, confluent_config
+from caremesh.kafka.config import KafkaTarget, confluent_config
+from caremesh.kafka.reading import open_from_beginning
 from caremesh.settings import OrganisationSettings, Settings
-from caremesh.topic_reader import open_from_beginning
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,8 @@ def read_registrations(
     """Every current registration of `topic` (empty when the topic does not exist)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
-    from caremesh.kafka_errors import watermark_offsets  # noqa: PLC0415
-    from caremesh.topic_reader import partition_ids  # noqa: PLC0415
+    from caremesh.kafka.reading import partition_ids  # noqa: PLC0415
+    from caremesh.kafka.retry import watermark_offsets  # noqa: PLC0415
 
     partitions = partition_ids(kafka, topic)
     if not partitions:

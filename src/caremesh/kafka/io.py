@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from caremesh.envelope import HeaderList, producer_config
 from caremesh.errors import KafkaUnavailableError
-from caremesh.security.clients import KafkaTarget
+from caremesh.kafka.config import KafkaTarget
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)

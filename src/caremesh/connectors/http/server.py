@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caremesh.connectors.outcome import http_status, operation_outcome
+from caremesh.connectors.http.outcome import http_status, operation_outcome
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caremesh import __version__
+from caremesh.cli.logs import configure_logging
 from caremesh.errors import CaremeshError
-from caremesh.logs import configure_logging
 from caremesh.settings import Settings
 
-log = logging.getLogger("caremesh.cli")
+log = logging.getLogger("caremesh.cli.main")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from caremesh.localkafka import LocalKafka  # noqa: PLC0415
+    from caremesh.kafka.local import LocalKafka  # noqa: PLC0415
 
     broker = LocalKafka(settings.kafka)
     if args.action == "up":
@@ -44,7 +44,7 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from caremesh.security.clients import confluent_security  # noqa: PLC0415
+    from caremesh.kafka.config import confluent_security  # noqa: PLC0415
     from caremesh.topics import catalogue, ensure_topics  # noqa: PLC0415
 
     specs = catalogue(
@@ -185,7 +185,7 @@ def _gdpr(args: argparse.Namespace, settings: Settings) -> int:
 
 def _native(args: argparse.Namespace, settings: Settings) -> int:
     del settings
-    from caremesh import native  # noqa: PLC0415
+    from caremesh.pseudonym import native  # noqa: PLC0415
 
     if args.action == "status":
         found = native.status()
@@ -233,8 +233,8 @@ def _org(args: argparse.Namespace, settings: Settings) -> int:
 def _research(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from caremesh.connectors.research_export import export_study  # noqa: PLC0415
-    from caremesh.research_export import ExportFormat  # noqa: PLC0415
+    from caremesh.cli.research_export import export_study  # noqa: PLC0415
+    from caremesh.research.export import ExportFormat  # noqa: PLC0415
 
     summary = export_study(
         settings, args.study, ExportFormat(args.format), Path(args.output), progress=not args.quiet
@@ -250,7 +250,7 @@ def _research(args: argparse.Namespace, settings: Settings) -> int:
 def _pseudonymise(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from caremesh.pseudonymise import run_pseudonymise  # noqa: PLC0415
+    from caremesh.cli.pseudonymise import run_pseudonymise  # noqa: PLC0415
 
     return run_pseudonymise(
         settings,
@@ -266,7 +266,7 @@ def _pseudonymise(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _deadletter(args: argparse.Namespace, settings: Settings) -> int:
-    from caremesh.deadletter_ops import run  # noqa: PLC0415
+    from caremesh.cli.deadletter import run  # noqa: PLC0415
 
     return run(args, settings)
 
@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     native.add_argument("action", choices=["build", "status"])
     native.add_argument("--force", action="store_true", help="rebuild even if up to date")
     native.add_argument("--quiet", action="store_true", help="print errors only")
-    from caremesh.deadletter_ops import add_parser as deadletter_parser  # noqa: PLC0415
+    from caremesh.cli.deadletter import add_parser as deadletter_parser  # noqa: PLC0415
 
     deadletter_parser(sub)
     return parser

@@ -25,11 +25,11 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from caremesh.consent import PatientConsents, apply, parse_event
 from caremesh.consent.model import Consent
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
-from caremesh.security.clients import KafkaTarget, confluent_config
+from caremesh.kafka.config import KafkaTarget, confluent_config
+from caremesh.kafka.reading import open_from_beginning
 from caremesh.security.principals import LEDGER_OFFSETS_GROUP
 from caremesh.settings import Settings
 from caremesh.streams.batch import end_offsets, next_batch
-from caremesh.topic_reader import open_from_beginning
 from caremesh.topics import CONSENT_EVENTS
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from caremesh.settings import Settings
 
 HEADER = """# Configuration reference
 
-Generated from `src/caremesh/settings.py` by `python -m caremesh.docgen`; do not edit by hand.
+Generated from `src/caremesh/settings.py` by `python -m caremesh.cli.docgen`; do not edit by hand.
 
 Every setting is an environment variable `CAREMESH_...`; nested sections use `__`
 (`CAREMESH_KAFKA__BOOTSTRAP_SERVERS`). Lists and maps are JSON. Secrets (type `SecretStr`)
@@ -49,7 +49,7 @@ def _default(info: FieldInfo) -> str:
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, Path):
-        root = Path(__file__).resolve().parents[2]
+        root = Path(__file__).resolve().parents[3]
         return str(value.relative_to(root)) if value.is_relative_to(root) else str(value)
     try:
         return json.dumps(value)

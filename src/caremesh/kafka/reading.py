@@ -18,8 +18,8 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from caremesh.errors import KafkaUnavailableError
-from caremesh.kafka_errors import watermark_offsets
-from caremesh.security.clients import KafkaTarget, aiokafka_config, confluent_config
+from caremesh.kafka.config import KafkaTarget, aiokafka_config, confluent_config
+from caremesh.kafka.retry import watermark_offsets
 
 
 def partition_ids(bootstrap_servers: KafkaTarget, topic: str) -> list[int]:

@@ -1,7 +1,8 @@
 """`caremesh deadletter list|show`: operators' view of deadletter.v1, payloads only when audited.
 
 `list` prints coordinates, times and reason codes, never a key or a value. `show` reads one
-dead letter by `TOPIC:PARTITION:OFFSET`; a sealed one (`caremesh.deadletters.SCHEME`) is opened
+dead letter by `TOPIC:PARTITION:OFFSET`; a sealed one (`caremesh.tables.deadletters.SCHEME`)
+is opened
 with the patient's data key found through the vault (`keys.patient.v1` folded with the master
 key). Before any payload is printed, a FHIR AuditEvent (DICOM 110110 Patient Record, action R,
 subtype `deadletter-view`, agent = the operator) is acknowledged on `audit.v1`. When the data key
@@ -23,17 +24,18 @@ from typing import Any, Final, TextIO
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from caremesh import deadletters, envelope, topics
+from caremesh import envelope, topics
+from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.connectors.reidentify import VaultReader
-from caremesh.consent.audit import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import CaremeshError, ConfigurationError, KafkaUnavailableError
-from caremesh.kafka_errors import retrying_leadership, watermark_offsets
+from caremesh.kafka.reading import read_to_end_offsets
+from caremesh.kafka.retry import retrying_leadership, watermark_offsets
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.vault import VaultIndex
 from caremesh.security.principals import DEADLETTER_CLI_GROUP
 from caremesh.settings import Settings
-from caremesh.topic_reader import read_to_end_offsets
+from caremesh.tables import deadletters
 
 OPERATOR_SYSTEM: Final = "urn:caremesh:operator"
 CE_SOURCE: Final = "urn:caremesh:cli:deadletter"

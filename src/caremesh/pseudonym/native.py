@@ -46,7 +46,7 @@ MODULES = (
 
 MANIFEST = "build-manifest"
 """JSON, without a .json suffix: package-data globs must never ship a local build's manifest."""
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
