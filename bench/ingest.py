@@ -17,10 +17,12 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bench import corpus
 from bench.harness import Result, cpu_seconds, median_of
-from caremesh import envelope, topics
+from caremesh import topics
 from caremesh.envelope import Envelope
 from caremesh.fhir.ingest import process_ingest
 from caremesh.fhir.validate import model_class
+from caremesh.kafka import admin as kafka_admin
+from caremesh.kafka import config as kafka_config
 
 
 def validation_alone(messages: list[bytes]) -> None:
@@ -80,7 +82,7 @@ def _drain_timestamps(bootstrap: str, topic: str, count: int, timeout: float) ->
     Waiting on end offsets (a cheap request every half second) instead of consuming while the
     worker runs keeps the reader from taking CPU from the worker it measures.
     """
-    config = envelope.consumer_config(
+    config = kafka_config.consumer_config(
         bootstrap, f"{topic}-drain-{uuid.uuid4().hex[:8]}", **{"fetch.max.bytes": 52428800}
     )
     consumer = Consumer(config)
@@ -110,10 +112,10 @@ def _drain_timestamps(bootstrap: str, topic: str, count: int, timeout: float) ->
 def worker_throughput(bootstrap: str, messages: list[bytes], partitions: int = 6) -> float:
     """Resources per second one validate worker writes, from its first to its last output."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    topics.ensure_topics(
+    kafka_admin.ensure_topics(
         bootstrap, topics.catalogue(), partitions=partitions, replication_factor=1, prefix=prefix
     )
-    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 20}))
+    producer = Producer(kafka_config.producer_config(bootstrap, **{"linger.ms": 20}))
     for n, value in enumerate(messages):
         record = Envelope(f"m{n}", "urn:caremesh:source:bench", "org.hl7.fhir.Bundle")
         producer.produce(

@@ -30,6 +30,8 @@ from confluent_kafka import Consumer, Producer
 from bench.harness import Result, median_pair, percentile, ratio_result
 from bench.loadgen import INS, observation
 from caremesh import envelope, topics
+from caremesh.kafka import admin as kafka_admin
+from caremesh.kafka import config as kafka_config
 
 TOKEN = "bench-source-token"
 
@@ -68,14 +70,14 @@ SPLIT: list[list[str] | None] = [["validate"], ["research"], ["pathways", "share
 def raw_kafka_latency(bootstrap: str, prefix: str, rate: float, count: int) -> list[float]:
     """Produce-to-consume latency of plain records at `rate` per second (seconds)."""
     topic = f"{prefix}rtt-{uuid.uuid4().hex[:8]}"
-    topics.ensure_topics(
+    kafka_admin.ensure_topics(
         bootstrap,
         [topics.TopicSpec(topic, topics.KeyKind.EVENT_ID, "raw", 3600_000, ("bench",))],
         partitions=RTT_PARTITIONS,
         replication_factor=1,
     )
     consumer = Consumer(
-        envelope.consumer_config(
+        kafka_config.consumer_config(
             bootstrap,
             f"{prefix}rtt-{uuid.uuid4().hex}",
             **{"auto.offset.reset": "latest", "fetch.wait.max.ms": 10},
@@ -84,7 +86,7 @@ def raw_kafka_latency(bootstrap: str, prefix: str, rate: float, count: int) -> l
     consumer.subscribe([topic])
     while not consumer.assignment():
         consumer.poll(0.2)
-    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 0}))
+    producer = Producer(kafka_config.producer_config(bootstrap, **{"linger.ms": 0}))
     latencies: list[float] = []
     warmed: set[int] = set()  # partitions a warm-up record came back from
     done = threading.Event()
@@ -231,7 +233,9 @@ async def _probe(
         load.terminate()
         if load.wait(30) != 0:
             raise RuntimeError("the background load was refused by the ingest API (see above)")
-    consumer = Consumer(envelope.consumer_config(bootstrap, f"{prefix}probe-{uuid.uuid4().hex}"))
+    consumer = Consumer(
+        kafka_config.consumer_config(bootstrap, f"{prefix}probe-{uuid.uuid4().hex}")
+    )
     alerts_topic = prefix + topics.PATHWAY_ALERTS
     consumer.subscribe(
         [

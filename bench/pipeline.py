@@ -33,6 +33,8 @@ from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import Envelope, PatientKey
 from caremesh.fhir.ingest import process_ingest
+from caremesh.kafka import admin as kafka_admin
+from caremesh.kafka import config as kafka_config
 from caremesh.pathways import PatientPathwayState, build_communication
 from caremesh.pathways import evaluate as evaluate_pathway
 from caremesh.pseudonym.vault import seal_record
@@ -361,7 +363,7 @@ def start_workers(
 
 def prepare_topics(bootstrap: str, prefix: str) -> None:
     """The catalogue (with the bench organisations and study) under `prefix`."""
-    topics.ensure_topics(
+    kafka_admin.ensure_topics(
         bootstrap,
         topics.catalogue(ORGS, [(STUDY, 30)]),
         partitions=PARTITIONS,
@@ -374,7 +376,7 @@ def produce_ingest(
     bootstrap: str, prefix: str, chunks: Iterator[list[bytes]], start: int = 0
 ) -> int:
     """Write messages to ingest.fhir.v1 the way the HTTP ingest does; how many were written."""
-    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 20}))
+    producer = Producer(kafka_config.producer_config(bootstrap, **{"linger.ms": 20}))
     n = start
     for chunk in chunks:
         for value in chunk:
@@ -549,7 +551,7 @@ def stage_rates(bootstrap: str, messages: list[bytes]) -> tuple[float, float, in
                 produce_ingest(bootstrap, prefix, iter([messages]))
                 group = "validate"
             else:
-                producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 20}))
+                producer = Producer(kafka_config.producer_config(bootstrap, **{"linger.ms": 20}))
                 for key, value, headers in clinical:
                     while True:
                         try:

@@ -23,7 +23,9 @@ from confluent_kafka import Consumer, Producer
 
 from bench import corpus
 from bench.harness import Result, median_of, median_pair, ratio_result
-from caremesh import envelope, topics
+from caremesh import topics
+from caremesh.kafka import admin as kafka_admin
+from caremesh.kafka import config as kafka_config
 from caremesh.kafka.local import LocalKafka
 from caremesh.settings import KafkaSettings
 from caremesh.streams.batch import _next_offsets
@@ -34,7 +36,7 @@ RECORD_SIZE = 1024
 
 def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
     """Plain delete-retention topics for a baseline."""
-    topics.ensure_topics(
+    kafka_admin.ensure_topics(
         bootstrap,
         [
             topics.TopicSpec(n, topics.KeyKind.EVENT_ID, "bench", 3600_000, ("bench",))
@@ -47,7 +49,7 @@ def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS
 
 def fill(bootstrap: str, topic: str, values: list[bytes]) -> None:
     """Write `values` to `topic` with patient-like keys, acknowledged."""
-    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 20}))
+    producer = Producer(kafka_config.producer_config(bootstrap, **{"linger.ms": 20}))
     for n, value in enumerate(values):
         while True:
             try:
@@ -146,11 +148,11 @@ def kafka_consumer_perf(bootstrap: str, topic: str, count: int) -> float:
 def confluent_loop(bootstrap: str, source: str, target: str, count: int) -> float:
     """Records/s of consume → produce → flush → commit batches with confluent-kafka."""
     consumer = Consumer(
-        envelope.consumer_config(
+        kafka_config.consumer_config(
             bootstrap, f"{source}-ck-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}
         )
     )
-    producer = Producer(envelope.producer_config(bootstrap, **{"linger.ms": 2}))
+    producer = Producer(kafka_config.producer_config(bootstrap, **{"linger.ms": 2}))
     consumer.subscribe([source])
     done, started = 0, 0.0
     try:

@@ -12,10 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NewType
-
-if TYPE_CHECKING:
-    from caremesh.kafka.config import KafkaTarget
+from typing import NewType
 
 PatientKey = NewType("PatientKey", str)
 """The one key per person of DESIGN §3 (INS, learned mapping, or `<source>/Patient/<id>`)."""
@@ -148,49 +145,6 @@ def headers_dict(headers: Iterable[tuple[str, str | bytes | None]] | None) -> di
 def fhir_event_type(resource_type: str) -> str:
     """The CloudEvents type of a FHIR resource record, e.g. `org.hl7.fhir.Observation`."""
     return f"org.hl7.fhir.{resource_type}"
-
-
-def _connection(target: KafkaTarget) -> dict[str, Any]:
-    from caremesh.kafka.config import confluent_config  # noqa: PLC0415 - no import cycle
-
-    return confluent_config(target)
-
-
-def producer_config(bootstrap_servers: KafkaTarget, **overrides: Any) -> dict[str, Any]:
-    """The one configuration every confluent-kafka producer of caremesh uses.
-
-    Idempotent writes acknowledged by all in-sync replicas, and the Java murmur2 partitioner so
-    that confluent-kafka sends a key to the same partition as aiokafka and Faust (DESIGN §2).
-    Given the process's `KafkaSettings`, it connects as the process's own principal.
-    """
-    config: dict[str, Any] = {
-        **_connection(bootstrap_servers),
-        "enable.idempotence": True,
-        "acks": "all",
-        "partitioner": "murmur2_random",
-        "compression.type": "lz4",
-        "linger.ms": 5,
-        "max.in.flight.requests.per.connection": 5,
-        "message.max.bytes": 16 * 1024 * 1024,
-    }
-    config.update(overrides)
-    return config
-
-
-def consumer_config(
-    bootstrap_servers: KafkaTarget, group_id: str, **overrides: Any
-) -> dict[str, Any]:
-    """A confluent-kafka consumer that commits only what the caller stored after its output."""
-    config: dict[str, Any] = {
-        **_connection(bootstrap_servers),
-        "group.id": group_id,
-        "enable.auto.commit": True,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-    }
-    config.update(overrides)
-    return config
 
 
 def header_value(headers: Sequence[tuple[str, str | bytes | None]] | None, name: str) -> str | None:

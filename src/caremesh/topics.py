@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from caremesh.errors import KafkaUnavailableError, TopicMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,20 @@ KEYS_PATIENT = "keys.patient.v1"
 DELIVERY_FAILED = "delivery.failed.v1"
 ORGANISATIONS = "organisations.v1"
 """The organisations registry: compacted, one partition, keyed by organisation id."""
+
+# Consumer-group ids of the readers that assign partitions themselves (never join, never commit).
+LEDGER_OFFSETS_GROUP = "caremesh-ledger-offsets"
+"""Group id of the consent ledger's end-offset reader (it never joins or commits)."""
+STATE_READER_GROUP = "caremesh-state-reader"
+"""Group id of the batch stages' state reader (assign only, never commits)."""
+GLOBAL_STATE_GROUP = "caremesh-global"
+"""Group id of the batch stages' global-state follower (assign only, never commits)."""
+DEADLETTER_KEYS_GROUP = "caremesh-deadletter-keys"
+"""Group id of a stage's reader of the wrapped patient data keys (assign only, never commits)."""
+VAULT_READER_GROUP = "caremesh-vault-reader"
+"""Group id of the re-identification vault reader (assign only, never commits)."""
+DEADLETTER_CLI_GROUP = "caremesh-deadletter-cli"
+"""Group id of `caremesh deadletter` (assign only, never commits)."""
 
 
 def outbox_topic(org_id: str) -> str:
@@ -187,100 +199,3 @@ def catalogue(
         for study, days in studies
     )
     return specs
-
-
-@dataclass(frozen=True, slots=True)
-class TopicOutcome:
-    """What `ensure_topics` did with one topic."""
-
-    name: str
-    action: str  # "created" | "verified" | "updated"
-
-
-def ensure_topics(
-    bootstrap_servers: str,
-    specs: Sequence[TopicSpec],
-    *,
-    partitions: int,
-    replication_factor: int,
-    prefix: str = "",
-    timeout: float = 30.0,
-    client_config: Mapping[str, str] | None = None,
-) -> list[TopicOutcome]:
-    """Create missing topics and verify existing ones, idempotently.
-
-    An existing topic with fewer partitions than the catalogue says is an error (adding partitions
-    would move patients between partitions); differing configs are brought in line.
-    """
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import (  # noqa: PLC0415
-        AdminClient,
-        AlterConfigOpType,
-        ConfigEntry,
-        ConfigResource,
-        NewTopic,
-        ResourceType,
-    )
-
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(client_config or {})})
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise KafkaUnavailableError(f"no metadata from {bootstrap_servers}") from exc
-
-    outcomes: list[TopicOutcome] = []
-    to_create = []
-    for spec in specs:
-        name = prefix + spec.name
-        want = spec.partitions or partitions
-        if name in existing:
-            have = len(existing[name].partitions)
-            if have != want:
-                raise TopicMismatchError(
-                    f"topic {name} has {have} partitions, catalogue says {want}"
-                )
-            continue
-        to_create.append(
-            NewTopic(
-                name,
-                num_partitions=want,
-                replication_factor=replication_factor,
-                config=spec.config(),
-            )
-        )
-    if to_create:
-        for name, future in admin.create_topics(to_create, request_timeout=timeout).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise KafkaUnavailableError(f"could not create topic {name}") from exc
-            outcomes.append(TopicOutcome(name, "created"))
-            log.info("topic created: %s", name)
-
-    created = {o.name for o in outcomes}
-    verify = [s for s in specs if prefix + s.name not in created]
-    if verify:
-        resources = [ConfigResource(ResourceType.TOPIC, prefix + s.name) for s in verify]
-        described = admin.describe_configs(resources, request_timeout=timeout)
-        by_name = {r.name: f.result() for r, f in described.items()}
-        for spec in verify:
-            name = prefix + spec.name
-            current = by_name[name]
-            drift = {k: v for k, v in spec.config().items() if current[k].value != v}
-            if drift:
-                res = ConfigResource(
-                    ResourceType.TOPIC,
-                    name,
-                    incremental_configs=[
-                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-                        for k, v in drift.items()
-                    ],
-                )
-                for fut in admin.incremental_alter_configs([res]).values():
-                    fut.result()
-                outcomes.append(TopicOutcome(name, "updated"))
-                log.info("topic config updated: %s (%s)", name, ", ".join(sorted(drift)))
-            else:
-                outcomes.append(TopicOutcome(name, "verified"))
-    return outcomes

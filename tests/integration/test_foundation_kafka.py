@@ -19,13 +19,15 @@ from confluent_kafka.admin import AdminClient
 
 from caremesh import envelope, topics
 from caremesh.envelope import Envelope
+from caremesh.kafka import admin as kafka_admin
+from caremesh.kafka import config as kafka_config
 
 pytestmark = pytest.mark.kafka
 
 
 def test_round_trip_keeps_key_value_and_headers(kafka: str, new_topic: Callable[..., str]) -> None:
     topic = new_topic("roundtrip", partitions=3)
-    producer = Producer(envelope.producer_config(kafka))
+    producer = Producer(kafka_config.producer_config(kafka))
     env = Envelope(
         "ce-1",
         "urn:caremesh:test",
@@ -43,7 +45,7 @@ def test_round_trip_keeps_key_value_and_headers(kafka: str, new_topic: Callable[
     assert producer.flush(30) == 0
     assert acked == [None]
 
-    consumer = Consumer(envelope.consumer_config(kafka, f"g-{uuid.uuid4().hex}"))
+    consumer = Consumer(kafka_config.consumer_config(kafka, f"g-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     msg = None
     deadline = time.monotonic() + 30
@@ -60,8 +62,12 @@ def test_round_trip_keeps_key_value_and_headers(kafka: str, new_topic: Callable[
 def test_topics_create_twice_gives_the_same_topics(kafka: str) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     specs = topics.catalogue(["org-a"], [("study-x", 30)])
-    first = topics.ensure_topics(kafka, specs, partitions=4, replication_factor=1, prefix=prefix)
-    second = topics.ensure_topics(kafka, specs, partitions=4, replication_factor=1, prefix=prefix)
+    first = kafka_admin.ensure_topics(
+        kafka, specs, partitions=4, replication_factor=1, prefix=prefix
+    )
+    second = kafka_admin.ensure_topics(
+        kafka, specs, partitions=4, replication_factor=1, prefix=prefix
+    )
     admin = AdminClient({"bootstrap.servers": kafka})
     try:
         assert {o.action for o in first} == {"created"}
@@ -89,7 +95,7 @@ def test_confluent_and_aiokafka_put_each_key_in_the_same_partition(
         assert err is None
         confluent_parts[msg.key()] = msg.partition()  # type: ignore[attr-defined]
 
-    producer = Producer(envelope.producer_config(kafka))
+    producer = Producer(kafka_config.producer_config(kafka))
     for key in keys:
         producer.produce(topic, key=key, value=b"x", on_delivery=on_delivery)
         producer.poll(0)

@@ -19,6 +19,7 @@ import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from caremesh import envelope
+from caremesh.kafka import config as kafka_config
 from caremesh.kafka.local import LocalKafka
 
 FULL = os.environ.get("CAREMESH_RELIABILITY_FULL", "") in {"1", "true", "yes"}
@@ -117,7 +118,7 @@ def read_all(
 ) -> list[Message]:
     """Every record of `topic` from offset 0, until none came for `settle` seconds."""
     consumer = Consumer(
-        envelope.consumer_config(bootstrap, f"reader-{uuid.uuid4().hex}", log_level=0)
+        kafka_config.consumer_config(bootstrap, f"reader-{uuid.uuid4().hex}", log_level=0)
     )
     meta = consumer.list_topics(topic, timeout=30)
     parts = list(meta.topics[topic].partitions)

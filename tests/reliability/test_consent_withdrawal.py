@@ -47,6 +47,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from caremesh import envelope
 from caremesh.envelope import Envelope, child_message_id
 from caremesh.fhir.ordering import ingest_partition
+from caremesh.kafka import config as kafka_config
 from tests.reliability.pipeline import MASTER_KEY, patient_ins, start_worker
 from tests.reliability.support import (
     FULL,
@@ -117,7 +118,7 @@ class Feed:
 
     def __init__(self, ns: Namespace) -> None:
         self.topic = ns.topic("ingest.fhir.v1")
-        self.producer = Producer(envelope.producer_config(ns.kafka))
+        self.producer = Producer(kafka_config.producer_config(ns.kafka))
         self.partitions = ns.partitions
         self.landed: dict[str, tuple[int, int]] = {}
         self.patient_of: dict[str, int] = {}
@@ -261,7 +262,7 @@ def test_withdrawal_under_load_then_replay_from_offset_0(
     effect_at: dict[int, float] = {}
     requested_at: dict[int, float] = {}
     effect_offsets: dict[int, dict[int, int]] = {}
-    watermark_reader = Consumer(envelope.consumer_config(ns.kafka, f"wm-{uuid.uuid4().hex}"))
+    watermark_reader = Consumer(kafka_config.consumer_config(ns.kafka, f"wm-{uuid.uuid4().hex}"))
     stream_started = time.monotonic()
     gap = (30.0 if FULL else 6.0) / WITHDRAWALS  # withdrawals spread over 6 s (CI) or 30 s
     for p in withdrawn:
@@ -386,7 +387,7 @@ def test_withdrawal_under_load_then_replay_from_offset_0(
     # (6) Replay from offset 0 with a fresh application id, after stopping the first worker.
     worker.process.terminate()
     worker.process.wait(timeout=60)
-    reader = Consumer(envelope.consumer_config(ns.kafka, f"wm-{uuid.uuid4().hex}"))
+    reader = Consumer(kafka_config.consumer_config(ns.kafka, f"wm-{uuid.uuid4().hex}"))
     replay_from = {
         name: _end_offsets(reader, ns.topic(name), ns.partitions)
         for name in ("research.study-a.v1", "research.study-b.v1", "outbox.org-a.v1")

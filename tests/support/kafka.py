@@ -16,7 +16,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
-from caremesh import envelope
+from caremesh.kafka import config as kafka_config
 
 
 def free_port() -> int:
@@ -56,7 +56,7 @@ class Namespace:
         """Write records and wait until the broker has them all. One producer serves the whole
         test: a new idempotent producer spends about 0.5 s getting its producer id."""
         if self._producer is None:
-            self._producer = Producer(envelope.producer_config(self.kafka))
+            self._producer = Producer(kafka_config.producer_config(self.kafka))
         producer = self._producer
         for key, value, headers in records:
             producer.produce(self.topic(name), key=key, value=value, headers=headers)
@@ -65,7 +65,7 @@ class Namespace:
 
     def consume(self, name: str, count: int, timeout: float = 60.0) -> list[Message]:
         """Read `count` records from the start of a topic (fewer if `timeout` passes)."""
-        consumer = Consumer(envelope.consumer_config(self.kafka, f"reader-{uuid.uuid4().hex}"))
+        consumer = Consumer(kafka_config.consumer_config(self.kafka, f"reader-{uuid.uuid4().hex}"))
         consumer.subscribe([self.topic(name)])
         out: list[Message] = []
         deadline = time.monotonic() + timeout
@@ -80,7 +80,7 @@ class Namespace:
 
     def consume_all(self, name: str, settle: float = 3.0, timeout: float = 60.0) -> list[Message]:
         """Read a topic until no new record came for `settle` seconds."""
-        consumer = Consumer(envelope.consumer_config(self.kafka, f"reader-{uuid.uuid4().hex}"))
+        consumer = Consumer(kafka_config.consumer_config(self.kafka, f"reader-{uuid.uuid4().hex}"))
         consumer.subscribe([self.topic(name)])
         out: list[Message] = []
         deadline = time.monotonic() + timeout

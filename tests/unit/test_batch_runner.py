@@ -14,15 +14,12 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, RejectedInputError
+from caremesh.kafka import reading
+from caremesh.kafka.io import Output
+from caremesh.kafka.reading import end_offsets
 from caremesh.metrics import Metrics
-from caremesh.streams import batch
-from caremesh.streams.batch import (
-    BatchRunner,
-    Output,
-    PartitionState,
-    _StoppingError,
-    end_offsets,
-)
+from caremesh.streams.batch import BatchRunner, _StoppingError
+from caremesh.tables.state import PartitionState
 
 
 class _Message:
@@ -262,9 +259,9 @@ def test_a_state_load_whose_fetches_stopped_goes_on_with_a_new_consumer(
     first = _StateReader([_Record(0, 0), _Record(0, 1), *(_Record(1, o) for o in range(4))])
     second = _StateReader([_Record(0, 2), _Record(0, 3)])
     readers = [first, second]
-    monkeypatch.setattr(batch, "_state_reader", lambda bootstrap: readers.pop(0))
+    monkeypatch.setattr(reading, "state_reader", lambda bootstrap: readers.pop(0))
     tps = [TopicPartition("state", 0), TopicPartition("state", 1)]
-    read = [(m.partition(), m.offset()) for m in batch._read_to_end("kafka", tps, stall=0.2)]
+    read = [(m.partition(), m.offset()) for m in reading.read_to_end("kafka", tps, stall=0.2)]
     assert sorted(read) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
     assert len(read) == 8
     assert first.assigned == [(0, 0), (1, 0)]

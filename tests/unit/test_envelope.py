@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 
 from caremesh import envelope
 from caremesh.envelope import Envelope
+from caremesh.kafka import config as kafka_config
 
 
 def test_message_ids_are_stable_and_source_scoped() -> None:
@@ -40,7 +41,7 @@ def test_headers_follow_cloudevents_kafka_binding_and_round_trip() -> None:
 
 
 def test_producer_config_is_idempotent_with_java_partitioner() -> None:
-    cfg = envelope.producer_config("127.0.0.1:9092", **{"linger.ms": 0})
+    cfg = kafka_config.producer_config("127.0.0.1:9092", **{"linger.ms": 0})
     assert cfg["enable.idempotence"] is True
     assert cfg["acks"] == "all"
     assert cfg["partitioner"] == "murmur2_random"

@@ -226,3 +226,62 @@ def delivery_audit_event(
         *(_consent_entity(cid) for cid in consent_ids),
     ]
     return out
+
+
+def erasure_audit_event(
+    patient: PatientKey,
+    *,
+    erased_at: datetime,
+    event_id: str,
+    recorded: datetime,
+    observer: str,
+    requestor: str | None = None,
+) -> dict[str, Any]:
+    """The FHIR R4 (4.0.1) AuditEvent of one erasure: DICOM 110110 Patient Record, action D.
+
+    Goes to `audit.v1` (auditors only), so the patient key appears as an identifier of system
+    `PATIENT_KEY_SYSTEM`, like in the other consent audit records; `requestor` is the consent
+    administrator's configured name.
+    """
+    when = recorded if recorded.tzinfo else recorded.replace(tzinfo=UTC)
+    agents: list[dict[str, Any]] = [
+        {
+            "type": {"coding": [_coding(DCM, "110150", "Application")]},
+            "who": {"display": observer},
+            "requestor": requestor is None,
+        }
+    ]
+    if requestor is not None:
+        agents.append(
+            {
+                "type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
+                "who": {"identifier": {"system": CONSENT_ADMIN_SYSTEM, "value": requestor}},
+                "requestor": True,
+            }
+        )
+    return {
+        "resourceType": "AuditEvent",
+        "id": event_id,
+        "type": _coding(DCM, "110110", "Patient Record"),
+        "action": "D",
+        "recorded": when.isoformat(),
+        "outcome": SUCCESS,
+        "outcomeDesc": "erased: consent ledger erasure, patient key tombstoned",
+        "source": {
+            "site": "caremesh",
+            "observer": {"display": observer},
+            "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+        },
+        "agent": agents,
+        "entity": [
+            {
+                "what": {"identifier": {"system": PATIENT_KEY_SYSTEM, "value": patient}},
+                "type": _coding(ENTITY_TYPE, "1", "Person"),
+                "role": _coding(OBJECT_ROLE, "1", "Patient"),
+                "detail": [
+                    {"type": "erasure", "valueString": erased_at.isoformat()},
+                    {"type": "crypto-shredding", "valueString": "keys.patient.v1 tombstone"},
+                ],
+            }
+        ],
+    }

@@ -22,20 +22,28 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TextIO
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from caremesh import envelope, topics
 from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.connectors.reidentify import VaultReader
 from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import CaremeshError, ConfigurationError, KafkaUnavailableError
+from caremesh.kafka import config as kafka_config
+from caremesh.kafka.client import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from caremesh.kafka.reading import read_to_end_offsets
 from caremesh.kafka.retry import retrying_leadership, watermark_offsets
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.vault import VaultIndex
-from caremesh.security.principals import DEADLETTER_CLI_GROUP
 from caremesh.settings import Settings
 from caremesh.tables import deadletters
+from caremesh.topics import DEADLETTER_CLI_GROUP
 
 OPERATOR_SYSTEM: Final = "urn:caremesh:operator"
 CE_SOURCE: Final = "urn:caremesh:cli:deadletter"
@@ -87,7 +95,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
-        envelope.consumer_config(
+        kafka_config.consumer_config(
             settings.kafka,
             DEADLETTER_CLI_GROUP,
             **{"enable.auto.commit": False, "enable.partition.eof": True},
@@ -274,7 +282,9 @@ def _write_audit(settings: Settings, audit: dict[str, Any]) -> None:
     """Write the AuditEvent and wait for the broker's acknowledgement (else raise)."""
     topic = settings.kafka.topic_prefix + topics.AUDIT
     env = envelope.Envelope(audit["id"], CE_SOURCE, envelope.fhir_event_type("AuditEvent"))
-    producer = Producer(envelope.producer_config(settings.kafka, **{"message.timeout.ms": 15000}))
+    producer = Producer(
+        kafka_config.producer_config(settings.kafka, **{"message.timeout.ms": 15000})
+    )
     errors: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:

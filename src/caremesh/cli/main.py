@@ -44,8 +44,9 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from caremesh.kafka.admin import ensure_topics  # noqa: PLC0415
     from caremesh.kafka.config import confluent_security  # noqa: PLC0415
-    from caremesh.topics import catalogue, ensure_topics  # noqa: PLC0415
+    from caremesh.topics import catalogue  # noqa: PLC0415
 
     specs = catalogue(
         [o.id for o in settings.organisations],

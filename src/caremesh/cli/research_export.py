@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import IO, Final
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from caremesh.envelope import H_KEY_ID, header_value
 from caremesh.errors import ConfigurationError, KafkaUnavailableError, RejectedInputError
+from caremesh.kafka.client import Consumer, KafkaException, Message, TopicPartition
 from caremesh.kafka.config import confluent_config
 from caremesh.kafka.retry import watermark_offsets
 from caremesh.research.export import (

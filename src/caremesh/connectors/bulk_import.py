@@ -42,7 +42,7 @@ from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_ty
 from caremesh.errors import ConfigurationError, InvalidFhirError
 from caremesh.fhir.ingest import Rejection
 from caremesh.fhir.validate import normalise_release
-from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def _messages(path: Path) -> Iterator[tuple[int | None, bytes | None, int]]:
     yield None, path.read_bytes(), size
 
 
-def _record(topic: str, source: str, body: bytes, checked: Checked, hint: str | None) -> OutRecord:
+def _record(topic: str, source: str, body: bytes, checked: Checked, hint: str | None) -> Output:
     mid = stable_message_id(source, body, checked)
     extra = {H_FHIR_RELEASE: hint} if hint else {}
     env = Envelope(
@@ -204,7 +204,7 @@ def _record(topic: str, source: str, body: bytes, checked: Checked, hint: str | 
         content_type=FHIR_JSON,
         extra=extra,
     )
-    return OutRecord(topic, mid.encode(), body, env.headers())
+    return Output(topic, mid.encode(), body, env.headers())
 
 
 class _ChunkSender:
@@ -213,12 +213,12 @@ class _ChunkSender:
     def __init__(self, producer: AsyncProducer, chunk_size: int) -> None:
         self._producer = producer
         self._size = max(1, chunk_size)
-        self._chunk: list[OutRecord] = []
+        self._chunk: list[Output] = []
         self._in_flight: asyncio.Task[int] | None = None
         self.queued = 0
         self.acked = 0
 
-    async def add(self, record: OutRecord) -> None:
+    async def add(self, record: Output) -> None:
         self._chunk.append(record)
         self.queued += 1
         if len(self._chunk) >= self._size:
@@ -233,7 +233,7 @@ class _ChunkSender:
             self._in_flight = asyncio.create_task(self._send(chunk))
             await asyncio.sleep(0)  # let the task hand its records to librdkafka now
 
-    async def _send(self, chunk: list[OutRecord]) -> int:
+    async def _send(self, chunk: list[Output]) -> int:
         return len(await self._producer.send_all(chunk))
 
     async def finish(self) -> None:

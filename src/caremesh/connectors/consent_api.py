@@ -47,12 +47,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 import orjson
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from caremesh import topics
-from caremesh.audit.events import consent_change_audit_event, decision_audit_event
+from caremesh.audit.events import (
+    consent_change_audit_event,
+    decision_audit_event,
+    erasure_audit_event,
+)
 from caremesh.connectors.http.auth import (
     ROUTE_ROLES,
     AuthRefusedError,
@@ -76,7 +79,7 @@ from caremesh.consent import (
     evaluate,
     withdrawal_json,
 )
-from caremesh.consent.erasure import ERASURE_EVENT_TYPE, KEY_TOMBSTONE_TYPE, erasure_audit_event
+from caremesh.consent.erasure import ERASURE_EVENT_TYPE, KEY_TOMBSTONE_TYPE
 from caremesh.consent.model import PatientErased
 from caremesh.consent.parse import erasure_json
 from caremesh.consent.policy import consent_policy
@@ -94,7 +97,8 @@ from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, f
 from caremesh.errors import ConsentNotReadyError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.validate import parse_json
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka.io import Ack, AsyncProducer, OutRecord
+from caremesh.kafka.client import AioKafkaError as KafkaError
+from caremesh.kafka.io import Ack, AsyncProducer, Output
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 from caremesh.tables.consent_ledger import ConsentLedger
@@ -178,15 +182,15 @@ class _ConsentApi:
 
     def audit_record(
         self, event: ConsentEvent, patient: PatientKey, admin: str, at: datetime
-    ) -> OutRecord:
+    ) -> Output:
         audit_id = str(uuid.uuid4())
         audit = consent_change_audit_event(
             event, patient, event_id=audit_id, recorded=at, observer=OBSERVER, requestor=admin
         )
         env = Envelope(audit_id, CE_SOURCE, fhir_event_type("AuditEvent"))
-        return OutRecord(self.audit_topic, audit_id.encode(), orjson.dumps(audit), env.headers())
+        return Output(self.audit_topic, audit_id.encode(), orjson.dumps(audit), env.headers())
 
-    async def write(self, records: list[OutRecord]) -> Ack:
+    async def write(self, records: list[Output]) -> Ack:
         try:
             acks = await asyncio.wait_for(self.producer.send_all(records), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):
@@ -218,7 +222,7 @@ class _ConsentApi:
             fhir_event_type("Consent"),
             extra={H_FHIR_RELEASE: consent.release.value},
         )
-        record = OutRecord(
+        record = Output(
             self.ledger_topic, checked.patient.encode(), orjson.dumps(checked.body), env.headers()
         )
         audit = self.audit_record(ConsentUpserted(consent), checked.patient, admin, now)
@@ -269,7 +273,7 @@ class _ConsentApi:
             WITHDRAWAL_TYPE,
             content_type="application/json",
         )
-        record = OutRecord(
+        record = Output(
             self.ledger_topic, key.encode(), orjson.dumps(withdrawal_json(event)), env.headers()
         )
         ack = await self.write([record, self.audit_record(event, key, admin, event.at)])
@@ -329,7 +333,7 @@ class _ConsentApi:
         )
         env = Envelope(audit_id, CE_SOURCE, fhir_event_type("AuditEvent"))
         await self.write(
-            [OutRecord(self.audit_topic, audit_id.encode(), orjson.dumps(audit), env.headers())]
+            [Output(self.audit_topic, audit_id.encode(), orjson.dumps(audit), env.headers())]
         )
         answer = {
             "outcome": decision.outcome.value,
@@ -485,19 +489,19 @@ def create_app(
             audit_env = Envelope(audit_id, CE_SOURCE, fhir_event_type("AuditEvent"))
             ack = await api.write(
                 [
-                    OutRecord(
+                    Output(
                         api.ledger_topic,
                         key.encode(),
                         orjson.dumps(erasure_json(event)),
                         ledger_env.headers(),
                     ),
-                    OutRecord(
+                    Output(
                         settings.kafka.topic_prefix + topics.KEYS_PATIENT,
                         key.encode(),
                         None,
                         tombstone_env.headers(),
                     ),
-                    OutRecord(
+                    Output(
                         api.audit_topic, audit_id.encode(), orjson.dumps(audit), audit_env.headers()
                     ),
                 ]

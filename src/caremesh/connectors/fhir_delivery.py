@@ -48,8 +48,6 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
@@ -60,8 +58,11 @@ from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
 from caremesh.heap import freeze_startup_objects
+from caremesh.kafka.client import AIOKafkaConsumer, ConsumerRecord
+from caremesh.kafka.client import AioKafkaError as KafkaError
+from caremesh.kafka.client import AioTopicPartition as TopicPartition
 from caremesh.kafka.config import aiokafka_config
-from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import DeliverySettings, OrganisationSettings, Settings
 from caremesh.tables.organisations import OrganisationRegistry, follow
@@ -306,7 +307,7 @@ class OrganisationDelivery:
         headers: list[tuple[str, bytes]],
         ce_id: str,
         result: Attempt,
-    ) -> OutRecord:
+    ) -> Output:
         outcome = "delivered" if result.code is None else "failed"
         audit_id = (
             envelope.child_message_id(ce_id, f"delivery:{self.org.id}:{outcome}")
@@ -327,14 +328,14 @@ class OrganisationDelivery:
             observer=OBSERVER,
         )
         env = Envelope(audit_id, f"urn:caremesh:{COMPONENT}", fhir_event_type("AuditEvent"))
-        return OutRecord(self.audit_topic, audit_id.encode(), orjson.dumps(event), env.headers())
+        return Output(self.audit_topic, audit_id.encode(), orjson.dumps(event), env.headers())
 
     def _failed(
         self,
         record: ConsumerRecord[bytes, bytes],
         headers: list[tuple[str, bytes]],
         result: Attempt,
-    ) -> OutRecord:
+    ) -> Output:
         code = result.code or "unknown"
         reason = f"{code} after {result.attempts} attempt(s)"
         extra: list[tuple[str, str | bytes | None]] = [
@@ -350,9 +351,9 @@ class OrganisationDelivery:
         kept: list[tuple[str, str | bytes | None]] = [
             (k, v) for k, v in headers if k not in {name for name, _ in extra}
         ]
-        return OutRecord(self.failed_topic, record.key, record.value, kept + extra)
+        return Output(self.failed_topic, record.key, record.value, kept + extra)
 
-    async def _write(self, records: list[OutRecord]) -> None:
+    async def _write(self, records: list[Output]) -> None:
         """Write until acknowledged: an outcome is never dropped, the record never re-sent."""
         pause = 0.2
         while True:

@@ -67,7 +67,7 @@ from caremesh.fhir.ordering import ingest_partition
 from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.config import KafkaTarget, confluent_config
-from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings, SourceSettings
 
@@ -124,8 +124,10 @@ class _BrokerProbe:
         self._admin: Any = None
 
     def _ask(self) -> bool:
-        from confluent_kafka import KafkaException  # noqa: PLC0415
-        from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+        from caremesh.kafka.client import (  # noqa: PLC0415
+            AdminClient,
+            KafkaException,
+        )
 
         if self._admin is None:
             self._admin = AdminClient(confluent_config(self._bootstrap, log_level=0))
@@ -254,7 +256,7 @@ class _IngestApi:
                 self.producer.partition_count(self.topic), self.send_timeout
             )
             partition = ingest_partition(checked.ordering_key, mid.encode(), partitions)
-            record = OutRecord(self.topic, mid.encode(), body, env.headers(), partition)
+            record = Output(self.topic, mid.encode(), body, env.headers(), partition)
             await asyncio.wait_for(self.producer.send_all([record]), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):
             raise _RefusedError(

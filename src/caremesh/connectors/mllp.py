@@ -43,7 +43,7 @@ from caremesh.errors import InvalidHl7Error, KafkaUnavailableError
 from caremesh.fhir.hl7v2 import AckCode, Hl7Message, build_ack, component_of, parse_hl7
 from caremesh.fhir.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 
@@ -180,7 +180,7 @@ class MllpServer:
                     self._producer.partition_count(self._topic), self._send_timeout
                 )
                 partition = ingest_partition(ordering, key, partitions)
-                record = OutRecord(self._topic, key, event.payload, headers, partition)
+                record = Output(self._topic, key, event.payload, headers, partition)
                 await asyncio.wait_for(self._producer.send_all([record]), self._send_timeout)
             except (KafkaUnavailableError, TimeoutError):
                 return self._refuse(summary, "kafka-unavailable", "kafka-unavailable retry later")

@@ -29,23 +29,24 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from caremesh import topics
 from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.connectors.http.server import TokenTable, outcome_response, unauthorized
-from caremesh.envelope import Envelope, KeyId, PatientKey, consumer_config, fhir_event_type
+from caremesh.envelope import Envelope, KeyId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
-from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.client import Consumer, KafkaException, TopicPartition
+from caremesh.kafka.config import consumer_config
+from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.kafka.reading import read_to_end_offsets
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.values import PSEUDONYM_SYSTEM
 from caremesh.pseudonym.vault import VaultIndex
-from caremesh.security.principals import VAULT_READER_GROUP
 from caremesh.settings import Settings
+from caremesh.topics import VAULT_READER_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class _Reidentification:
             recorded=now,
         )
         env = Envelope(audit_id, CE_SOURCE, fhir_event_type("AuditEvent"))
-        record = OutRecord(self.audit_topic, audit_id.encode(), orjson.dumps(audit), env.headers())
+        record = Output(self.audit_topic, audit_id.encode(), orjson.dumps(audit), env.headers())
         try:
             await asyncio.wait_for(self.producer.send_all([record]), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):

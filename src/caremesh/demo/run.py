@@ -35,10 +35,11 @@ from caremesh.demo.feed import Feeder, FeedOptions, FeedTargets
 from caremesh.demo.scenario import demo_clock
 from caremesh.demo.supervisor import Supervisor
 from caremesh.demo.territory import Territory
+from caremesh.kafka.admin import ensure_topics
 from caremesh.kafka.config import KafkaTarget, confluent_config, confluent_security
 from caremesh.kafka.local import LocalKafka
 from caremesh.settings import Settings
-from caremesh.topics import catalogue, ensure_topics
+from caremesh.topics import catalogue
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,10 @@ def _environment(
 
 def delete_topics(bootstrap: KafkaTarget, prefix: str) -> None:
     """Delete every topic of one demo run (its catalogue topics and the stages' state topics)."""
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from caremesh.kafka.client import (  # noqa: PLC0415
+        AdminClient,
+        KafkaException,
+    )
 
     admin = AdminClient(confluent_config(bootstrap))
     try:

@@ -7,7 +7,7 @@ over every partition, and the validate stage, which reads partitions independent
 write them to `clinical.fhir.v1` in another order than the sender's (issue 9, item 2). So the
 edges (HTTP ingest API, MLLP listener) keep the message id as the record KEY but choose the
 PARTITION themselves from a per-patient *ordering key*, hashed with the same Java murmur2
-partitioner every caremesh producer uses (`envelope.producer_config`, aiokafka's default
+partitioner every caremesh producer uses (`kafka.config.producer_config`, aiokafka's default
 partitioner): `(murmur2(key) & 0x7fffffff) % partitions`.
 
 Ordering keys, computed cheaply at the edge (no extra validation):
@@ -36,25 +36,12 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from aiokafka.partitioner import murmur2 as _aiokafka_murmur2
-
 from caremesh.fhir.hl7v2 import Separators, component_of
 from caremesh.fhir.ingest import ClinicalRecord
+from caremesh.kafka.partitioning import partition_for
 
 INS_OID: Final = "1.2.250.1.213.1.4.8"
 _SEGMENT_END = re.compile(rb"[\r\n]+")
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's Java `Utils.murmur2` of `data` (aiokafka's port, the partitioner Faust uses)."""
-    return int(_aiokafka_murmur2(data))
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition the Java (murmur2) partitioner gives `key` among `partitions`."""
-    if partitions < 1:
-        raise ValueError("a topic has at least one partition")
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def fhir_ordering_key(records: Sequence[ClinicalRecord]) -> str | None:

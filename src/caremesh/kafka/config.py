@@ -129,3 +129,40 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
         ssl_context=context,
         mechanism=kafka.sasl_mechanism,
     )
+
+
+def producer_config(bootstrap_servers: KafkaTarget, **overrides: Any) -> dict[str, Any]:
+    """The one configuration every confluent-kafka producer of caremesh uses.
+
+    Idempotent writes acknowledged by all in-sync replicas, and the Java murmur2 partitioner so
+    that confluent-kafka sends a key to the same partition as aiokafka and Faust (DESIGN §2).
+    Given the process's `KafkaSettings`, it connects as the process's own principal.
+    """
+    config: dict[str, Any] = {
+        **confluent_config(bootstrap_servers),
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "max.in.flight.requests.per.connection": 5,
+        "message.max.bytes": 16 * 1024 * 1024,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(
+    bootstrap_servers: KafkaTarget, group_id: str, **overrides: Any
+) -> dict[str, Any]:
+    """A confluent-kafka consumer that commits only what the caller stored after its output."""
+    config: dict[str, Any] = {
+        **confluent_config(bootstrap_servers),
+        "group.id": group_id,
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    config.update(overrides)
+    return config

@@ -12,29 +12,31 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from caremesh.envelope import HeaderList, producer_config
+from caremesh.envelope import HeaderList
 from caremesh.errors import KafkaUnavailableError
-from caremesh.kafka.config import KafkaTarget
+from caremesh.kafka.config import KafkaTarget, producer_config
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class OutRecord:
-    """One record to write."""
+class Output:
+    """One record to write: the one record type of every caremesh producer."""
 
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: HeaderList
+    headers: HeaderList = field(default_factory=list)
     partition: int | None = None
     """An explicit partition; None lets the murmur2 partitioner choose from the key."""
+    state: bool = False
+    """A stage state (changelog) record: written only after the other outputs are acked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +68,11 @@ class AsyncProducer:
         while not self._closed.is_set():
             self._producer.poll(0.1)
 
-    async def send(self, record: OutRecord) -> Ack:
+    async def send(self, record: Output) -> Ack:
         """Write one record and wait for the broker's acknowledgement."""
         return (await self.send_all([record]))[0]
 
-    async def send_all(self, records: Sequence[OutRecord]) -> list[Ack]:
+    async def send_all(self, records: Sequence[Output]) -> list[Ack]:
         """Write records in order and wait until every one is acknowledged.
 
         Raises `KafkaUnavailableError` if any is not; records of one key keep their order.

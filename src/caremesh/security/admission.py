@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from caremesh.errors import KafkaUnavailableError
+from caremesh.kafka.admin import ensure_topics
 from caremesh.kafka.config import confluent_config, confluent_security
 from caremesh.kafka.local_secured import SCRAM_MECHANISM, check_credential
 from caremesh.security.acl import AclRule
@@ -42,7 +43,6 @@ from caremesh.topics import (
     ORGANISATIONS,
     TopicSpec,
     catalogue,
-    ensure_topics,
     outbox_topic,
 )
 
@@ -101,14 +101,14 @@ def _password(path: Path) -> tuple[str, bool]:
 
 
 def _admin(settings: Settings) -> Any:
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from caremesh.kafka.client import AdminClient  # noqa: PLC0415
 
     return AdminClient(confluent_config(settings.kafka))
 
 
 def _upsert_scram(admin: Any, user: str, password: str, timeout: float = 30.0) -> None:
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import (  # noqa: PLC0415
+    from caremesh.kafka.client import (  # noqa: PLC0415
+        KafkaException,
         ScramCredentialInfo,
         ScramMechanism,
         UserScramCredentialUpsertion,
@@ -126,8 +126,12 @@ def _upsert_scram(admin: Any, user: str, password: str, timeout: float = 30.0) -
 
 
 def _delete_scram(admin: Any, user: str, timeout: float = 30.0) -> bool:
-    from confluent_kafka import KafkaError, KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import ScramMechanism, UserScramCredentialDeletion  # noqa: PLC0415
+    from caremesh.kafka.client import (  # noqa: PLC0415  # noqa: PLC0415
+        KafkaError,
+        KafkaException,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+    )
 
     deletion = UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)
     for future in admin.alter_user_scram_credentials([deletion]).values():

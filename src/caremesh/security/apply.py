@@ -43,7 +43,7 @@ def plan_acls(
 
 
 def _binding(rule: AclRule) -> Any:
-    from confluent_kafka.admin import (  # noqa: PLC0415
+    from caremesh.kafka.client import (  # noqa: PLC0415
         AclBinding,
         AclOperation,
         AclPermissionType,
@@ -80,11 +80,11 @@ def _rule(binding: Any) -> AclRule | None:
 
 def existing_acls(admin: Any, timeout: float = 30.0) -> list[AclRule]:
     """Every ALLOW rule the cluster holds, as far as caremesh's rule model can express it."""
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import (  # noqa: PLC0415
+    from caremesh.kafka.client import (  # noqa: PLC0415
         AclBindingFilter,
         AclOperation,
         AclPermissionType,
+        KafkaException,
         ResourcePatternType,
         ResourceType,
     )
@@ -118,8 +118,10 @@ def apply_acls(
 
     `client_config` is the admin's confluent-kafka configuration (bootstrap and credentials).
     """
-    from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from caremesh.kafka.client import (  # noqa: PLC0415
+        AdminClient,
+        KafkaException,
+    )
 
     admin = AdminClient(dict(client_config))
     plan = plan_acls(rules, existing_acls(admin, timeout), managed, prune=prune)
@@ -141,7 +143,7 @@ def apply_acls(
 
 def delete_rules(admin: Any, rules: Sequence[AclRule], timeout: float = 30.0) -> None:
     """Delete exactly these ACL bindings and wait for the broker's answer."""
-    from confluent_kafka.admin import AclBindingFilter  # noqa: PLC0415
+    from caremesh.kafka.client import AclBindingFilter  # noqa: PLC0415
 
     filters = []
     for rule in rules:

@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 from caremesh import topics
 from caremesh.settings import Settings
+from caremesh.topics import (
+    DEADLETTER_CLI_GROUP,
+    DEADLETTER_KEYS_GROUP,
+    GLOBAL_STATE_GROUP,
+    LEDGER_OFFSETS_GROUP,
+    STATE_READER_GROUP,
+    VAULT_READER_GROUP,
+)
 
 
 class Kind(enum.StrEnum):
@@ -57,19 +65,6 @@ STAGES = ("hl7v2", "validate", "share", "pathways", "research")
 """The worker stages, as `caremesh worker --stage NAME` names them."""
 
 CONNECTORS = ("ingest-api", "mllp", "import", "consent-api", "delivery", "inbox")
-
-LEDGER_OFFSETS_GROUP = "caremesh-ledger-offsets"
-"""Group id of the consent ledger's end-offset reader (it never joins or commits)."""
-STATE_READER_GROUP = "caremesh-state-reader"
-"""Group id of the batch stages' state reader (assign only, never commits)."""
-GLOBAL_STATE_GROUP = "caremesh-global"
-"""Group id of the batch stages' global-state follower (assign only, never commits)."""
-DEADLETTER_KEYS_GROUP = "caremesh-deadletter-keys"
-"""Group id of a stage's reader of the wrapped patient data keys (assign only, never commits)."""
-VAULT_READER_GROUP = "caremesh-vault-reader"
-"""Group id of the re-identification vault reader (assign only, never commits)."""
-DEADLETTER_CLI_GROUP = "caremesh-deadletter-cli"
-"""Group id of `caremesh deadletter` (assign only, never commits)."""
 
 
 def component_name(component: str) -> str:

@@ -34,19 +34,26 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
 from caremesh import envelope
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
-from caremesh.kafka.config import KafkaTarget, confluent_config
-from caremesh.kafka.retry import LEADERSHIP_CHANGING
+from caremesh.kafka import config as kafka_config
+from caremesh.kafka.client import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from caremesh.kafka.config import KafkaTarget
+from caremesh.kafka.io import Output
+from caremesh.kafka.reading import next_batch
 from caremesh.metrics import Metrics
-from caremesh.security.principals import GLOBAL_STATE_GROUP, STATE_READER_GROUP
+from caremesh.tables.state import PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -61,268 +68,6 @@ REJOIN_TIMEOUT_SECONDS = 30.0
 assignment before it is replaced: after a broker pause (SIGSTOP/SIGCONT), librdkafka's group
 coordinator connection was seen stuck for good ("1 out-queue" request timing out every minute),
 so the stage never rejoined its group (tests/reliability, test 3)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One record a handler wants written."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
-    partition: int | None = None
-    state: bool = False
-    """A state (changelog) record: written only after the batch's other outputs are acked."""
-
-
-def ensure_compacted(
-    bootstrap: KafkaTarget,
-    topic: str,
-    partitions: int,
-    replication: int,
-    *,
-    retention_ms: int | None = None,
-) -> None:
-    """Create a compacted state topic unless it exists (with `retention_ms`, old keys expire)."""
-    config = {"cleanup.policy": "compact"}
-    if retention_ms is not None:
-        config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
-    admin = AdminClient(confluent_config(bootstrap))
-    if topic in admin.list_topics(timeout=30).topics:
-        wait_for_leaders(admin, topic)
-        return
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                topic,
-                num_partitions=partitions,
-                replication_factor=replication,
-                config=config,
-            )
-        ]
-    )
-    for future in futures.values():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    wait_for_leaders(admin, topic)
-
-
-def wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 60.0) -> None:
-    """Wait until every partition of a (just created) topic has a leader.
-
-    A topic exists for the controller before each partition's leader is known to the broker
-    that answers metadata; reading watermarks in that gap fails with LEADER_NOT_AVAILABLE.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        meta = admin.list_topics(topic, timeout=30).topics.get(topic)
-        ready = (
-            meta is not None
-            and meta.error is None
-            and bool(meta.partitions)
-            and all(p.error is None and p.leader >= 0 for p in meta.partitions.values())
-        )
-        if ready:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic} has partitions without a leader after {timeout}s")
-        time.sleep(0.1)
-
-
-def end_offsets(
-    consumer: Consumer, tps: list[TopicPartition], timeout: float = 60.0
-) -> dict[tuple[str, int], int]:
-    """The end offsets of several partitions in one ListOffsets request per leader (reading
-    them one partition at a time costs a round trip each), retrying while a leader is being
-    elected.
-
-    Each retry asks for the topic's metadata first: a client whose first metadata answer came
-    while the broker was fenced (after a pause longer than its session with the controller)
-    keeps "unknown partition" cached otherwise, for as long as it lives."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            # offset -1 asks for the latest offset (OFFSET_END)
-            found = consumer.offsets_for_times(
-                [TopicPartition(tp.topic, tp.partition, -1) for tp in tps], timeout=10
-            )
-            failed = next((tp.error for tp in found if tp.error is not None), None)
-            if failed is not None:
-                raise KafkaException(failed)
-            return {(tp.topic, tp.partition): int(tp.offset) for tp in found}
-        except KafkaException as exc:
-            if exc.args[0].code() not in LEADERSHIP_CHANGING or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-            for topic in {tp.topic for tp in tps}:
-                with contextlib.suppress(KafkaException):
-                    consumer.list_topics(topic, timeout=5)
-
-
-STATE_READ_STALL_SECONDS = 30.0
-"""How long a state load may go without a record or an end-of-partition before its consumer is
-replaced (librdkafka's fetches were seen to stop for good, e.g. after a broker pause)."""
-
-
-def _state_reader(bootstrap: KafkaTarget) -> Consumer:
-    return Consumer(
-        {
-            **confluent_config(bootstrap),
-            "group.id": STATE_READER_GROUP,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",  # an offset below the log start reads from it
-        }
-    )
-
-
-def _read_to_end(
-    bootstrap: KafkaTarget, tps: list[TopicPartition], stall: float = STATE_READ_STALL_SECONDS
-) -> Iterable[Message]:
-    """Every record of the given partitions, from the beginning to their current end.
-
-    A read that brings nothing for `stall` seconds goes on with a new consumer, from the next
-    offset of each partition not read to its end yet: no record is skipped."""
-    if not tps:
-        return
-    consumer = _state_reader(bootstrap)
-    try:
-        ends = end_offsets(consumer, tps)
-        pending = {k: 0 for k, high in ends.items() if high > 0}  # partition -> next offset
-        if not pending:
-            return
-        consumer.assign([TopicPartition(t, p, 0) for t, p in pending])
-        progress = time.monotonic()
-        while pending:
-            if time.monotonic() - progress > stall:
-                log.warning("state load made no progress for %.0fs; replacing its consumer", stall)
-                # close() may wait on the stalled connection: let it finish in the background.
-                threading.Thread(
-                    target=consumer.close, name="close-state-reader", daemon=True
-                ).start()
-                consumer = _state_reader(bootstrap)
-                consumer.assign([TopicPartition(t, p, at) for (t, p), at in pending.items()])
-                progress = time.monotonic()
-            for msg in consumer.consume(1000, 1.0):
-                where = (msg.topic() or "", msg.partition() or 0)
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.pop(where, None)
-                        progress = time.monotonic()
-                    continue
-                progress = time.monotonic()
-                yield msg
-                offset = msg.offset() or 0
-                if where in pending:
-                    pending[where] = offset + 1
-                    if offset + 1 >= ends[where]:
-                        pending.pop(where, None)
-    finally:
-        consumer.close()
-
-
-class PartitionState:
-    """Key/values per input partition, with a compacted changelog partitioned like the input."""
-
-    def __init__(self, bootstrap: KafkaTarget, changelog: str) -> None:
-        self.bootstrap = bootstrap
-        self.changelog = changelog
-        self.data: dict[int, dict[bytes, bytes]] = {}
-
-    def load(self, partitions: list[int]) -> None:
-        """Read the changelog of newly assigned partitions."""
-        for p in partitions:
-            self.data[p] = {}
-        tps = [TopicPartition(self.changelog, p) for p in partitions]
-        for msg in _read_to_end(self.bootstrap, tps):
-            key = msg.key() or b""
-            value = msg.value()
-            part = self.data[msg.partition() or 0]
-            if value is None:
-                part.pop(key, None)
-            else:
-                part[key] = value
-
-    def drop(self, partitions: list[int]) -> None:
-        """Forget revoked partitions."""
-        for p in partitions:
-            self.data.pop(p, None)
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        """The value of `key` in one partition."""
-        return self.data.get(partition, {}).get(key)
-
-    def put(self, partition: int, key: bytes, value: bytes | None) -> Output:
-        """Set (or, with None, delete) a key; returns the changelog record to write."""
-        if value is None:
-            self.data.get(partition, {}).pop(key, None)
-        else:
-            self.data.setdefault(partition, {})[key] = value
-        return Output(self.changelog, key, value, partition=partition, state=True)
-
-    def items(self) -> Iterable[tuple[int, bytes, bytes]]:
-        """Every (partition, key, value) held (a snapshot: safe to put while iterating)."""
-        return [(p, k, v) for p, part in self.data.items() for k, v in list(part.items())]
-
-
-class GlobalState:
-    """Every key of a compacted topic, followed continuously; local writes apply at once."""
-
-    def __init__(self, bootstrap: KafkaTarget, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.data: dict[str, str] = {}
-        self._consumer: Consumer | None = None
-
-    def load(self) -> None:
-        """Read the whole topic, then keep a consumer positioned at its end."""
-        admin = AdminClient(confluent_config(self.bootstrap))
-        wait_for_leaders(admin, self.topic)
-        meta = admin.list_topics(self.topic, timeout=30)
-        tps = [TopicPartition(self.topic, p) for p in meta.topics[self.topic].partitions]
-        for msg in _read_to_end(self.bootstrap, tps):
-            self._apply(msg)
-        consumer = Consumer(
-            {
-                **confluent_config(self.bootstrap),
-                "group.id": GLOBAL_STATE_GROUP,
-                "enable.auto.commit": False,
-            }
-        )
-        ends = end_offsets(consumer, tps)
-        consumer.assign([TopicPartition(t, p, high) for (t, p), high in ends.items()])
-        self._consumer = consumer
-
-    def _apply(self, msg: Message) -> None:
-        key = (msg.key() or b"").decode("utf-8", "replace")
-        value = msg.value()
-        if value is None:
-            self.data.pop(key, None)
-        else:
-            self.data[key] = value.decode("utf-8", "replace")
-
-    def catch_up(self) -> None:
-        """Apply what other processes wrote since the last call (non-blocking)."""
-        if self._consumer is None:
-            return
-        for msg in self._consumer.consume(10_000, 0):
-            if msg.error() is None:
-                self._apply(msg)
-
-    def put(self, key: str, value: str) -> Output:
-        """Set a key locally; returns the record to write."""
-        self.data[key] = value
-        return Output(self.topic, key.encode(), value.encode())
-
-    def close(self) -> None:
-        """Close the follower consumer."""
-        if self._consumer is not None:
-            self._consumer.close()
 
 
 _T = TypeVar("_T")
@@ -448,7 +193,7 @@ class BatchRunner:
     def _run(self) -> None:
         if self.prepare is not None:
             self._retrying(self.prepare)
-        producer = Producer(envelope.producer_config(self.bootstrap, **{"linger.ms": 2}))
+        producer = Producer(kafka_config.producer_config(self.bootstrap, **{"linger.ms": 2}))
         consumer = self._subscribe()
         in_count = self.metrics.messages_in.labels(self.stage)
         duration = self.metrics.stage_duration.labels(self.stage)
@@ -551,7 +296,9 @@ class BatchRunner:
         if self.session_timeout is not None:
             overrides["session.timeout.ms"] = int(self.session_timeout * 1000)
             overrides["heartbeat.interval.ms"] = int(self.session_timeout * 1000 / 3)
-        consumer = Consumer(envelope.consumer_config(self.bootstrap, self.group_id, **overrides))
+        consumer = Consumer(
+            kafka_config.consumer_config(self.bootstrap, self.group_id, **overrides)
+        )
         self._unassigned_since = time.monotonic()
         consumer.subscribe(self.sources, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
@@ -707,16 +454,6 @@ def _commit(consumer: Consumer, batch: list[Message], stage: str) -> dict[tuple[
 def _log_refused(error: KafkaError, stage: str) -> None:
     why = "after a rebalance" if error.code() in _REBALANCED else "by the broker"
     log.warning("stage %s: commit refused %s (%s)", stage, why, error.name())
-
-
-def next_batch(consumer: Consumer, size: int) -> list[Message]:
-    """Wait for one record, then take what else is already there: low latency when traffic is
-    light, batches when it is heavy (`consume(n, t)` would wait `t` to fill `n`)."""
-    first = consumer.poll(0.2)
-    if first is None:
-        return []
-    batch = [first, *consumer.consume(size - 1, 0)]
-    return [m for m in batch if m.error() is None]
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

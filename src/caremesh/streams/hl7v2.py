@@ -8,13 +8,13 @@ topic and downstream deduplication still holds.
 
 from __future__ import annotations
 
-from confluent_kafka import Message
-
 from caremesh import envelope
 from caremesh.envelope import Envelope
 from caremesh.fhir.hl7v2_map import hl7v2_to_fhir
+from caremesh.kafka.client import Message
+from caremesh.kafka.io import Output
 from caremesh.settings import Settings
-from caremesh.streams.batch import BatchRunner, Output, WorkerApp
+from caremesh.streams.batch import BatchRunner, WorkerApp
 from caremesh.topics import DEADLETTER, INGEST_FHIR, INGEST_HL7V2
 
 STAGE = "hl7v2"

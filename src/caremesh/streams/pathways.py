@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Message
 
 from caremesh import envelope
 from caremesh.consent import DecisionQuery
@@ -28,6 +27,8 @@ from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import Envelope, PatientKey
 from caremesh.errors import RejectedInputError
+from caremesh.kafka.client import Message
+from caremesh.kafka.io import Output
 from caremesh.pathways import (
     AlertCandidate,
     Pathway,
@@ -41,7 +42,7 @@ from caremesh.pathways import (
 from caremesh.pathways import evaluate as evaluate_pathway
 from caremesh.pathways import tick as tick_pathway
 from caremesh.settings import Settings
-from caremesh.streams.batch import Output, WorkerApp
+from caremesh.streams.batch import WorkerApp
 from caremesh.streams.patient_stage import PatientStage, patient_of, record_time
 from caremesh.topics import CLINICAL_FHIR, PATHWAY_ACTIONS, PATHWAY_ALERTS
 

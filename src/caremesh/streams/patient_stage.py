@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Message, Producer
 
 from caremesh import envelope
 from caremesh.audit.events import decision_audit_event
@@ -33,18 +32,17 @@ from caremesh.consent.erasure import VAULT_RECORD_TYPE
 from caremesh.consent.model import ERASURE_ID, Consent
 from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.kafka import config as kafka_config
+from caremesh.kafka.admin import ensure_compacted
+from caremesh.kafka.client import Message, Producer
+from caremesh.kafka.io import Output
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.settings import Settings
-from caremesh.streams.batch import (
-    BatchRunner,
-    Handler,
-    Output,
-    PartitionState,
-    ensure_compacted,
-)
+from caremesh.streams.batch import BatchRunner, Handler
 from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
 from caremesh.tables.deadletters import Origin, PatientKeyStore, protect
+from caremesh.tables.state import PartitionState
 from caremesh.topics import AUDIT, DEADLETTER, KEYS_PATIENT
 
 log = logging.getLogger(__name__)
@@ -192,7 +190,7 @@ class PatientStage:
     def _write_key_record(self, key: bytes, value: bytes) -> None:
         """Write a vault record to keys.patient.v1 and wait for the broker's acknowledgement."""
         if self._key_producer is None:
-            self._key_producer = Producer(envelope.producer_config(self.settings.kafka))
+            self._key_producer = Producer(kafka_config.producer_config(self.settings.kafka))
         env = envelope.Envelope(
             str(uuid.uuid4()),
             f"urn:caremesh:stage:{self.stage}",

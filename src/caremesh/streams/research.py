@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Message
 
 from caremesh import envelope
 from caremesh.consent import ConsentPolicy, DecisionQuery
@@ -49,6 +48,8 @@ from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import Envelope, KeyId, PatientKey
 from caremesh.errors import ConfigurationError, RejectedInputError
+from caremesh.kafka.client import Message
+from caremesh.kafka.io import Output
 from caremesh.pseudonym import native
 from caremesh.pseudonym.engine import Anonymizer
 from caremesh.pseudonym.keys import Keyring, VaultKeys, master_key_bytes, vault_keys
@@ -58,7 +59,7 @@ from caremesh.pseudonym.study import study_anonymizer
 from caremesh.pseudonym.vault import PseudonymVault, StudyPseudonyms, seal_record
 from caremesh.settings import Settings, StudySettings
 from caremesh.sharing import care_team as sharing
-from caremesh.streams.batch import Output, WorkerApp
+from caremesh.streams.batch import WorkerApp
 from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
 from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, research_topic
 

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Message
 
 from caremesh import envelope
 from caremesh.consent import DecisionQuery
@@ -28,9 +27,11 @@ from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import PatientKey
 from caremesh.errors import RejectedInputError
+from caremesh.kafka.client import Message
+from caremesh.kafka.io import Output
 from caremesh.settings import Settings
 from caremesh.sharing import care_team as sharing
-from caremesh.streams.batch import Output, WorkerApp
+from caremesh.streams.batch import WorkerApp
 from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
 from caremesh.tables.organisations import OrganisationRegistry, follow
 from caremesh.topics import CLINICAL_FHIR, ORGANISATIONS, outbox_topic

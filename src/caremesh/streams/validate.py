@@ -17,22 +17,17 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import Message
-
 from caremesh import envelope
 from caremesh.envelope import Envelope
 from caremesh.errors import RejectedInputError
 from caremesh.fhir.ingest import process_ingest
 from caremesh.fhir.validate import warm_up
+from caremesh.kafka.admin import ensure_compacted
+from caremesh.kafka.client import Message
+from caremesh.kafka.io import Output
 from caremesh.settings import Settings
-from caremesh.streams.batch import (
-    BatchRunner,
-    GlobalState,
-    Output,
-    PartitionState,
-    WorkerApp,
-    ensure_compacted,
-)
+from caremesh.streams.batch import BatchRunner, WorkerApp
+from caremesh.tables.state import GlobalState, PartitionState
 from caremesh.topics import CLINICAL_FHIR, DEADLETTER, INGEST_FHIR
 
 log = logging.getLogger(__name__)

@@ -18,19 +18,23 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
-from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from caremesh.consent import PatientConsents, apply, parse_event
 from caremesh.consent.model import Consent
 from caremesh.errors import ConsentNotReadyError, KafkaUnavailableError, RejectedInputError
+from caremesh.kafka.client import (
+    OFFSET_BEGINNING,
+    AIOKafkaConsumer,
+    Consumer,
+    KafkaError,
+    KafkaException,
+)
+from caremesh.kafka.client import AioTopicPartition as TopicPartition
+from caremesh.kafka.client import TopicPartition as KafkaTopicPartition
 from caremesh.kafka.config import KafkaTarget, confluent_config
-from caremesh.kafka.reading import open_from_beginning
-from caremesh.security.principals import LEDGER_OFFSETS_GROUP
+from caremesh.kafka.reading import end_offsets, next_batch, open_from_beginning
 from caremesh.settings import Settings
-from caremesh.streams.batch import end_offsets, next_batch
-from caremesh.topics import CONSENT_EVENTS
+from caremesh.topics import CONSENT_EVENTS, LEDGER_OFFSETS_GROUP
 
 log = logging.getLogger(__name__)
 

@@ -45,19 +45,26 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from aiokafka.partitioner import murmur2
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from caremesh.envelope import KeyId, PatientKey, consumer_config
+from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import KafkaUnavailableError
+from caremesh.kafka.client import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from caremesh.kafka.config import consumer_config
+from caremesh.kafka.partitioning import partition_for
 from caremesh.kafka.retry import watermark_offsets
 from caremesh.pseudonym.keys import VaultKeys
 from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
 from caremesh.randomness import random_bytes
-from caremesh.security.principals import DEADLETTER_KEYS_GROUP
 from caremesh.settings import KafkaSettings
+from caremesh.topics import DEADLETTER_KEYS_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +211,7 @@ class PatientKeyStore:
     def partition_of(self, patient: str) -> int:
         """The partition of a patient key (the Java client's murmur2 partitioner)."""
         self._open()
-        return int((murmur2(patient.encode("utf-8")) & 0x7FFFFFFF) % self._partitions)
+        return partition_for(patient.encode("utf-8"), self._partitions)
 
     def catch_up(self, patient: str) -> None:
         """Fold the patient's partition up to its current end; KafkaUnavailableError if not."""

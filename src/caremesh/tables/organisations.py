@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from caremesh import topics
 from caremesh.errors import KafkaUnavailableError
+from caremesh.kafka.client import AioKafkaError as KafkaError
 from caremesh.kafka.config import KafkaTarget, confluent_config
 from caremesh.kafka.reading import open_from_beginning
 from caremesh.settings import OrganisationSettings, Settings
@@ -215,8 +215,7 @@ def read_registrations(
     kafka: KafkaTarget, topic: str, timeout: float = 30.0
 ) -> dict[str, Registration]:
     """Every current registration of `topic` (empty when the topic does not exist)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
-
+    from caremesh.kafka.client import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
     from caremesh.kafka.reading import partition_ids  # noqa: PLC0415
     from caremesh.kafka.retry import watermark_offsets  # noqa: PLC0415
 
@@ -273,10 +272,9 @@ def publish(
     kafka: KafkaTarget, topic: str, registration: Registration, timeout: float = 30.0
 ) -> None:
     """Write one registration and wait for the broker's acknowledgement."""
-    from confluent_kafka import KafkaError as ConfluentError  # noqa: PLC0415
-    from confluent_kafka import Producer  # noqa: PLC0415
-
-    from caremesh.envelope import producer_config  # noqa: PLC0415
+    from caremesh.kafka.client import KafkaError as ConfluentError  # noqa: PLC0415
+    from caremesh.kafka.client import Producer  # noqa: PLC0415
+    from caremesh.kafka.config import producer_config  # noqa: PLC0415
 
     errors: list[ConfluentError] = []
 

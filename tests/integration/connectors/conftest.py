@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from caremesh import topics
 from caremesh.connectors.http.server import server_config
 from caremesh.connectors.http_ingest import create_app
+from caremesh.kafka import admin as kafka_admin
 from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
@@ -56,7 +57,7 @@ def settings(kafka: str, unique: Callable[[str], str]) -> Iterator[Settings]:
     cfg.http_ingest.max_body_bytes = MAX_BODY
     cfg.mllp.port = free_port()
     cfg.mllp.max_message_bytes = 64 * 1024
-    topics.ensure_topics(
+    kafka_admin.ensure_topics(
         kafka, topics.catalogue(), partitions=PARTITIONS, replication_factor=1, prefix=prefix
     )
     yield cfg

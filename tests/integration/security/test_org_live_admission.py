@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 
 from caremesh import envelope
 from caremesh.envelope import Envelope
+from caremesh.kafka import config as kafka_config
 from caremesh.kafka.config import confluent_security
 from caremesh.security.commands import acl_apply, configured_catalogue
 from caremesh.settings import OrganisationSettings, Settings, WorkerSettings
@@ -182,7 +183,7 @@ def test_org_add_and_remove_take_effect_in_running_workers_and_delivery(
             answer: dict[str, str] = httpx.get(health, timeout=5).json()["organisations"]
             return answer
 
-        producer = Producer(envelope.producer_config(broker.admin()))
+        producer = Producer(kafka_config.producer_config(broker.admin()))
 
         def post(*resources: dict[str, object]) -> None:
             for key, value, headers in map(_record, resources):

@@ -15,7 +15,7 @@ from bench.raw import FAUST_VARIANTS, start_faust_passthrough
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from caremesh import envelope
+from caremesh.kafka import config as kafka_config
 
 RECORDS = 3000
 PARTITIONS = 3
@@ -40,7 +40,7 @@ def topics(kafka: str) -> Iterator[tuple[str, str]]:
 def _read(
     kafka: str, topic: str, count: int, timeout: float
 ) -> list[tuple[bytes, dict[str, bytes]]]:
-    consumer = Consumer(envelope.consumer_config(kafka, f"reader-{uuid.uuid4().hex}"))
+    consumer = Consumer(kafka_config.consumer_config(kafka, f"reader-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     out: list[tuple[bytes, dict[str, bytes]]] = []
     deadline = time.monotonic() + timeout
@@ -70,7 +70,7 @@ def test_every_record_is_forwarded_and_its_offset_committed(
     kafka: str, topics: tuple[str, str], tmp_path: Path, name: str
 ) -> None:
     source, target = topics
-    producer = Producer(envelope.producer_config(kafka))
+    producer = Producer(kafka_config.producer_config(kafka))
     for i in range(RECORDS):
         producer.produce(
             source,

@@ -12,9 +12,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
-from caremesh import envelope, topics
+from caremesh import topics
 from caremesh.consent.model import ERASURE_ID
 from caremesh.errors import ConsentNotReadyError
+from caremesh.kafka import config as kafka_config
 from caremesh.settings import Settings
 from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
 from tests.support.kafka import Namespace
@@ -22,7 +23,7 @@ from tests.unit.consent.consent_builders import provision, r4_consent
 
 
 def _produce(namespace: Namespace, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer(envelope.producer_config(namespace.kafka))
+    producer = Producer(kafka_config.producer_config(namespace.kafka))
     for key, value in records:
         producer.produce(namespace.topic(topics.CONSENT_EVENTS), key=key, value=value)
     assert producer.flush(30) == 0
@@ -148,7 +149,7 @@ def test_wait_folded_waits_for_the_record_itself_not_a_snapshot_as_of_its_timest
         time.sleep(0.5)  # a poll begun before the stall (0.2 s at most) has returned
         # a record stamped before the snapshot, appended after it
         delivered: list[Message] = []
-        producer = Producer(envelope.producer_config(namespace.kafka))
+        producer = Producer(kafka_config.producer_config(namespace.kafka))
         producer.produce(
             topic,
             key=b"ins-late-append",

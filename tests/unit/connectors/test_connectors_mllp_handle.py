@@ -10,7 +10,7 @@ from caremesh.connectors.mllp import MllpServer
 from caremesh.connectors.mllp_framing import Frame, Oversized
 from caremesh.envelope import HL7V2, header_value, message_id
 from caremesh.errors import KafkaUnavailableError
-from caremesh.kafka.io import Ack, OutRecord
+from caremesh.kafka.io import Ack, Output
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
 from tests.unit.connectors.connectors_synth import SYNTH_FAMILY, hl7
@@ -19,14 +19,14 @@ from tests.unit.connectors.connectors_synth import SYNTH_FAMILY, hl7
 class FakeProducer:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.sent: list[OutRecord] = []
+        self.sent: list[Output] = []
 
     async def partition_count(self, topic: str) -> int:
         if self.fail:
             raise KafkaUnavailableError("no metadata")
         return 3
 
-    async def send_all(self, records: Sequence[OutRecord]) -> list[Ack]:
+    async def send_all(self, records: Sequence[Output]) -> list[Ack]:
         if self.fail:
             raise KafkaUnavailableError("write not acknowledged: _MSG_TIMED_OUT")
         self.sent.extend(records)

@@ -8,12 +8,11 @@ import orjson
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from caremesh.audit.events import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM
+from caremesh.audit.events import CONSENT_ADMIN_SYSTEM, PATIENT_KEY_SYSTEM, erasure_audit_event
 from caremesh.consent import Decision, Outcome, Rule
 from caremesh.consent.erasure import (
     REASON_ERASURE,
     REASON_WITHDRAWN,
-    erasure_audit_event,
     retraction_reason,
 )
 from caremesh.envelope import PatientKey

@@ -16,10 +16,11 @@ import logging
 from typing import Final
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from caremesh.connectors.inbox.state import InboxAlert, InboxState, read_alert
 from caremesh.errors import RejectedInputError
+from caremesh.kafka.client import AIOKafkaConsumer
+from caremesh.kafka.client import AioTopicPartition as TopicPartition
 from caremesh.kafka.config import KafkaTarget
 from caremesh.kafka.reading import open_from_beginning
 from caremesh.metrics import Metrics

@@ -53,7 +53,7 @@ from caremesh.connectors.inbox.web import (
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, fhir_event_type
 from caremesh.errors import KafkaUnavailableError, RejectedInputError
-from caremesh.kafka.io import AsyncProducer, OutRecord
+from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import action_value
 from caremesh.settings import Settings
@@ -315,15 +315,13 @@ class InboxHandlers:
             extra={H_FHIR_RELEASE: "R4"},
         )
         records = [
-            OutRecord(
+            Output(
                 self.actions_topic,
                 alert.patient_key.encode(),
                 action_value(action),
                 action_env.headers(),
             ),
-            OutRecord(
-                self.audit_topic, event_id.encode(), orjson.dumps(audit), audit_env.headers()
-            ),
+            Output(self.audit_topic, event_id.encode(), orjson.dumps(audit), audit_env.headers()),
         ]
         await asyncio.wait_for(self.producer.send_all(records), self.send_timeout)
         # The feed may already have read the action back from Kafka; either way it is closed now.
