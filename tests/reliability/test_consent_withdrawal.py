@@ -45,8 +45,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from caremesh import envelope
+from caremesh.connectors.ordering import ingest_partition
 from caremesh.envelope import Envelope, child_message_id
-from caremesh.fhir.ordering import ingest_partition
 from caremesh.kafka import config as kafka_config
 from tests.reliability.pipeline import MASTER_KEY, patient_ins, start_worker
 from tests.reliability.support import (

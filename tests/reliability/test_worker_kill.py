@@ -4,7 +4,7 @@ order kept end to end.
 
 The observations go through the real ingest API, each patient's in order (the next is sent
 after the previous one's 202). The API writes them keyed by message id (DESIGN §2) into the
-partition of their patient (`caremesh.fhir.ordering`), so the order of one patient's records,
+partition of their patient (`caremesh.connectors.ordering`), so the order of one patient's records,
 first occurrences after `ce_id` deduplication, must equal the send order on clinical.fhir.v1,
 on the outbox and on the research topic."""
 

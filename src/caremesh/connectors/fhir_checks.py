@@ -16,10 +16,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
+from caremesh.connectors.ordering import fhir_ordering_key
 from caremesh.envelope import MessageId, body_message_id, message_id
 from caremesh.errors import InvalidFhirError
 from caremesh.fhir.ingest import Rejection, process_ingest
-from caremesh.fhir.ordering import fhir_ordering_key
 from caremesh.fhir.validate import Release, parse_json
 
 MAX_IDEMPOTENCY_KEY: Final = 256
@@ -39,7 +39,7 @@ class Checked:
     """The release the message validated as (None for an empty Bundle)."""
     ordering_key: str | None = None
     """The one patient the message concerns, which chooses its ingest partition (see
-    `caremesh.fhir.ordering`); None when it concerns no patient or several."""
+    `caremesh.connectors.ordering`); None when it concerns no patient or several."""
 
 
 def check_fhir(

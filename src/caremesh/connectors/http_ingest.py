@@ -15,7 +15,7 @@ Contract (DESIGN §4, §8):
   whose diagnostics carry a code and a value-free detail.
 - The raw body, as received, is written to ingest.fhir.v1 keyed by its message id (see
   `fhir_checks.stable_message_id`; DESIGN §2), in the partition chosen by the patient it
-  concerns (`caremesh.fhir.ordering`: same murmur2 hash as the partitioner), so one patient's
+  concerns (`caremesh.connectors.ordering`: same murmur2 hash as the partitioner), so one patient's
   messages stay in one partition and the validate stage keeps their order; 202
   `{"messageId", "resources"}` is answered only after the broker acknowledged it, 503 with
   `Retry-After` when it did not.
@@ -60,10 +60,10 @@ from caremesh.connectors.http.auth import (
 )
 from caremesh.connectors.http.outcome import http_status, outcome_bytes
 from caremesh.connectors.http.server import server_config
+from caremesh.connectors.ordering import ingest_partition
 from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
 from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
 from caremesh.fhir.ingest import Rejection
-from caremesh.fhir.ordering import ingest_partition
 from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.config import KafkaTarget, confluent_config

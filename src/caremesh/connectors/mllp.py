@@ -17,7 +17,7 @@ and its operators see the ACK. The source is MSH-4 (its namespace id) when that 
 source id; otherwise `mllp.source`, and then the sending facility also scopes the message id, so
 two unknown facilities that reuse a control id do not collide. Record key: MSH-10; `ce_id`:
 `message_id(source, MSH-10)` (`message_id(source, "<MSH-4>|<MSH-10>")` for the default source).
-Partition: chosen from the patient of PID-3 (`caremesh.fhir.ordering.hl7v2_ordering_key`, the
+Partition: chosen from the patient of PID-3 (`caremesh.connectors.ordering.hl7v2_ordering_key`, the
 same murmur2 hash as the partitioner), not from the key, so one patient's messages stay in one
 partition, in the order they were acknowledged (DESIGN §2 keeps the message id as the key).
 
@@ -38,10 +38,10 @@ from typing import Any, Final
 from caremesh import topics
 from caremesh.connectors import source_urn
 from caremesh.connectors.mllp_framing import Frame, FrameEvent, MllpFramer, frame
+from caremesh.connectors.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.envelope import HL7V2, Envelope, message_id
 from caremesh.errors import InvalidHl7Error, KafkaUnavailableError
 from caremesh.fhir.hl7v2 import AckCode, Hl7Message, build_ack, component_of, parse_hl7
-from caremesh.fhir.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from caremesh.connectors.inbox.auth import hash_password
 from caremesh.demo.feed import Feeder, FeedOptions, FeedTargets
-from caremesh.demo.scenario import demo_clock
+from caremesh.demo.scenario import demo_clock, territory_events
 from caremesh.demo.supervisor import Supervisor
 from caremesh.demo.territory import Territory
 from caremesh.kafka.admin import ensure_topics
@@ -407,7 +407,7 @@ async def _feed_and_watch(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     feed = asyncio.create_task(
-        feeder.run(territory.events(start, speed, days=options.simulated_days))
+        feeder.run(territory_events(territory, start, speed, days=options.simulated_days))
     )
     began = time.monotonic()
     previous: Summary | None = None

@@ -37,13 +37,13 @@ from caremesh.consent.model import ConsentWithdrawn
 from caremesh.consent.parse import withdrawal_json
 from caremesh.demo import fhir_payloads as fp
 from caremesh.demo import hl7_payloads as hp
+from caremesh.demo.territory import CONSENT_DESK
 
 if TYPE_CHECKING:
     from caremesh.demo.territory import Patient, Source, Territory
 
 Channel = Literal["http-bundle", "http-resource", "mllp", "consent"]
 CHANNELS: Final[tuple[Channel, ...]] = ("http-bundle", "http-resource", "mllp", "consent")
-CONSENT_DESK: Final = "consent-desk"
 LOAD_SHARE: Final = 0.1
 HOUR: Final = 3600.0
 

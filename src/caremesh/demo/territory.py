@@ -11,26 +11,25 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Final, Literal
 
 from pydantic import SecretStr
 
-from caremesh.demo.scenario import CONSENT_DESK, Event, territory_events
 from caremesh.settings import OrganisationSettings, SourceSettings, StudySettings
 
 __all__ = [
     "CONSENT_DESK",
     "COORDINATION",
-    "Event",
     "Organisation",
     "Patient",
     "Source",
     "Territory",
 ]
 
+CONSENT_DESK: Final = "consent-desk"
+"""Name of the demo's consent administrator (the feeder posting consents)."""
 COORDINATION: Final = "care-coordination"
 """Id of the coordinating organisation (the shipped pathways' `coordinator`)."""
 INS_PREFIX: Final = "999"
@@ -194,10 +193,6 @@ class Territory:
             StudySettings(id="diabetes-cohort", purpose="HRESCH", consent_default="deny"),
             StudySettings(id="observatory", purpose="PUBHLTH", consent_default="permit"),
         ]
-
-    def events(self, start: datetime, speed: float, *, days: float = 1.5) -> Iterator[Event]:
-        """The territory's events in simulated-time order; see `caremesh.demo.scenario`."""
-        return territory_events(self, start, speed, days=days)
 
 
 def _organisations(hospitals: int, providers: int) -> tuple[Organisation, ...]:

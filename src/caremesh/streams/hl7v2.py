@@ -40,7 +40,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
         )
         out.inc()
         # Same partition as the raw message: the MLLP listener chose it by patient (see
-        # caremesh.fhir.ordering), so one patient's messages keep their order.
+        # caremesh.connectors.ordering), so one patient's messages keep their order.
         return [Output(ingest, msg.key(), bundle, env.headers(), partition=msg.partition())]
 
     app.stages.append(

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from caremesh.demo.clients import END, control_id_of
 from caremesh.demo.feed import Feeder, FeedOptions, FeedTargets
-from caremesh.demo.scenario import Event
+from caremesh.demo.scenario import Event, territory_events
 from caremesh.demo.territory import Territory
 from caremesh.fhir.hl7v2 import AckCode, build_ack, parse_hl7
 
@@ -36,7 +36,7 @@ def territory() -> Territory:
 
 @pytest.fixture(scope="module")
 def all_events(territory: Territory) -> list[Event]:
-    return list(territory.events(START, 1000.0))
+    return list(territory_events(territory, START, 1000.0))
 
 
 @dataclass
@@ -250,7 +250,7 @@ async def test_http_and_consent_feed_retries_503_and_counts(
 
 
 async def test_http_feed_counts_unreachable_service_as_failed(territory: Territory) -> None:
-    event = next(e for e in territory.events(START, 1.0) if e.channel == "http-bundle")
+    event = next(e for e in territory_events(territory, START, 1.0) if e.channel == "http-bundle")
     options = replace(FAST, max_attempts=2)
     with socket.socket() as probe:  # a port nobody listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caremesh.demo.scenario import Event
+from caremesh.demo.scenario import Event, territory_events
 from caremesh.demo.territory import Territory
 from tests.unit.demo.demo_clock import SPEED, START
 
@@ -18,4 +18,4 @@ def territory() -> Territory:
 @pytest.fixture(scope="session")
 def events(territory: Territory) -> list[Event]:
     """Every event of the 300-patient territory."""
-    return list(territory.events(START, SPEED))
+    return list(territory_events(territory, START, SPEED))

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from caremesh.connectors.fhir_checks import Checked, check_fhir
+from caremesh.connectors.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.fhir.hl7v2 import Separators, parse_hl7
-from caremesh.fhir.ordering import hl7v2_ordering_key, ingest_partition
 from caremesh.kafka.partitioning import murmur2, partition_for
 from tests.unit.connectors.connectors_synth import SYNTH_LOCAL_ID, bundle, hl7, observation
 
