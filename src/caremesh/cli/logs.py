@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+_HANDLER_NAME = "caremesh"
 _NOISY = ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "httpx", "httpcore")
 
 
@@ -20,10 +21,10 @@ def configure_logging(level: str = "INFO") -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     root.setLevel(numeric)
-    if not any(getattr(h, "_caremesh", False) for h in root.handlers):
+    if not any(h.get_name() == _HANDLER_NAME for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._caremesh = True  # type: ignore[attr-defined]
+        handler.set_name(_HANDLER_NAME)
         root.addHandler(handler)
     for name in _NOISY:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

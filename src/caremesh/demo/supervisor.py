@@ -25,7 +25,7 @@ class Service:
     env: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
-    _log_file: IO[bytes] | None = None
+    log_file: IO[bytes] | None = None
 
     @property
     def running(self) -> bool:
@@ -47,12 +47,12 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         service = Service(name, list(args), dict(env or {}))
         service.log_path = self.log_dir / f"{name}.log"
-        service._log_file = service.log_path.open("ab")
+        service.log_file = service.log_path.open("ab")
         full_env = {**os.environ, **service.env}
         service.process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "caremesh.cli.main", *service.args],
             env=full_env,
-            stdout=service._log_file,
+            stdout=service.log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -81,6 +81,6 @@ class Supervisor:
                 log.warning("%s did not stop on SIGTERM; killing it", service.name)
                 proc.kill()
                 proc.wait(timeout=10)
-            if service._log_file is not None:
-                service._log_file.close()
+            if service.log_file is not None:
+                service.log_file.close()
         log.info("stopped %d services", len(self.services))

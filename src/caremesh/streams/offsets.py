@@ -64,10 +64,10 @@ class _ReadOffsets(dict[TP, int | None]):
         # written once per record: ignored for the record being delivered when a seek
         # happened since it was fetched
         owner = self._owner
-        current = owner._delivering
+        current = owner._delivering  # noqa: SLF001 - Faust's consumer internals
         if (
             current is not None
-            and current[2] != owner._seeks
+            and current[2] != owner._seeks  # noqa: SLF001 - Faust's consumer internals
             and current[0] == tp
             and current[1] == offset
         ):
@@ -142,14 +142,14 @@ class EagerDelivery(Service):
         events = (other.event, self._stopped, self._crashed)
         task.add_done_callback(on_done)
         for event in events:
-            event._waiters.append(wake)  # what set() resolves (asyncio's Event and mode's)
+            event._waiters.append(wake)  # what set() resolves (asyncio's Event and mode's)  # noqa: SLF001 - Faust's consumer internals
         if any(event.is_set() for event in events):
             on_done(None)
         try:
             await wake
         finally:
             for event in events:
-                event._waiters.remove(wake)
+                event._waiters.remove(wake)  # noqa: SLF001 - Faust's consumer internals
             if not task.done():
                 task.cancel()
         if self._stopped.is_set() or self._crashed.is_set():

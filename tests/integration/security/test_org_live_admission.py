@@ -30,10 +30,10 @@ from confluent_kafka.admin import AdminClient
 from caremesh import envelope
 from caremesh.envelope import Envelope
 from caremesh.kafka import config as kafka_config
+from caremesh.kafka.admin import ensure_topics
 from caremesh.kafka.config import confluent_security
 from caremesh.security.commands import acl_apply, configured_catalogue
 from caremesh.settings import OrganisationSettings, Settings, WorkerSettings
-from caremesh.kafka.admin import ensure_topics
 from tests.integration.consent.servers import FhirEndpoint, serve
 from tests.integration.security.conftest import ADMIN, SecuredBroker, free_port
 from tests.support.kafka import Proc, worker_ready
