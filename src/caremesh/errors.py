@@ -4,18 +4,28 @@ Exceptions carry coordinates (stage, topic, partition, offset, message id, resou
 never payloads, patient identifiers, pseudonyms or keys.
 
     CaremeshError
-    ├── ConfigurationError          bad settings, rule files or pathway definitions
+    ├── ConfigurationError          bad settings, rule files, pathway definitions, command usage
     ├── KafkaUnavailableError       the broker did not answer or refused a write (transient)
     ├── LocalKafkaError             the local broker under deploy/kafka could not be run
     ├── TopicMismatchError          an existing topic differs from the catalogue
     ├── RejectedInputError          input that can never be processed (goes to deadletter.v1)
     │   ├── InvalidFhirError        not FHIR, or fails validation
-    │   └── InvalidHl7Error         not an HL7 v2 message we accept
+    │   ├── InvalidHl7Error         not an HL7 v2 message we accept
+    │   └── ConsentRequestError     a consent the consent API refuses (with its HTTP status)
+    ├── RefusedRequestError         an HTTP request answered with an OperationOutcome (4xx/5xx)
+    │   └── AuthRefusedError        no valid token (401) or no admitted role (403)
     ├── ConsentNotReadyError        consent state has not caught up with the ledger (transient)
-    └── PseudonymisationError       a rule could not be applied with processingErrors=raise
+    ├── PseudonymisationError       a rule could not be applied with processingErrors=raise
+    ├── NativeBuildError            the compiled pseudonymisation modules could not be built
+    └── DeadLetterError             a dead letter could not be listed or shown
+
+The command line (`caremesh.cli.main`) prints a `CaremeshError` as one line and exits non-zero:
+2 for a `ConfigurationError` (the user's mistake), 1 otherwise; never a traceback.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class CaremeshError(Exception):
@@ -65,3 +75,49 @@ class ConsentNotReadyError(CaremeshError):
 
 class PseudonymisationError(CaremeshError):
     """A pseudonymisation rule failed on a node (processingErrors=raise)."""
+
+
+class ConsentRequestError(RejectedInputError):
+    """A request the consent API refuses: `code`, value-free `detail`, HTTP `status`."""
+
+    def __init__(self, code: str, detail: str, status: int) -> None:
+        super().__init__(code, detail)
+        self.status = status
+
+
+class RefusedRequestError(CaremeshError):
+    """An HTTP request answered with an OperationOutcome: `code`, value-free `detail`, `status`.
+
+    `status` None lets the service map the code to its status (`connectors.http.outcome`);
+    `headers` go on the answer (e.g. `WWW-Authenticate`, `Retry-After`).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+        self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class AuthRefusedError(RefusedRequestError):
+    """A request without a valid token (401) or without an admitted role (403)."""
+
+    status: int
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(code, detail, status)
+
+
+class NativeBuildError(CaremeshError):
+    """The compiled modules could not be built (the pure Python ones keep working)."""
+
+
+class DeadLetterError(CaremeshError):
+    """A dead letter could not be listed or shown (the message carries coordinates only)."""

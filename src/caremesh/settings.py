@@ -8,9 +8,17 @@ reads settings itself: the CLI builds one `Settings` and passes the parts down.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -19,6 +27,27 @@ from pydantic_settings import (
 )
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+ConsentOutcome = Annotated[Literal["permit", "deny"], BeforeValidator(_lower)]
+"""A consent default: `permit` or `deny` (any case); anything else is refused at start-up."""
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
+]
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """A settings error as one line: each field's location and message, never the value given."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
 
 
 class _Section(BaseModel):
@@ -130,7 +159,7 @@ class StudySettings(_Section):
     """Study id, used in `research.<id>.v1`."""
     purpose: str = "HRESCH"
     """v3 ActReason purpose of use of the study."""
-    consent_default: str = "deny"
+    consent_default: ConsentOutcome = "deny"
     """`permit` (opt-out study) or `deny` (opt-in study) when the patient said nothing."""
     rules: str = "gdpr-research"
     """A shipped rule preset name or a path to an anonymizer rule file."""
@@ -229,20 +258,17 @@ class WorkerSettings(_Section):
     fault tests can prove that a raising stage dead-letters the record and moves on."""
 
 
+def _care_opt_out_defaults() -> dict[str, Literal["permit", "deny"]]:
+    return {"TREAT": "permit", "HRESCH": "deny", "PUBHLTH": "deny", "HOPERAT": "deny"}
+
+
 class ConsentSettings(_Section):
     """Consent policy: what applies when a patient said nothing, and what needs a permit."""
 
-    defaults: dict[str, str] = Field(
-        default_factory=lambda: {
-            "TREAT": "permit",
-            "HRESCH": "deny",
-            "PUBHLTH": "deny",
-            "HOPERAT": "deny",
-        }
-    )
+    defaults: dict[str, ConsentOutcome] = Field(default_factory=_care_opt_out_defaults)
     """`CAREMESH_CONSENT__DEFAULTS`: JSON map purpose → permit|deny (care is opt-out, GDPR Art.
     9(2)(h); research is opt-in unless a study says otherwise)."""
-    fallback: str = "deny"
+    fallback: ConsentOutcome = "deny"
     """`CAREMESH_CONSENT__FALLBACK`: the outcome for a purpose without a default."""
     restricted_labels: list[str] = Field(default_factory=lambda: ["R", "V"])
     """`CAREMESH_CONSENT__RESTRICTED_LABELS`: confidentiality codes needing an explicit permit."""
@@ -417,7 +443,7 @@ class Settings(BaseSettings):
     """`CAREMESH_ORGANISATIONS`: JSON list of organisations."""
     studies: list[StudySettings] = Field(default_factory=list)
     """`CAREMESH_STUDIES`: JSON list of studies."""
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     """`CAREMESH_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
     state_dir: Path = Field(default_factory=_default_state_dir)
     """`CAREMESH_STATE_DIR`: where local processes keep pid files and logs."""

@@ -132,10 +132,11 @@ def make_namespace(kafka: str, partitions: int = 3) -> Iterator[Namespace]:
     from confluent_kafka.admin import AdminClient
 
     from caremesh import topics as catalogue
+    from caremesh.kafka import admin as kafka_admin
 
     ns = Namespace(kafka, f"t{uuid.uuid4().hex[:10]}.", partitions=partitions)
     specs = catalogue.catalogue(["org-a", "org-b", "org-c"], [("study-a", 30), ("study-b", 30)])
-    catalogue.ensure_topics(
+    kafka_admin.ensure_topics(
         kafka, specs, partitions=partitions, replication_factor=1, prefix=ns.prefix
     )
     try:

@@ -27,7 +27,11 @@ from caremesh import envelope, topics
 from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.connectors.reidentify import VaultReader
 from caremesh.envelope import KeyId, PatientKey
-from caremesh.errors import CaremeshError, ConfigurationError, KafkaUnavailableError
+from caremesh.errors import (
+    ConfigurationError,
+    DeadLetterError,
+    KafkaUnavailableError,
+)
 from caremesh.kafka import config as kafka_config
 from caremesh.kafka.client import (
     Consumer,
@@ -50,10 +54,6 @@ CE_SOURCE: Final = "urn:caremesh:cli:deadletter"
 EXIT_ERASED: Final = 3
 _SINCE = re.compile(r"(\d+)([smhd])")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class DeadLetterError(CaremeshError):
-    """A dead letter could not be listed or shown (the message carries coordinates only)."""
 
 
 @dataclass(frozen=True, slots=True)

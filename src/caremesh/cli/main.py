@@ -9,10 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from caremesh import __version__
 from caremesh.cli.logs import configure_logging
-from caremesh.errors import CaremeshError
-from caremesh.settings import Settings
+from caremesh.errors import CaremeshError, ConfigurationError, NativeBuildError
+from caremesh.security.principals import STAGES
+from caremesh.settings import Settings, settings_problems
 
 log = logging.getLogger("caremesh.cli.main")
 
@@ -194,7 +197,7 @@ def _native(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if found.active else 3
     try:
         built = native.build(force=args.force, quiet=args.quiet)
-    except native.NativeBuildError as exc:
+    except NativeBuildError as exc:
         print(f"caremesh native: {exc}", file=sys.stderr)
         print("caremesh native: the pure Python engine stays in use", file=sys.stderr)
         return 1
@@ -347,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="NAME",
-        help="run only this stage (repeatable); default: all stages",
+        choices=STAGES,
+        help=f"run only this stage (repeatable; one of {', '.join(STAGES)}); default: all stages",
     )
     sub.add_parser(
         "ingest-api",
@@ -561,12 +565,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         secrets_dir = os.environ.get("CAREMESH_SECRETS_DIR")
         settings = Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
+    except ValidationError as exc:
+        print(f"caremesh: invalid configuration: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"caremesh: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     try:
         return COMMANDS[args.command](args, settings)
+    except ConfigurationError as exc:
+        print(f"caremesh {args.command}: {exc}", file=sys.stderr)
+        return 2
     except CaremeshError as exc:
         print(f"caremesh {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -56,14 +56,7 @@ from caremesh.audit.events import (
     decision_audit_event,
     erasure_audit_event,
 )
-from caremesh.connectors.http.auth import (
-    ROUTE_ROLES,
-    AuthRefusedError,
-    BearerAuth,
-    Caller,
-    Role,
-    StaticToken,
-)
+from caremesh.connectors.http.auth import ROUTE_ROLES, BearerAuth, Caller, Role, StaticToken
 from caremesh.connectors.http.server import (
     install_error_handlers,
     outcome_response,
@@ -85,7 +78,6 @@ from caremesh.consent.parse import erasure_json
 from caremesh.consent.policy import consent_policy
 from caremesh.consent.requests import (
     FHIR_ID,
-    ConsentRequestError,
     actor_param,
     check_consent,
     consent_summary,
@@ -94,7 +86,14 @@ from caremesh.consent.requests import (
     purpose_param,
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, fhir_event_type
-from caremesh.errors import ConsentNotReadyError, InvalidFhirError, KafkaUnavailableError
+from caremesh.errors import (
+    AuthRefusedError,
+    ConsentNotReadyError,
+    ConsentRequestError,
+    InvalidFhirError,
+    KafkaUnavailableError,
+    RefusedRequestError,
+)
 from caremesh.fhir.validate import parse_json
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.client import AioKafkaError as KafkaError
@@ -111,19 +110,6 @@ CE_SOURCE: Final = "urn:caremesh:consent-api"
 WITHDRAWAL_TYPE: Final = "org.caremesh.consent.withdrawal"
 RETRY_AFTER: Final = {"Retry-After": "5"}
 LEDGER_START_ATTEMPTS: Final = 10
-
-
-class _RefusedError(Exception):
-    """Control flow of a handler: answer with an OperationOutcome."""
-
-    def __init__(
-        self, code: str, detail: str, status: int, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
-        self.status = status
-        self.headers = headers
 
 
 class _ConsentApi:
@@ -163,22 +149,24 @@ class _ConsentApi:
             caller = self.auth.authorize(request.headers.get("authorization"), ROUTE_ROLES[route])
         except AuthRefusedError as refused:
             code = "unauthorized" if refused.status == 401 else "forbidden"
-            raise _RefusedError(code, refused.detail, refused.status) from None
+            raise RefusedRequestError(code, refused.detail, refused.status) from None
         return caller.name
 
     async def read_json(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise _RefusedError("too-large", f"the body exceeds {self.max_body} bytes", 413)
+            raise RefusedRequestError("too-large", f"the body exceeds {self.max_body} bytes", 413)
         body = bytearray()
         async for chunk in request.stream():
             if len(body) + len(chunk) > self.max_body:
-                raise _RefusedError("too-large", f"the body exceeds {self.max_body} bytes", 413)
+                raise RefusedRequestError(
+                    "too-large", f"the body exceeds {self.max_body} bytes", 413
+                )
             body += chunk
         try:
             return parse_json(bytes(body))
         except InvalidFhirError as exc:
-            raise _RefusedError(exc.code, exc.detail, 400) from None
+            raise RefusedRequestError(exc.code, exc.detail, 400) from None
 
     def audit_record(
         self, event: ConsentEvent, patient: PatientKey, admin: str, at: datetime
@@ -194,7 +182,7 @@ class _ConsentApi:
         try:
             acks = await asyncio.wait_for(self.producer.send_all(records), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):
-            raise _RefusedError(
+            raise RefusedRequestError(
                 "kafka-unavailable", "the write was not acknowledged; retry later", 503, RETRY_AFTER
             ) from None
         return acks[0]
@@ -203,7 +191,7 @@ class _ConsentApi:
         try:
             await self.ledger.wait_caught_up(as_of=time.time(), timeout=self.read_timeout)
         except ConsentNotReadyError:
-            raise _RefusedError(
+            raise RefusedRequestError(
                 "consent-not-ready", "consent state is catching up; retry later", 503, RETRY_AFTER
             ) from None
 
@@ -256,16 +244,16 @@ class _ConsentApi:
         if request.headers.get("content-length", "0") not in ("", "0"):
             body = await self.read_json(request)
             if not isinstance(body, dict):
-                raise _RefusedError("not-an-object", "the body must be a JSON object", 400)
+                raise RefusedRequestError("not-an-object", "the body must be a JSON object", 400)
             patient = patient or _str_or_none(body.get("patient"))
             purpose = purpose or _str_or_none(body.get("purpose"))
         key = patient_param(patient)
         if key is None:
-            raise _RefusedError("patient-key-required", "patient: required", 400)
+            raise RefusedRequestError("patient-key-required", "patient: required", 400)
         code = purpose_param(purpose, required=False)
         await self.caught_up()
         if not any(c.id == consent_id for c in self.ledger.consents(key)):
-            raise _RefusedError("consent-not-found", "the patient has no such consent", 404)
+            raise RefusedRequestError("consent-not-found", "the patient has no such consent", 404)
         event = ConsentWithdrawn(consent_id, datetime.now(UTC), code)
         env = Envelope(
             MessageId(str(uuid.uuid4())),
@@ -296,7 +284,7 @@ class _ConsentApi:
     async def listing(self, patient: str | None) -> Response:
         key = patient_param(patient)
         if key is None:
-            raise _RefusedError("patient-key-required", "patient: required", 400)
+            raise RefusedRequestError("patient-key-required", "patient: required", 400)
         await self.caught_up()
         consents = [consent_summary(c) for c in self.ledger.consents(key)]
         return JSONResponse({"total": len(consents), "consents": consents})
@@ -311,7 +299,7 @@ class _ConsentApi:
     ) -> Response:
         key = patient_param(patient)
         if key is None:
-            raise _RefusedError("patient-key-required", "patient: required", 400)
+            raise RefusedRequestError("patient-key-required", "patient: required", 400)
         code = purpose_param(purpose, required=True)
         assert code is not None
         label_set = labels_param(labels)
@@ -417,8 +405,8 @@ def create_app(
             try:
                 response: Response = await run(admin, *args)
             except ConsentRequestError as bad:
-                raise _RefusedError(bad.code, bad.detail, bad.status) from None
-        except _RefusedError as refused:
+                raise RefusedRequestError(bad.code, bad.detail, bad.status) from None
+        except RefusedRequestError as refused:
             metrics.rejected.labels(COMPONENT, refused.code).inc()
             log.info("consent api refused: status=%d code=%s", refused.status, refused.code)
             if refused.status == 401:
@@ -438,7 +426,7 @@ def create_app(
     async def update(request: Request, consent_id: str, patient: Patient = None) -> Response:
         async def run(admin: str) -> Response:
             if not FHIR_ID.fullmatch(consent_id):
-                raise _RefusedError("invalid-id", "the URL id is not a FHIR id", 400)
+                raise RefusedRequestError("invalid-id", "the URL id is not a FHIR id", 400)
             return await api.upsert(request, admin, consent_id, patient_param(patient))
 
         return await guarded(request, run)
@@ -459,11 +447,13 @@ def create_app(
             if request.headers.get("content-length", "0") not in ("", "0"):
                 body = await api.read_json(request)
                 if not isinstance(body, dict):
-                    raise _RefusedError("not-an-object", "the body must be a JSON object", 400)
+                    raise RefusedRequestError(
+                        "not-an-object", "the body must be a JSON object", 400
+                    )
                 given = given or _str_or_none(body.get("patient"))
             key = patient_param(given)
             if key is None:
-                raise _RefusedError("patient-key-required", "patient: required", 400)
+                raise RefusedRequestError("patient-key-required", "patient: required", 400)
             event = PatientErased(datetime.now(UTC))
             audit_id = str(uuid.uuid4())
             audit = erasure_audit_event(

@@ -50,19 +50,18 @@ from caremesh.connectors.fhir_checks import (
     idempotency_key_problem,
     stable_message_id,
 )
-from caremesh.connectors.http.auth import (
-    ROUTE_ROLES,
-    AuthRefusedError,
-    BearerAuth,
-    Caller,
-    Role,
-    StaticToken,
-)
+from caremesh.connectors.http.auth import ROUTE_ROLES, BearerAuth, Caller, Role, StaticToken
 from caremesh.connectors.http.outcome import http_status, outcome_bytes
 from caremesh.connectors.http.server import server_config
 from caremesh.connectors.ordering import ingest_partition
 from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
-from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
+from caremesh.errors import (
+    AuthRefusedError,
+    ConfigurationError,
+    InvalidFhirError,
+    KafkaUnavailableError,
+    RefusedRequestError,
+)
 from caremesh.fhir.ingest import Rejection
 from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
 from caremesh.heap import freeze_startup_objects
@@ -101,16 +100,6 @@ async def read_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
 class _Source:
     id: str
     release: Release | None
-
-
-class _RefusedError(Exception):
-    """Internal control flow of a request handler: answer with an OperationOutcome."""
-
-    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
 
 
 class _BrokerProbe:
@@ -213,31 +202,33 @@ class _IngestApi:
             caller = self.auth.authorize(header, ROUTE_ROLES["ingest:post"])
         except AuthRefusedError as refused:
             if refused.status == 403:
-                raise _RefusedError("forbidden", refused.detail) from None
-            raise _RefusedError("unauthorized", refused.detail, _CHALLENGE) from None
+                raise RefusedRequestError("forbidden", refused.detail) from None
+            raise RefusedRequestError("unauthorized", refused.detail, headers=_CHALLENGE) from None
         found = self.sources.get(caller.source or "")
         if found is None:  # a JWT naming no configured source
-            raise _RefusedError("forbidden", "the token names no configured source")
+            raise RefusedRequestError("forbidden", "the token names no configured source")
         return found
 
     def release_hint(self, content_type: str | None, src: _Source) -> Release | None:
         media = (content_type or "").split(";")[0].strip().lower()
         if media not in MEDIA_TYPES:
-            raise _RefusedError("unsupported-media-type", "send application/fhir+json")
+            raise RefusedRequestError("unsupported-media-type", "send application/fhir+json")
         try:
             explicit = release_from_content_type(content_type)
         except InvalidFhirError as exc:
-            raise _RefusedError(exc.code, exc.detail) from None
+            raise RefusedRequestError(exc.code, exc.detail) from None
         return explicit or src.release
 
     async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise _RefusedError("too-large", f"the body exceeds {self.max_body} bytes")
+            raise RefusedRequestError("too-large", f"the body exceeds {self.max_body} bytes")
         try:
             return await read_limited(request.stream(), self.max_body)
         except BodyTooLargeError:
-            raise _RefusedError("too-large", f"the body exceeds {self.max_body} bytes") from None
+            raise RefusedRequestError(
+                "too-large", f"the body exceeds {self.max_body} bytes"
+            ) from None
 
     async def write(
         self, src: _Source, mid: str, body: bytes, checked: Checked, hint: str | None
@@ -259,10 +250,10 @@ class _IngestApi:
             record = Output(self.topic, mid.encode(), body, env.headers(), partition)
             await asyncio.wait_for(self.producer.send_all([record]), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):
-            raise _RefusedError(
+            raise RefusedRequestError(
                 "kafka-unavailable",
                 "the write was not acknowledged; retry later",
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             ) from None
 
     async def ingest(
@@ -277,7 +268,7 @@ class _IngestApi:
             hint = self.release_hint(request.headers.get("content-type"), src)
             key = request.headers.get("idempotency-key")
             if key is not None and (problem := idempotency_key_problem(key)) is not None:
-                raise _RefusedError(problem.code, problem.detail)
+                raise RefusedRequestError(problem.code, problem.detail)
             body = await self.read_body(request)
             checked = await asyncio.to_thread(
                 check_fhir,
@@ -288,10 +279,10 @@ class _IngestApi:
                 bundle_types=bundle_types,
             )
             if isinstance(checked, Rejection):
-                raise _RefusedError(checked.code, checked.detail)
+                raise RefusedRequestError(checked.code, checked.detail)
             mid = stable_message_id(src.id, body, checked, key)
             await self.write(src, mid, body, checked, hint)
-        except _RefusedError as refused:
+        except RefusedRequestError as refused:
             self.metrics.rejected.labels(COMPONENT, refused.code).inc()
             status = http_status(refused.code)
             log.info("ingest refused: source=%s status=%d code=%s", source_id, status, refused.code)

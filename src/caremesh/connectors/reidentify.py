@@ -36,7 +36,7 @@ from caremesh import topics
 from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
 from caremesh.connectors.http.server import TokenTable, outcome_response, unauthorized
 from caremesh.envelope import Envelope, KeyId, PatientKey, fhir_event_type
-from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.errors import ConfigurationError, KafkaUnavailableError, RefusedRequestError
 from caremesh.kafka.client import Consumer, KafkaException, TopicPartition
 from caremesh.kafka.config import consumer_config
 from caremesh.kafka.io import AsyncProducer, Output
@@ -164,12 +164,6 @@ def reidentification_audit_event(
     }
 
 
-class _RefusedError(Exception):
-    def __init__(self, code: str, detail: str, status: int) -> None:
-        super().__init__(code)
-        self.code, self.detail, self.status = code, detail, status
-
-
 class _Reidentification:
     def __init__(
         self, settings: Settings, producer: AsyncProducer, metrics: Metrics, send_timeout: float
@@ -190,7 +184,7 @@ class _Reidentification:
             try:
                 master = master_key_bytes(None if secret is None else secret.get_secret_value())
             except ConfigurationError:
-                raise _RefusedError(
+                raise RefusedRequestError(
                     "vault-not-configured", "the vault has no master key", 503
                 ) from None
             key_id = KeyId(self.settings.pseudonym.key_id)
@@ -204,43 +198,51 @@ class _Reidentification:
         if name is not None:
             return name
         if self.admins.holder(authorization) is not None:
-            raise _RefusedError("forbidden", "re-identification needs the re-identifier role", 403)
-        raise _RefusedError("unauthorized", "a valid bearer token is required", 401)
+            raise RefusedRequestError(
+                "forbidden", "re-identification needs the re-identifier role", 403
+            )
+        raise RefusedRequestError("unauthorized", "a valid bearer token is required", 401)
 
     async def body(self, request: Request) -> tuple[str, str]:
         raw = await request.body()
         if len(raw) > 16 * 1024:
-            raise _RefusedError("too-large", "the body exceeds 16384 bytes", 413)
+            raise RefusedRequestError("too-large", "the body exceeds 16384 bytes", 413)
         try:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise _RefusedError("invalid-json", "the body is not JSON", 400) from None
+            raise RefusedRequestError("invalid-json", "the body is not JSON", 400) from None
         if not isinstance(body, dict):
-            raise _RefusedError("not-an-object", "the body must be a JSON object", 400)
+            raise RefusedRequestError("not-an-object", "the body must be a JSON object", 400)
         pseudonym, reason = body.get("pseudonym"), body.get("reason")
         if not isinstance(pseudonym, str) or not _PSEUDONYM.fullmatch(pseudonym):
-            raise _RefusedError("invalid-pseudonym", "pseudonym: 64 lowercase hex characters", 400)
+            raise RefusedRequestError(
+                "invalid-pseudonym", "pseudonym: 64 lowercase hex characters", 400
+            )
         if not isinstance(reason, str) or not reason.strip():
-            raise _RefusedError("reason-required", "reason: a non-empty text is required", 400)
+            raise RefusedRequestError(
+                "reason-required", "reason: a non-empty text is required", 400
+            )
         if len(reason) > MAX_REASON_CHARS:
-            raise _RefusedError("reason-too-long", f"reason: at most {MAX_REASON_CHARS} chars", 400)
+            raise RefusedRequestError(
+                "reason-too-long", f"reason: at most {MAX_REASON_CHARS} chars", 400
+            )
         return pseudonym, reason.strip()
 
     async def run(self, request: Request, study: str) -> Response:
         who = self.who(request)
         if study not in self.studies:
-            raise _RefusedError("unknown-study", "no such study is configured", 404)
+            raise RefusedRequestError("unknown-study", "no such study is configured", 404)
         pseudonym, reason = await self.body(request)
         reader = self.reader()
         try:
             await asyncio.to_thread(reader.catch_up)
         except KafkaUnavailableError:
-            raise _RefusedError(
+            raise RefusedRequestError(
                 "vault-not-ready", "the vault could not be read; retry later", 503
             ) from None
         patient = reader.index.resolve(study, pseudonym)
         if patient is None:
-            raise _RefusedError(
+            raise RefusedRequestError(
                 "not-found", "no resolvable pseudonym (never issued, or erased)", 404
             )
         now = datetime.now(UTC)
@@ -259,7 +261,7 @@ class _Reidentification:
         try:
             await asyncio.wait_for(self.producer.send_all([record]), self.send_timeout)
         except (KafkaUnavailableError, TimeoutError):
-            raise _RefusedError(
+            raise RefusedRequestError(
                 "kafka-unavailable", "the audit was not written; retry later", 503
             ) from None
         log.info("re-identification disclosed: reidentifier=%s study=%s", who, study)
@@ -291,7 +293,7 @@ def install_reidentification(
         metrics.messages_in.labels(COMPONENT).inc()
         try:
             response = await service.run(request, study)
-        except _RefusedError as refused:
+        except RefusedRequestError as refused:
             metrics.rejected.labels(COMPONENT, refused.code).inc()
             log.info("re-identification refused: status=%d code=%s", refused.status, refused.code)
             if refused.status == 401:

@@ -7,7 +7,8 @@ from caremesh.settings import ConsentSettings, StudySettings
 
 
 def _outcome(text: str) -> Outcome:
-    return Outcome.PERMIT if text.strip().lower() == "permit" else Outcome.DENY
+    # Settings accept only "permit" or "deny" (`settings.ConsentOutcome`); a typo is refused there.
+    return {"permit": Outcome.PERMIT, "deny": Outcome.DENY}[text]
 
 
 def consent_policy(settings: ConsentSettings, study: StudySettings | None = None) -> ConsentPolicy:

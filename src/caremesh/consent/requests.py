@@ -21,21 +21,13 @@ from caremesh.consent.model import ActorRef, Consent, FhirRelease
 from caremesh.consent.parse import detect_release, parse_consent
 from caremesh.consent.purpose import is_purpose
 from caremesh.envelope import PatientKey
-from caremesh.errors import InvalidFhirError, RejectedInputError
+from caremesh.errors import ConsentRequestError, InvalidFhirError
 from caremesh.fhir.patient_key import resolve_reference
 from caremesh.fhir.validate import release_from_content_type, validate_resource
 
 PATIENT_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]{0,199}")
 FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 LABEL: Final = re.compile(r"[A-Za-z0-9_\-]{1,32}")
-
-
-class ConsentRequestError(RejectedInputError):
-    """A request the consent API refuses: `code`, value-free `detail`, HTTP `status`."""
-
-    def __init__(self, code: str, detail: str, status: int) -> None:
-        super().__init__(code, detail)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

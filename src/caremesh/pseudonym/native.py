@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from caremesh.errors import NativeBuildError
+
 MODULES = (
     "caremesh.pseudonym.automaton",
     "caremesh.pseudonym.engine",
@@ -234,7 +236,3 @@ def build(where: Path | None = None, *, force: bool = False, quiet: bool = False
         print(f"caremesh native: compiled {len(MODULES)} modules into {where}")
     reason, _files = check(where)
     return Status(reason is None, reason or "", where)
-
-
-class NativeBuildError(RuntimeError):
-    """The compiled modules could not be built (the pure Python ones keep working)."""

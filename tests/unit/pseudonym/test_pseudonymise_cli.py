@@ -149,7 +149,7 @@ def test_bad_invocations_fail_with_a_clear_message_and_no_output(
         src = src.rename(tmp_path / "in.csv")
     code = main(["pseudonymise", "--config", rules, "--quiet", str(src), str(out)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # the user's mistake (errors.ConfigurationError)
     assert message in err
     assert "Zorglub" not in err
     if setup == "exists":

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import SecretStr
 
-from caremesh.errors import ConfigurationError
+from caremesh.errors import AuthRefusedError, ConfigurationError
 from caremesh.settings import OidcSettings
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,6 @@ class Caller:
     expires: float | None = None
     """`exp` of a JWT (epoch seconds); None for a static token."""
     via_jwt: bool = False
-
-
-class AuthRefusedError(Exception):
-    """A request without a valid token (401) or without an admitted role (403)."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 NO_TOKEN = AuthRefusedError(401, "unauthorized", "a valid bearer token is required")

@@ -23,7 +23,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caremesh import topics
-from caremesh.connectors.http.auth import ROUTE_ROLES, AuthRefusedError, BearerAuth
+from caremesh.connectors.http.auth import ROUTE_ROLES, BearerAuth
 from caremesh.connectors.inbox.actions import (
     ACTION_EVENT_TYPE,
     INBOX_SOURCE,
@@ -52,7 +52,7 @@ from caremesh.connectors.inbox.web import (
     sse_event,
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, fhir_event_type
-from caremesh.errors import KafkaUnavailableError, RejectedInputError
+from caremesh.errors import AuthRefusedError, KafkaUnavailableError, RejectedInputError
 from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import action_value
