@@ -24,6 +24,8 @@ from caremesh.consent.model import (
     Outcome,
 )
 from caremesh.envelope import MessageId, PatientKey
+from caremesh.pathways.alert import CoordinatorAction
+from caremesh.pseudonym.values import PSEUDONYM_SYSTEM
 
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 BALP_AUTHZ: Final = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType"
@@ -38,6 +40,17 @@ CONSENT_ADMIN_SYSTEM: Final = "urn:caremesh:consent-admin"
 
 SUCCESS: Final = "0"
 SERIOUS_FAILURE: Final = "8"
+
+
+REIDENTIFIER_SYSTEM: Final = "urn:caremesh:reidentifier"
+"""Identifier system of the holders of the re-identifier role (consent API)."""
+REIDENTIFY_OBSERVER: Final = "caremesh-consent-api"
+INBOX_USER_SYSTEM: Final = "urn:caremesh:inbox-user"
+"""Identifier system of the coordinators signed in to the inbox."""
+INBOX_OBSERVER: Final = "caremesh-inbox"
+USER_ROLE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
+OPERATOR_SYSTEM: Final = "urn:caremesh:operator"
+"""Identifier system of the operators using `caremesh deadletter`."""
 
 
 def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
@@ -284,4 +297,172 @@ def erasure_audit_event(
                 ],
             }
         ],
+    }
+
+
+def reidentification_audit_event(
+    *,
+    study: str,
+    pseudonym: str,
+    patient: PatientKey,
+    reason: str,
+    reidentifier: str,
+    event_id: str,
+    recorded: datetime,
+) -> dict[str, Any]:
+    """The FHIR R4 (4.0.1) AuditEvent of one disclosure: DICOM 110110 Patient Record, action R.
+
+    Goes to `audit.v1` (auditors only): who (the re-identifier), when, the study, the stated
+    reason, and both the pseudonym and the patient key it resolved to.
+    """
+    return {
+        "resourceType": "AuditEvent",
+        "id": event_id,
+        "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
+        "subtype": [
+            {"system": "urn:caremesh:audit-subtype", "code": "reidentification"},
+        ],
+        "action": "R",
+        "recorded": recorded.isoformat(),
+        "outcome": SUCCESS,
+        "outcomeDesc": "re-identified: study pseudonym resolved through the vault",
+        "purposeOfEvent": [{"text": reason}],
+        "source": {"site": "caremesh", "observer": {"display": REIDENTIFY_OBSERVER}},
+        "agent": [
+            {
+                "type": {
+                    "coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]
+                },
+                "who": {"identifier": {"system": REIDENTIFIER_SYSTEM, "value": reidentifier}},
+                "requestor": True,
+                "purposeOfUse": [{"text": reason}],
+            }
+        ],
+        "entity": [
+            {
+                "what": {"identifier": {"system": PATIENT_KEY_SYSTEM, "value": patient}},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            },
+            {
+                "what": {
+                    "identifier": {
+                        "system": PSEUDONYM_SYSTEM.format(study=study),
+                        "value": pseudonym,
+                    }
+                },
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "detail": [
+                    {"type": "study", "valueString": study},
+                    {"type": "reason", "valueString": reason},
+                ],
+            },
+        ],
+    }
+
+
+def action_audit_event(
+    action: CoordinatorAction, patient_key: str, *, event_id: str, recorded: datetime
+) -> dict[str, Any]:
+    """The AuditEvent of a coordinator's action on an alert."""
+    coding = {"system": DCM, "code": "110110", "display": "Patient Record"}
+    details = [
+        {"type": "action", "valueString": action.action},
+        {"type": "pathway", "valueString": action.pathway_id},
+        {"type": "note", "valueString": "present" if action.note else "absent"},
+    ]
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [{"system": USER_ROLE_SYSTEM, "code": "humanuser", "display": "human user"}]
+        },
+        "who": {"identifier": {"system": INBOX_USER_SYSTEM, "value": action.coordinator}},
+        "requestor": True,
+        "purposeOfUse": [
+            {"coding": [{"system": pou.ACT_REASON_SYSTEM, "code": "TREAT"}]},
+        ],
+    }
+    if action.organization is not None:
+        agent["who"]["display"] = action.organization
+    return {
+        "resourceType": "AuditEvent",
+        "id": event_id,
+        "type": coding,
+        "action": "U",
+        "recorded": recorded.isoformat(),
+        "outcome": "0",
+        "outcomeDesc": f"alert {action.action}",
+        "purposeOfEvent": [{"coding": [{"system": pou.ACT_REASON_SYSTEM, "code": "TREAT"}]}],
+        "agent": [
+            agent,
+            {
+                "type": {"coding": [{"system": DCM, "code": "110150", "display": "Application"}]},
+                "who": {"display": INBOX_OBSERVER},
+                "requestor": False,
+            },
+        ],
+        "source": {
+            "site": "caremesh",
+            "observer": {"display": INBOX_OBSERVER},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+        "entity": [
+            {
+                "what": {"identifier": {"system": PATIENT_KEY_SYSTEM, "value": patient_key}},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            },
+            {
+                "what": {"reference": f"Communication/{action.alert_id}"},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+                "detail": details,
+            },
+        ],
+    }
+
+
+def view_audit_event(
+    record: str, operator: str, reason: str, patient: PatientKey | None, event_id: str
+) -> dict[str, Any]:
+    """The FHIR R4 AuditEvent of an operator viewing one dead letter's payload.
+
+    `record` names the Kafka record (`TOPIC:PARTITION:OFFSET`).
+    """
+    entities: list[dict[str, Any]] = [
+        {
+            "what": {"identifier": {"system": "urn:caremesh:kafka-record", "value": record}},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "detail": [{"type": "reason", "valueString": reason}],
+        }
+    ]
+    if patient is not None:
+        entities.insert(
+            0,
+            {
+                "what": {"identifier": {"system": PATIENT_KEY_SYSTEM, "value": patient}},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            },
+        )
+    return {
+        "resourceType": "AuditEvent",
+        "id": event_id,
+        "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
+        "subtype": [{"system": "urn:caremesh:audit-subtype", "code": "deadletter-view"}],
+        "action": "R",
+        "recorded": datetime.now(UTC).isoformat(),
+        "outcome": SUCCESS,
+        "outcomeDesc": "an operator viewed a dead letter's payload",
+        "purposeOfEvent": [{"text": reason}],
+        "source": {"site": "caremesh", "observer": {"display": "caremesh deadletter show"}},
+        "agent": [
+            {
+                "type": {
+                    "coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]
+                },
+                "who": {"identifier": {"system": OPERATOR_SYSTEM, "value": operator}},
+                "requestor": True,
+            }
+        ],
+        "entity": entities,
     }

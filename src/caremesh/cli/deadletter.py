@@ -24,7 +24,7 @@ from typing import Any, Final, TextIO
 import orjson
 
 from caremesh import envelope, topics
-from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
+from caremesh.audit.events import view_audit_event
 from caremesh.connectors.reidentify import VaultReader
 from caremesh.envelope import KeyId, PatientKey
 from caremesh.errors import (
@@ -49,7 +49,6 @@ from caremesh.settings import Settings
 from caremesh.tables import deadletters
 from caremesh.topics import DEADLETTER_CLI_GROUP
 
-OPERATOR_SYSTEM: Final = "urn:caremesh:operator"
 CE_SOURCE: Final = "urn:caremesh:cli:deadletter"
 EXIT_ERASED: Final = 3
 _SINCE = re.compile(r"(\d+)([smhd])")
@@ -234,50 +233,6 @@ def open_message(settings: Settings, msg: Message, timeout: float = 60.0) -> Sho
     return Shown("decrypted", patient=patient, key=patient.encode(), value=value)
 
 
-def view_audit_event(
-    where: Coordinates, operator: str, reason: str, patient: PatientKey | None, event_id: str
-) -> dict[str, Any]:
-    """The FHIR R4 AuditEvent of an operator viewing one dead letter's payload."""
-    entities: list[dict[str, Any]] = [
-        {
-            "what": {"identifier": {"system": "urn:caremesh:kafka-record", "value": str(where)}},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "detail": [{"type": "reason", "valueString": reason}],
-        }
-    ]
-    if patient is not None:
-        entities.insert(
-            0,
-            {
-                "what": {"identifier": {"system": PATIENT_KEY_SYSTEM, "value": patient}},
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            },
-        )
-    return {
-        "resourceType": "AuditEvent",
-        "id": event_id,
-        "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
-        "subtype": [{"system": "urn:caremesh:audit-subtype", "code": "deadletter-view"}],
-        "action": "R",
-        "recorded": datetime.now(UTC).isoformat(),
-        "outcome": SUCCESS,
-        "outcomeDesc": "an operator viewed a dead letter's payload",
-        "purposeOfEvent": [{"text": reason}],
-        "source": {"site": "caremesh", "observer": {"display": "caremesh deadletter show"}},
-        "agent": [
-            {
-                "type": {
-                    "coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]
-                },
-                "who": {"identifier": {"system": OPERATOR_SYSTEM, "value": operator}},
-                "requestor": True,
-            }
-        ],
-        "entity": entities,
-    }
-
-
 def _write_audit(settings: Settings, audit: dict[str, Any]) -> None:
     """Write the AuditEvent and wait for the broker's acknowledgement (else raise)."""
     topic = settings.kafka.topic_prefix + topics.AUDIT
@@ -336,7 +291,7 @@ def show_dead_letter(
         print("payload: none (dropped when the dead letter was written)", file=out)
         return 0
     audit_id = str(uuid.uuid4())
-    _write_audit(settings, view_audit_event(where, operator, reason, shown.patient, audit_id))
+    _write_audit(settings, view_audit_event(str(where), operator, reason, shown.patient, audit_id))
     for name, value in headers:
         print(f"{name}: {value}", file=out)
     print(f"audit-event: {audit_id}", file=out)

@@ -33,9 +33,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from caremesh import topics
-from caremesh.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, PATIENT_KEY_SYSTEM, SUCCESS
+from caremesh.audit.events import reidentification_audit_event
 from caremesh.connectors.http.server import TokenTable, outcome_response, unauthorized
-from caremesh.envelope import Envelope, KeyId, PatientKey, fhir_event_type
+from caremesh.envelope import Envelope, KeyId, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError, RefusedRequestError
 from caremesh.kafka.client import Consumer, KafkaException, TopicPartition
 from caremesh.kafka.config import consumer_config
@@ -43,7 +43,6 @@ from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.kafka.reading import read_to_end_offsets
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
-from caremesh.pseudonym.values import PSEUDONYM_SYSTEM
 from caremesh.pseudonym.vault import VaultIndex
 from caremesh.settings import Settings
 from caremesh.topics import VAULT_READER_GROUP
@@ -51,10 +50,7 @@ from caremesh.topics import VAULT_READER_GROUP
 log = logging.getLogger(__name__)
 
 COMPONENT: Final = "reidentify"
-OBSERVER: Final = "caremesh-consent-api"
 CE_SOURCE: Final = "urn:caremesh:consent-api"
-REIDENTIFIER_SYSTEM: Final = "urn:caremesh:reidentifier"
-"""Identifier system of a configured re-identifier (by name) in audit records."""
 MAX_REASON_CHARS: Final = 1000
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 
@@ -101,67 +97,6 @@ class VaultReader:
         for msg in read_to_end_offsets(consumer, starts, self.timeout, "vault topic"):
             self.index.apply(msg.key(), msg.value())
             self._positions[msg.partition() or 0] = (msg.offset() or 0) + 1
-
-
-def reidentification_audit_event(
-    *,
-    study: str,
-    pseudonym: str,
-    patient: PatientKey,
-    reason: str,
-    reidentifier: str,
-    event_id: str,
-    recorded: datetime,
-) -> dict[str, Any]:
-    """The FHIR R4 (4.0.1) AuditEvent of one disclosure: DICOM 110110 Patient Record, action R.
-
-    Goes to `audit.v1` (auditors only): who (the re-identifier), when, the study, the stated
-    reason, and both the pseudonym and the patient key it resolved to.
-    """
-    return {
-        "resourceType": "AuditEvent",
-        "id": event_id,
-        "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
-        "subtype": [
-            {"system": "urn:caremesh:audit-subtype", "code": "reidentification"},
-        ],
-        "action": "R",
-        "recorded": recorded.isoformat(),
-        "outcome": SUCCESS,
-        "outcomeDesc": "re-identified: study pseudonym resolved through the vault",
-        "purposeOfEvent": [{"text": reason}],
-        "source": {"site": "caremesh", "observer": {"display": OBSERVER}},
-        "agent": [
-            {
-                "type": {
-                    "coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]
-                },
-                "who": {"identifier": {"system": REIDENTIFIER_SYSTEM, "value": reidentifier}},
-                "requestor": True,
-                "purposeOfUse": [{"text": reason}],
-            }
-        ],
-        "entity": [
-            {
-                "what": {"identifier": {"system": PATIENT_KEY_SYSTEM, "value": patient}},
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            },
-            {
-                "what": {
-                    "identifier": {
-                        "system": PSEUDONYM_SYSTEM.format(study=study),
-                        "value": pseudonym,
-                    }
-                },
-                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                "detail": [
-                    {"type": "study", "valueString": study},
-                    {"type": "reason", "valueString": reason},
-                ],
-            },
-        ],
-    }
 
 
 class _Reidentification:

@@ -15,9 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from caremesh import topics
-from caremesh.audit.events import PATIENT_KEY_SYSTEM
+from caremesh.audit.events import PATIENT_KEY_SYSTEM, REIDENTIFIER_SYSTEM
 from caremesh.connectors.consent_api import create_app
-from caremesh.connectors.reidentify import REIDENTIFIER_SYSTEM
 from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, StudySettings

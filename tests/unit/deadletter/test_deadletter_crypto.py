@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
+from caremesh.audit.events import view_audit_event
 from caremesh.cli.deadletter import (
     DeadLetterError,
     parse_coordinates,
     parse_since,
-    view_audit_event,
 )
 from caremesh.cli.main import build_parser
 from caremesh.envelope import KeyId, PatientKey
@@ -128,7 +128,7 @@ def test_view_audit_event_names_operator_record_and_patient() -> None:
     settings = Settings()
     settings.pseudonym.master_key = SecretStr("00" * 32)
     where = parse_coordinates("deadletter.v1:1:5", settings)
-    audit = view_audit_event(where, "olga", "ticket OPS-1", PATIENT, "a-1")
+    audit = view_audit_event(str(where), "olga", "ticket OPS-1", PATIENT, "a-1")
     assert (audit["resourceType"], audit["action"], audit["id"]) == ("AuditEvent", "R", "a-1")
     assert audit["agent"][0]["who"]["identifier"]["value"] == "olga"
     assert audit["entity"][0]["what"]["identifier"]["value"] == PATIENT

@@ -23,11 +23,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caremesh import topics
+from caremesh.audit.events import action_audit_event
 from caremesh.connectors.http.auth import ROUTE_ROLES, BearerAuth
 from caremesh.connectors.inbox.actions import (
     ACTION_EVENT_TYPE,
     INBOX_SOURCE,
-    action_audit_event,
     action_message_id,
     audit_event_id,
     coordinator_action,
