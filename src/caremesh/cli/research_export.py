@@ -28,14 +28,8 @@ from caremesh.errors import ConfigurationError, KafkaUnavailableError, RejectedI
 from caremesh.kafka.client import Consumer, KafkaException, Message, TopicPartition
 from caremesh.kafka.config import confluent_config
 from caremesh.kafka.retry import watermark_offsets
-from caremesh.research.export import (
-    ExportFormat,
-    ExportSummary,
-    RetractionIndex,
-    StudyResource,
-    open_writer,
-    read_record,
-)
+from caremesh.research.export import ExportFormat, ExportSummary, RetractionIndex, open_writer
+from caremesh.research.records import StudyResource, read_record
 from caremesh.settings import Settings, StudySettings
 from caremesh.topics import research_topic
 

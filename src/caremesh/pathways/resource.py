@@ -12,8 +12,9 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Final
 
+from caremesh.fhir.elements import CLINICAL_DATE_BY_TYPE
 from caremesh.pathways.definition import CodeSet, Match
 from caremesh.pathways.units import quantity_unit
 
@@ -88,29 +89,19 @@ def _first_time(resource: Resource, *paths: str) -> int | None:
     return None
 
 
+_TIMED: Final = ("Observation", "Condition", "Procedure", "EpisodeOfCare", "CarePlan")
+"""The resource types whose clinical time moves a pathway's windows (Encounter aside)."""
+
+
 def clinical_time(resource: Resource, at: str = "start") -> int | None:
     """When the resource happened clinically (epoch seconds), or None when it does not say."""
     kind = resource.get("resourceType")
-    if kind == "Observation":
-        return _first_time(
-            resource, "effectiveDateTime", "effectiveInstant", "effectivePeriod.start", "issued"
-        )
-    if kind == "Condition":
-        return _first_time(resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
-    if kind == "Procedure":
-        return _first_time(
-            resource,
-            "performedDateTime",
-            "performedPeriod.start",
-            "occurrenceDateTime",
-            "occurrencePeriod.start",
-        )
     if kind == "Encounter":
         start, end = encounter_period(resource)
         return end if at == "end" else start
-    if kind in ("EpisodeOfCare", "CarePlan"):
-        return _first_time(resource, "period.start", "created")
-    return None
+    if kind not in _TIMED:
+        return None
+    return _first_time(resource, *CLINICAL_DATE_BY_TYPE[str(kind)])
 
 
 def _concepts(node: Any) -> Iterator[Mapping[str, Any]]:

@@ -26,10 +26,13 @@ from typing import IO, Any, Final, Protocol
 
 import orjson
 
-from caremesh.errors import ConfigurationError, RejectedInputError
+from caremesh.errors import ConfigurationError
+from caremesh.fhir.elements import clinical_date
+from caremesh.research.records import (
+    Retraction,
+    StudyResource,
+)
 
-RETRACTION: Final = "retraction"
-INVALID_RECORD: Final = "export-invalid-record"
 PARQUET_COLUMNS: Final = (
     "pseudonym",
     "resourceType",
@@ -43,22 +46,6 @@ PARQUET_COLUMNS: Final = (
 clinical date elements present, `code` the first coding of `code` as `system|code`, `resource`
 the whole resource as JSON."""
 
-_EFFECTIVE: Final = (
-    "effectiveDateTime",
-    "effectiveInstant",
-    "effectivePeriod",
-    "onsetDateTime",
-    "onsetPeriod",
-    "performedDateTime",
-    "performedPeriod",
-    "recordedDate",
-    "authoredOn",
-    "occurrenceDateTime",
-    "occurrencePeriod",
-    "period",
-    "issued",
-    "date",
-)
 PARQUET_BATCH: Final = 5000
 
 
@@ -67,55 +54,6 @@ class ExportFormat(StrEnum):
 
     NDJSON = "ndjson"
     PARQUET = "parquet"
-
-
-@dataclass(frozen=True, slots=True)
-class StudyResource:
-    """One pseudonymised resource of a study topic, with where it was read."""
-
-    pseudonym: str
-    partition: int
-    offset: int
-    key_id: str | None
-    resource: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Retraction:
-    """A retraction of a study topic: drop what came before it under `pseudonym`."""
-
-    pseudonym: str
-    partition: int
-    offset: int
-    reason: str
-
-
-def read_record(
-    key: bytes | None, value: bytes | None, partition: int, offset: int, key_id: str | None
-) -> StudyResource | Retraction:
-    """One study-topic record, as a resource or a retraction.
-
-    Raises `RejectedInputError` (code `export-invalid-record`, coordinates only) for a record
-    without a key, without a JSON object value, or a retraction without a pseudonym.
-    """
-    where = f"partition {partition} offset {offset}"
-    if not key:
-        raise RejectedInputError(INVALID_RECORD, f"{where}: no pseudonym key")
-    try:
-        body = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        raise RejectedInputError(INVALID_RECORD, f"{where}: not JSON") from None
-    if not isinstance(body, dict):
-        raise RejectedInputError(INVALID_RECORD, f"{where}: not a JSON object")
-    pseudonym = key.decode("utf-8", "replace")
-    if body.get("caremeshEvent") == RETRACTION:
-        named = body.get("pseudonym", pseudonym)
-        if not isinstance(named, str) or not named:
-            raise RejectedInputError(INVALID_RECORD, f"{where}: retraction without pseudonym")
-        return Retraction(named, partition, offset, str(body.get("reason", "")))
-    if not isinstance(body.get("resourceType"), str):
-        raise RejectedInputError(INVALID_RECORD, f"{where}: no resourceType")
-    return StudyResource(pseudonym, partition, offset, key_id, body)
 
 
 @dataclass
@@ -168,16 +106,6 @@ def _first_code(resource: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _effective(resource: Mapping[str, Any]) -> str | None:
-    for name in _EFFECTIVE:
-        value = resource.get(name)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, Mapping) and isinstance(value.get("start"), str):
-            return str(value["start"])
-    return None
-
-
 def flat_row(record: StudyResource) -> dict[str, str | None]:
     """The Parquet row of one resource (keys: `PARQUET_COLUMNS`)."""
     resource = record.resource
@@ -187,7 +115,7 @@ def flat_row(record: StudyResource) -> dict[str, str | None]:
         "resourceType": str(resource.get("resourceType")),
         "id": rid if isinstance(rid, str) else None,
         "keyId": record.key_id,
-        "effective": _effective(resource),
+        "effective": clinical_date(resource),
         "code": _first_code(resource),
         "resource": orjson.dumps(resource).decode(),
     }

@@ -97,24 +97,3 @@ def security_labels(resource: Mapping[str, Any]) -> frozenset[str]:
         if isinstance(label, Mapping)
         if isinstance(code := label.get("code"), str)
     )
-
-
-def clinical_date(resource: Mapping[str, Any]) -> str | None:
-    """The date the data is about (for `dataPeriod`): effective, onset, period start, issued."""
-    for name in (
-        "effectiveDateTime",
-        "onsetDateTime",
-        "recordedDate",
-        "issued",
-        "authoredOn",
-        "occurrenceDateTime",
-        "date",
-    ):
-        value = resource.get(name)
-        if isinstance(value, str):
-            return value
-    for name in ("effectivePeriod", "period", "onsetPeriod"):
-        value = resource.get(name)
-        if isinstance(value, Mapping) and isinstance(value.get("start"), str):
-            return str(value["start"])
-    return None

@@ -40,7 +40,6 @@ from caremesh.consent import evaluate as evaluate_consent
 from caremesh.consent.erasure import (
     KEY_TOMBSTONE_TYPE,
     REASON_ERASURE,
-    REASON_WITHDRAWN,
     VAULT_RECORD_TYPE,
     retraction_reason,
 )
@@ -57,6 +56,7 @@ from caremesh.pseudonym.presets import load_preset, preset_names
 from caremesh.pseudonym.ruleset import RuleSet, load_rules
 from caremesh.pseudonym.study import study_anonymizer
 from caremesh.pseudonym.vault import PseudonymVault, StudyPseudonyms, seal_record
+from caremesh.research.records import RETRACTION, retraction_value
 from caremesh.settings import Settings, StudySettings
 from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import WorkerApp
@@ -66,7 +66,6 @@ from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, researc
 log = logging.getLogger(__name__)
 
 STAGE = "research"
-RETRACTION = "retraction"
 
 
 @dataclass
@@ -123,21 +122,6 @@ def study_runtimes(settings: Settings) -> list[StudyRuntime]:
             )
         )
     return out
-
-
-def retraction_value(
-    study: str, pseudonym: str, at: datetime, reason: str = REASON_WITHDRAWN
-) -> bytes:
-    """A retraction record: the study must delete everything it holds under `pseudonym`."""
-    return orjson.dumps(
-        {
-            "caremeshEvent": RETRACTION,
-            "study": study,
-            "pseudonym": pseudonym,
-            "reason": reason,
-            "at": at.isoformat(),
-        }
-    )
 
 
 def install(app: WorkerApp, settings: Settings) -> None:

@@ -27,6 +27,7 @@ from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import PatientKey
 from caremesh.errors import RejectedInputError
+from caremesh.fhir.elements import clinical_date
 from caremesh.kafka.client import Message
 from caremesh.kafka.io import Output
 from caremesh.settings import Settings
@@ -85,7 +86,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
         ce_id = text_headers(msg).get(envelope.H_ID, "")
         now = datetime.now(UTC)
         labels = sharing.security_labels(resource)
-        data_date = _parse_date(sharing.clinical_date(resource))
+        data_date = _parse_date(clinical_date(resource))
         for org in targets:
             query = DecisionQuery(
                 patient=PatientKey(patient),

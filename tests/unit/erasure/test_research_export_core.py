@@ -13,16 +13,13 @@ from hypothesis import strategies as st
 
 from caremesh.errors import ConfigurationError, RejectedInputError
 from caremesh.research.export import (
-    INVALID_RECORD,
     PARQUET_COLUMNS,
     ExportFormat,
-    Retraction,
     RetractionIndex,
-    StudyResource,
     flat_row,
     open_writer,
-    read_record,
 )
+from caremesh.research.records import INVALID_RECORD, Retraction, StudyResource, read_record
 
 P1, P2 = "a" * 64, "b" * 64
 OBS: dict[str, Any] = {
