@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-_NOISY = ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "httpx", "httpcore")
+_NOISY = ("aiokafka", "kafka", "uvicorn.access", "httpx", "httpcore")
 
 
 def configure_logging(level: str = "INFO") -> None:

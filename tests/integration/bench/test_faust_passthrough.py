@@ -1,4 +1,4 @@
-"""The Faust app (`caremesh.streams.app`: idempotent producers, the commit-safe consumer with
+"""The Faust app (`bench.faust_app`: idempotent producers, the commit-safe consumer with
 its eager record deliveries, the lean monitor) carries every record through each agent the
 benchmark measures (`bench.faust_passthrough`), on the real broker, and commits their offsets:
 the framework-overhead row measures a worker that loses nothing."""
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.raw import FAUST_VARIANTS, start_faust_passthrough
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.raw import FAUST_VARIANTS, start_faust_passthrough
 from caremesh import envelope
 
 RECORDS = 3000
