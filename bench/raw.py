@@ -1,6 +1,7 @@
 """Raw baselines on the shared broker: Kafka's own perf tools from the broker's jars, plain
-confluent-kafka and aiokafka consume→produce loops, and a Faust agent passing raw bytes through
-(framework overhead, with the tuned variants tried against it)."""
+confluent-kafka and aiokafka consume→produce loops, and the stream runtimes passing raw bytes
+through: a Faust agent (framework overhead, with the tuned variants tried against it), the
+product's batch runner and a quixstreams application (docs/decisions/0001-stream-runtime.md)."""
 
 from __future__ import annotations
 
@@ -291,6 +292,44 @@ def faust_passthrough(
             proc.wait(60)
 
 
+def _runtime_passthrough(
+    bootstrap: str, prefix: str, source: str, count: int, python: str, module: str
+) -> float:
+    """Records/s of `python -m module BOOTSTRAP SOURCE TARGET GROUP` forwarding `source`."""
+    name = module.rsplit(".", 1)[-1]
+    target = f"{prefix}{name}-out-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [target])
+    group = f"{prefix}{name}-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp, Path(tmp, f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [python, "-m", module, bootstrap, source, target, group],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            return output_span(bootstrap, target, count, 600)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def batch_passthrough(bootstrap: str, prefix: str, source: str, count: int) -> float:
+    """Records/s of the product's `BatchRunner` forwarding raw records (`bench.batch_passthrough`)."""
+    return _runtime_passthrough(
+        bootstrap, prefix, source, count, sys.executable, "bench.batch_passthrough"
+    )
+
+
+def quix_passthrough(bootstrap: str, prefix: str, source: str, count: int) -> float:
+    """Records/s of a quixstreams application forwarding raw records (`bench.quix_passthrough`,
+    in its own environment: `bench.quix`)."""
+    from bench.quix import ensure_env
+
+    python = str(ensure_env())
+    return _runtime_passthrough(bootstrap, prefix, source, count, python, "bench.quix_passthrough")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     import socket
@@ -300,43 +339,57 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def results(bootstrap: str, prefix: str, count: int, repetitions: int) -> list[Result]:
-    """Kafka tools, client loops and Faust passthrough on `count` records of about 1 KB."""
+def results(
+    bootstrap: str, prefix: str, count: int, repetitions: int, *, passthrough_only: bool = False
+) -> list[Result]:
+    """Kafka tools, client loops and the runtimes' passthroughs on `count` records of about 1 KB
+    (`passthrough_only`: the aiokafka loop and the runtimes' rows, without the perf tools and
+    the confluent-kafka loop)."""
     source, sink = f"{prefix}raw-in", f"{prefix}raw-out"
     perf = f"{prefix}raw-perf"
     create_topics(bootstrap, [source, sink, perf])
     fill(bootstrap, source, corpus.messages(count, 0))
-    prod, prod_s = median_of(repetitions, lambda: kafka_producer_perf(bootstrap, perf, count))
-    cons, cons_s = median_of(repetitions, lambda: kafka_consumer_perf(bootstrap, perf, count))
-    ck, ck_s = median_of(repetitions, lambda: confluent_loop(bootstrap, source, sink, count))
-    # each repetition runs the aiokafka loop, then every Faust agent: a Faust ratio is the
-    # median of the repetitions' ratios (the loop moved from 10,660 to 17,610 records/s between
-    # two runs, and by 40 % within one)
+    out: list[Result] = []
+    prod = 0.0
+    if not passthrough_only:
+        prod, prod_s = median_of(repetitions, lambda: kafka_producer_perf(bootstrap, perf, count))
+        cons, cons_s = median_of(repetitions, lambda: kafka_consumer_perf(bootstrap, perf, count))
+        ck, ck_s = median_of(repetitions, lambda: confluent_loop(bootstrap, source, sink, count))
+        out += [
+            ratio_result("raw: kafka-producer-perf-test", prod, prod, "records/s", samples=prod_s),
+            ratio_result("raw: kafka-consumer-perf-test", cons, prod, "records/s", samples=cons_s),
+            ratio_result(
+                "raw: confluent-kafka consume→produce loop vs producer perf tool",
+                ck,
+                prod,
+                "records/s",
+                samples=ck_s,
+            ),
+        ]
+    # each repetition runs the aiokafka loop, then every Faust agent, the batch runner and the
+    # quixstreams application: a ratio is the median of the repetitions' ratios (the loop moved
+    # from 10,660 to 17,610 records/s between two runs, and by 40 % within one)
     aio_s: list[float] = []
     faust_s: dict[str, list[float]] = {name: [] for name in FAUST_VARIANTS}
+    batch_s: list[float] = []
+    quix_s: list[float] = []
     for _ in range(repetitions):
         aio_s.append(aiokafka_loop(bootstrap, source, sink, count))
         for name, (variant, _target) in FAUST_VARIANTS.items():
             faust_s[name].append(faust_passthrough(bootstrap, prefix, source, count, variant))
+        batch_s.append(batch_passthrough(bootstrap, prefix, source, count))
+        quix_s.append(quix_passthrough(bootstrap, prefix, source, count))
     aio = statistics.median(aio_s)
-    out = [
-        ratio_result("raw: kafka-producer-perf-test", prod, prod, "records/s", samples=prod_s),
-        ratio_result("raw: kafka-consumer-perf-test", cons, prod, "records/s", samples=cons_s),
-        ratio_result(
-            "raw: confluent-kafka consume→produce loop vs producer perf tool",
-            ck,
-            prod,
-            "records/s",
-            samples=ck_s,
-        ),
-        ratio_result(
-            "raw: aiokafka consume→produce loop vs producer perf tool",
-            aio,
-            prod,
-            "records/s",
-            samples=aio_s,
-        ),
-    ]
+    if not passthrough_only:
+        out.append(
+            ratio_result(
+                "raw: aiokafka consume→produce loop vs producer perf tool",
+                aio,
+                prod,
+                "records/s",
+                samples=aio_s,
+            )
+        )
     for name, (variant, target) in FAUST_VARIANTS.items():
         samples = faust_s[name]
         value, base = median_pair(list(zip(samples, aio_s, strict=True)))
@@ -350,6 +403,30 @@ def results(bootstrap: str, prefix: str, count: int, repetitions: int) -> list[R
                 at_least=target,
                 samples=samples,
                 notes=f"{json.dumps(variant, sort_keys=True)}; each repetition's ratio: {each}",
+            )
+        )
+    fastest = list(FAUST_VARIANTS)[-1]
+    for name, samples, note in (
+        (f"Faust passthrough ({fastest})", faust_s[fastest], "bench/faust_passthrough.py"),
+        (
+            "quixstreams passthrough",
+            quix_s,
+            "bench/quix_passthrough.py, quixstreams 3.28.1 on confluent-kafka 2.12.2 "
+            "(bench/quixstreams-requirements.txt)",
+        ),
+    ):
+        value, base = median_pair(list(zip(samples, batch_s, strict=True)))
+        each = ", ".join(f"{v / b:.2f}" for v, b in zip(samples, batch_s, strict=True))
+        out.append(
+            ratio_result(
+                f"{name} vs batch runner passthrough",
+                value,
+                base,
+                "records/s",
+                samples=samples,
+                notes=f"{note}; the batch runner: bench/batch_passthrough.py (each repetition: "
+                f"{', '.join(f'{b:,.0f}' for b in batch_s)} records/s); each repetition's "
+                f"ratio: {each}",
             )
         )
     return out
