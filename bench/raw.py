@@ -292,21 +292,29 @@ def faust_passthrough(
             proc.wait(60)
 
 
+def start_passthrough(
+    python: str, module: str, bootstrap: str, source: str, target: str, group: str, log: Any
+) -> subprocess.Popen[bytes]:
+    """Start `python -m module BOOTSTRAP SOURCE TARGET GROUP` (`bench.batch_passthrough`,
+    `bench.quix_passthrough`) forwarding `source` to `target`; its output goes to `log`."""
+    return subprocess.Popen(
+        [python, "-m", module, bootstrap, source, target, group],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def _runtime_passthrough(
     bootstrap: str, prefix: str, source: str, count: int, python: str, module: str
 ) -> float:
-    """Records/s of `python -m module BOOTSTRAP SOURCE TARGET GROUP` forwarding `source`."""
+    """Records/s of `start_passthrough(python, module, ...)` forwarding `source`."""
     name = module.rsplit(".", 1)[-1]
     target = f"{prefix}{name}-out-{uuid.uuid4().hex[:6]}"
     create_topics(bootstrap, [target])
     group = f"{prefix}{name}-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp, Path(tmp, f"{name}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [python, "-m", module, bootstrap, source, target, group],
-            cwd=Path(__file__).resolve().parents[1],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_passthrough(python, module, bootstrap, source, target, group, log)
         try:
             return output_span(bootstrap, target, count, 600)
         finally:
