@@ -1,8 +1,9 @@
 """`python -m bench [--quick]`: every benchmark of issue 8 in one run on the local broker.
 
-Raw baselines (Kafka's perf tools, confluent-kafka and aiokafka loops), Faust overhead, per-stage
-CPU against its floor, end to end with 1 and 2 workers, latency at half the measured maximum
-rate (and, reported, under a light load), and a backlog drained after the workers were stopped.
+Raw baselines (Kafka's perf tools, confluent-kafka and aiokafka loops), the stream runtimes
+passing raw records through (Faust, the batch runner, quixstreams), per-stage CPU against its
+floor, end to end with 1 and 2 workers, latency at half the measured maximum rate (and,
+reported, under a light load), and a backlog drained after the workers were stopped.
 Each figure is a median over `--repetitions` runs (3; the latency section's light-load rows,
 reported, run once) against a baseline measured in the same run. Writes
 docs/bench/results.{json,md} and the README's quoted table; the benchmark's topics live under a
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         "--quick): a run of a few seconds measures the workers' start more than their rate",
     )
     parser.add_argument("--raw-records", type=int, help="records of the raw baselines (100000)")
+    parser.add_argument(
+        "--passthrough-only",
+        action="store_true",
+        help="the raw section's passthrough rows only (aiokafka loop, Faust, batch runner, "
+        "quixstreams), without the perf tools and the confluent-kafka loop",
+    )
     parser.add_argument("--backlog", type=int, help="backlog resources (default 500000)")
     parser.add_argument("--backlog-workers", type=int, default=2)
     parser.add_argument("--backlog-timeout", type=float, default=600.0, help="seconds")
@@ -118,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name} took {time.monotonic() - started:.0f} s", file=sys.stderr)
 
     try:
-        section("raw", lambda: raw.results(args.bootstrap, prefix, raw_records, args.repetitions))
+        section(
+            "raw",
+            lambda: raw.results(
+                args.bootstrap,
+                prefix,
+                raw_records,
+                args.repetitions,
+                passthrough_only=args.passthrough_only,
+            ),
+        )
         section("cpu", lambda: stages.results(messages, args.repetitions))
         section("e2e", lambda: pipeline.results(args.bootstrap, prefix, work, args.repetitions))
         for r in results:

@@ -26,9 +26,9 @@ from typing import Any
 import faust
 from faust import Worker
 
+from bench.faust_app import create_app
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
-from caremesh.streams.app import create_app
 
 
 class RawBytes(faust.Schema):  # type: ignore[type-arg]

@@ -89,10 +89,12 @@ def _drain_timestamps(bootstrap: str, topic: str, count: int, timeout: float) ->
     stamps: list[int] = []
     deadline = time.monotonic() + timeout
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in partitions]
         while time.monotonic() < deadline:
             try:
+                # the partitions are listed again each time: a topic created just before may
+                # have shown only some of them at first
+                partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+                tps = [TopicPartition(topic, p) for p in partitions]
                 if sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps) >= count:
                     break
             except KafkaException:  # a new topic's leaders were still being elected: start over

@@ -1,6 +1,7 @@
 """Raw baselines on the shared broker: Kafka's own perf tools from the broker's jars, plain
-confluent-kafka and aiokafka consume→produce loops, and a Faust agent passing raw bytes through
-(framework overhead, with the tuned variants tried against it)."""
+confluent-kafka and aiokafka consume→produce loops, and the stream runtimes passing raw bytes
+through: a Faust agent (framework overhead, with the tuned variants tried against it), the
+product's batch runner and a quixstreams application (docs/decisions/0001-stream-runtime.md)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,26 @@ PARTITIONS = 6
 RECORD_SIZE = 1024
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
+APPEND_TIME = (("message.timestamp.type", "LogAppendTime"),)
+"""The config of a runtime passthrough's output topic: its records carry the time the broker
+appended them, not the time the runtime handed them to its producer (a runtime that defers its
+producer's flush to a checkpoint, as quixstreams does, would otherwise read as fast as its
+`produce` calls)."""
+
+
+def create_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int = PARTITIONS,
+    extra_config: tuple[tuple[str, str], ...] = (),
+) -> None:
     """Plain delete-retention topics for a baseline."""
     kafka_admin.ensure_topics(
         bootstrap,
         [
-            topics.TopicSpec(n, topics.KeyKind.EVENT_ID, "bench", 3600_000, ("bench",))
+            topics.TopicSpec(
+                n, topics.KeyKind.EVENT_ID, "bench", 3600_000, ("bench",), extra_config=extra_config
+            )
             for n in names
         ],
         partitions=partitions,
@@ -243,7 +258,8 @@ the others are reported beside it."""
 
 
 def output_span(bootstrap: str, topic: str, count: int, timeout: float) -> float:
-    """Records/s between the first and the last CreateTime of `count` records of `topic`."""
+    """Records/s between the first and the last timestamp of `count` records of `topic` (the
+    broker's append time on a topic made with `APPEND_TIME`)."""
     from bench.ingest import _drain_timestamps
 
     stamps = _drain_timestamps(bootstrap, topic, count, timeout)
@@ -282,7 +298,7 @@ def faust_passthrough(
 ) -> float:
     """Records/s of a Faust worker whose agent forwards raw records from `source`."""
     target = f"{prefix}faust-out-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, [target])
+    create_topics(bootstrap, [target], extra_config=APPEND_TIME)
     app_id = f"{prefix}faust-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp, Path(tmp, "faust.log").open("wb") as log:
         proc = start_faust_passthrough(bootstrap, source, target, app_id, variant, log)
@@ -291,6 +307,52 @@ def faust_passthrough(
         finally:
             proc.terminate()
             proc.wait(60)
+
+
+def start_passthrough(
+    python: str, module: str, bootstrap: str, source: str, target: str, group: str, log: Any
+) -> subprocess.Popen[bytes]:
+    """Start `python -m module BOOTSTRAP SOURCE TARGET GROUP` (`bench.batch_passthrough`,
+    `bench.quix_passthrough`) forwarding `source` to `target`; its output goes to `log`."""
+    return subprocess.Popen(
+        [python, "-m", module, bootstrap, source, target, group],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _runtime_passthrough(
+    bootstrap: str, prefix: str, source: str, count: int, python: str, module: str
+) -> float:
+    """Records/s of `start_passthrough(python, module, ...)` forwarding `source`."""
+    name = module.rsplit(".", 1)[-1]
+    target = f"{prefix}{name}-out-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [target], extra_config=APPEND_TIME)
+    group = f"{prefix}{name}-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp, Path(tmp, f"{name}.log").open("wb") as log:
+        proc = start_passthrough(python, module, bootstrap, source, target, group, log)
+        try:
+            return output_span(bootstrap, target, count, 600)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def batch_passthrough(bootstrap: str, prefix: str, source: str, count: int) -> float:
+    """Records/s of the product's `BatchRunner` forwarding raw records (`bench.batch_passthrough`)."""
+    return _runtime_passthrough(
+        bootstrap, prefix, source, count, sys.executable, "bench.batch_passthrough"
+    )
+
+
+def quix_passthrough(bootstrap: str, prefix: str, source: str, count: int) -> float:
+    """Records/s of a quixstreams application forwarding raw records (`bench.quix_passthrough`,
+    in its own environment: `bench.quix`)."""
+    from bench.quix import ensure_env
+
+    python = str(ensure_env())
+    return _runtime_passthrough(bootstrap, prefix, source, count, python, "bench.quix_passthrough")
 
 
 def free_port() -> int:
@@ -302,43 +364,57 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def results(bootstrap: str, prefix: str, count: int, repetitions: int) -> list[Result]:
-    """Kafka tools, client loops and Faust passthrough on `count` records of about 1 KB."""
+def results(
+    bootstrap: str, prefix: str, count: int, repetitions: int, *, passthrough_only: bool = False
+) -> list[Result]:
+    """Kafka tools, client loops and the runtimes' passthroughs on `count` records of about 1 KB
+    (`passthrough_only`: the aiokafka loop and the runtimes' rows, without the perf tools and
+    the confluent-kafka loop)."""
     source, sink = f"{prefix}raw-in", f"{prefix}raw-out"
     perf = f"{prefix}raw-perf"
     create_topics(bootstrap, [source, sink, perf])
     fill(bootstrap, source, corpus.messages(count, 0))
-    prod, prod_s = median_of(repetitions, lambda: kafka_producer_perf(bootstrap, perf, count))
-    cons, cons_s = median_of(repetitions, lambda: kafka_consumer_perf(bootstrap, perf, count))
-    ck, ck_s = median_of(repetitions, lambda: confluent_loop(bootstrap, source, sink, count))
-    # each repetition runs the aiokafka loop, then every Faust agent: a Faust ratio is the
-    # median of the repetitions' ratios (the loop moved from 10,660 to 17,610 records/s between
-    # two runs, and by 40 % within one)
+    out: list[Result] = []
+    prod = 0.0
+    if not passthrough_only:
+        prod, prod_s = median_of(repetitions, lambda: kafka_producer_perf(bootstrap, perf, count))
+        cons, cons_s = median_of(repetitions, lambda: kafka_consumer_perf(bootstrap, perf, count))
+        ck, ck_s = median_of(repetitions, lambda: confluent_loop(bootstrap, source, sink, count))
+        out += [
+            ratio_result("raw: kafka-producer-perf-test", prod, prod, "records/s", samples=prod_s),
+            ratio_result("raw: kafka-consumer-perf-test", cons, prod, "records/s", samples=cons_s),
+            ratio_result(
+                "raw: confluent-kafka consume→produce loop vs producer perf tool",
+                ck,
+                prod,
+                "records/s",
+                samples=ck_s,
+            ),
+        ]
+    # each repetition runs the aiokafka loop, then every Faust agent, the batch runner and the
+    # quixstreams application: a ratio is the median of the repetitions' ratios (the loop moved
+    # from 10,660 to 17,610 records/s between two runs, and by 40 % within one)
     aio_s: list[float] = []
     faust_s: dict[str, list[float]] = {name: [] for name in FAUST_VARIANTS}
+    batch_s: list[float] = []
+    quix_s: list[float] = []
     for _ in range(repetitions):
         aio_s.append(aiokafka_loop(bootstrap, source, sink, count))
         for name, (variant, _target) in FAUST_VARIANTS.items():
             faust_s[name].append(faust_passthrough(bootstrap, prefix, source, count, variant))
+        batch_s.append(batch_passthrough(bootstrap, prefix, source, count))
+        quix_s.append(quix_passthrough(bootstrap, prefix, source, count))
     aio = statistics.median(aio_s)
-    out = [
-        ratio_result("raw: kafka-producer-perf-test", prod, prod, "records/s", samples=prod_s),
-        ratio_result("raw: kafka-consumer-perf-test", cons, prod, "records/s", samples=cons_s),
-        ratio_result(
-            "raw: confluent-kafka consume→produce loop vs producer perf tool",
-            ck,
-            prod,
-            "records/s",
-            samples=ck_s,
-        ),
-        ratio_result(
-            "raw: aiokafka consume→produce loop vs producer perf tool",
-            aio,
-            prod,
-            "records/s",
-            samples=aio_s,
-        ),
-    ]
+    if not passthrough_only:
+        out.append(
+            ratio_result(
+                "raw: aiokafka consume→produce loop vs producer perf tool",
+                aio,
+                prod,
+                "records/s",
+                samples=aio_s,
+            )
+        )
     for name, (variant, target) in FAUST_VARIANTS.items():
         samples = faust_s[name]
         value, base = median_pair(list(zip(samples, aio_s, strict=True)))
@@ -352,6 +428,30 @@ def results(bootstrap: str, prefix: str, count: int, repetitions: int) -> list[R
                 at_least=target,
                 samples=samples,
                 notes=f"{json.dumps(variant, sort_keys=True)}; each repetition's ratio: {each}",
+            )
+        )
+    fastest = list(FAUST_VARIANTS)[-1]
+    for name, samples, note in (
+        (f"Faust passthrough ({fastest})", faust_s[fastest], "bench/faust_passthrough.py"),
+        (
+            "quixstreams passthrough",
+            quix_s,
+            "bench/quix_passthrough.py, quixstreams 3.28.1 on confluent-kafka 2.12.2 "
+            "(bench/quixstreams-requirements.txt)",
+        ),
+    ):
+        value, base = median_pair(list(zip(samples, batch_s, strict=True)))
+        each = ", ".join(f"{v / b:.2f}" for v, b in zip(samples, batch_s, strict=True))
+        out.append(
+            ratio_result(
+                f"{name} vs batch runner passthrough",
+                value,
+                base,
+                "records/s",
+                samples=samples,
+                notes=f"{note}; the batch runner: bench/batch_passthrough.py (each repetition: "
+                f"{', '.join(f'{b:,.0f}' for b in batch_s)} records/s); each repetition's "
+                f"ratio: {each}",
             )
         )
     return out

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install caremesh with its test and dev extras; fetch the Kafka jars.
+# Create .venv and install caremesh with its test, dev and bench extras (the bench's Faust rows
+# and their tests need faust-streaming); fetch the Kafka jars.
 # Idempotent: reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing caremesh and its pinned dependencies"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,dev]'
+  .venv/bin/python -m pip install -q -e '.[test,dev,bench]'
   echo "$want" > "$stamp"
 fi
 .venv/bin/caremesh kafka fetch >/dev/null

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.reliability]
 # Each restart waits for the killed member's consumer session to expire before its partitions
 # move; the test sets it to 6 s (the broker's minimum, group.min.session.timeout.ms), so a kill
 # costs about 15 s. Five kills in quick succession used to make the Faust stages skip runs of
-# records (see docs/operators/reliability.md, "Findings", and caremesh.streams.offsets).
+# records (see docs/operators/reliability.md, "Findings", and bench/faust_offsets.py).
 KILLS = size(5, 5, "CAREMESH_RELIABILITY_KILLS")
 SESSION_TIMEOUT = "6"
 ORGS = json.dumps([{"id": "org-a", "subscriptions": ["Observation"]}])

@@ -11,7 +11,7 @@ import logging
 import sys
 
 _HANDLER_NAME = "caremesh"
-_NOISY = ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "httpx", "httpcore")
+_NOISY = ("aiokafka", "kafka", "uvicorn.access", "httpx", "httpcore")
 
 
 def configure_logging(level: str = "INFO") -> None:

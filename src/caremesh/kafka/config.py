@@ -112,25 +112,6 @@ def aiokafka_security(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def faust_credentials(kafka: KafkaSettings) -> Any:
-    """Faust's `broker_credentials`: SASL credentials, TLS credentials, or None for PLAINTEXT."""
-    _check(kafka)
-    import faust  # noqa: PLC0415 - only the worker needs Faust
-
-    if kafka.security_protocol == "PLAINTEXT":
-        return None
-    context = ssl_context(kafka)
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(context)
-    username, password = _sasl(kafka)
-    return faust.SASLCredentials(
-        username=username,
-        password=password,
-        ssl_context=context,
-        mechanism=kafka.sasl_mechanism,
-    )
-
-
 def producer_config(bootstrap_servers: KafkaTarget, **overrides: Any) -> dict[str, Any]:
     """The one configuration every confluent-kafka producer of caremesh uses.
 

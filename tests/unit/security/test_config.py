@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from caremesh.errors import ConfigurationError
 from caremesh.kafka import local_secured as broker
-from caremesh.kafka.config import aiokafka_security, confluent_security, faust_credentials
+from caremesh.kafka.config import aiokafka_security, confluent_security
 from caremesh.security.acl import AclRule, Op, Pattern, Resource
 from caremesh.security.apply import plan_acls
 from caremesh.security.commands import gdpr_record, k8s_topics
@@ -33,7 +33,6 @@ def test_plaintext_adds_nothing() -> None:
     kafka = KafkaSettings()
     assert confluent_security(kafka) == {}
     assert aiokafka_security(kafka) == {}
-    assert faust_credentials(kafka) is None
 
 
 def test_sasl_options_in_each_client_library() -> None:
@@ -48,10 +47,6 @@ def test_sasl_options_in_each_client_library() -> None:
     assert aio["sasl_plain_username"] == "caremesh-validate"
     assert aio["sasl_mechanism"] == "SCRAM-SHA-512"
     assert "ssl_context" not in aio
-    creds = faust_credentials(kafka)
-    assert creds.username == "caremesh-validate"
-    assert creds.mechanism.value == "SCRAM-SHA-512"
-    assert creds.protocol.value == "SASL_PLAINTEXT"
 
 
 def test_sasl_ssl_uses_the_ca_file(tmp_path: Path) -> None:
@@ -61,7 +56,6 @@ def test_sasl_ssl_uses_the_ca_file(tmp_path: Path) -> None:
     kafka = _sasl(security_protocol="SASL_SSL", ssl_cafile=cafile)
     assert confluent_security(kafka)["ssl.ca.location"] == str(cafile)
     assert aiokafka_security(kafka)["ssl_context"] is not None
-    assert faust_credentials(kafka).protocol.value == "SASL_SSL"
 
 
 def test_sasl_without_password_is_a_configuration_error() -> None:

@@ -1,7 +1,7 @@
 """Faust's fetch loop hands each record to its streams with
 `wait_first(deliver(record), suspend_flow.wait())`; `EagerDelivery.wait_first` must give the
 outcome mode's `wait_first` gives, without its four tasks per record when the delivery needs
-no wait (`caremesh.streams.offsets`)."""
+no wait (`bench.faust_offsets`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-
-from caremesh.streams.offsets import EagerDelivery, EventWait, WaitableEvent
+from bench.faust_offsets import EagerDelivery, EventWait, WaitableEvent
 
 
 class Fetcher(EagerDelivery):

@@ -1,9 +1,9 @@
 """The Faust stages commit only runs of processed offsets that start at the committed offset
-(`caremesh.streams.offsets`); the worker-kill test exercises it against a real broker."""
+(`bench.faust_offsets`); the worker-kill test exercises it against a real broker."""
 
 from __future__ import annotations
 
-from caremesh.streams.offsets import head_run
+from bench.faust_offsets import head_run
 
 
 def test_run_from_the_committed_offset_is_committed() -> None:

@@ -1,5 +1,9 @@
 """Faust's consumer with offset bookkeeping that never commits past an unprocessed record.
 
+In bench/ since Faust left the product (docs/decisions/0001-stream-runtime.md): the Faust
+passthrough rows run on it (`bench.faust_app`), and it records what running the stages on
+faust-streaming took.
+
 faust-streaming (0.15) lost records in the worker-kill tests (tests/reliability, several
 SIGKILLs in quick succession: runs of 21 to 191 clinical records never processed while the
 group's committed offsets moved past them). The causes, all around a rebalance:
@@ -142,7 +146,7 @@ class EagerDelivery(Service):
         events = (other.event, self._stopped, self._crashed)
         task.add_done_callback(on_done)
         for event in events:
-            event._waiters.append(wake)  # what set() resolves (asyncio's Event and mode's)  # noqa: SLF001 - Faust's consumer internals
+            event._waiters.append(wake)  # noqa: SLF001 - what set() resolves
         if any(event.is_set() for event in events):
             on_done(None)
         try:
@@ -325,7 +329,7 @@ def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any,
         except GeneratorExit:
             coro.close()
             raise
-        except BaseException as exc:  # noqa: BLE001 - a cancellation is passed on, too
+        except BaseException as exc:
             try:
                 pending = coro.throw(exc)
             except StopIteration as done:

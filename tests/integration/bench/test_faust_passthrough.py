@@ -1,17 +1,19 @@
-"""The Faust app (`caremesh.streams.app`: idempotent producers, the commit-safe consumer with
+"""The Faust app (`bench.faust_app`: idempotent producers, the commit-safe consumer with
 its eager record deliveries, the lean monitor) carries every record through each agent the
 benchmark measures (`bench.faust_passthrough`), on the real broker, and commits their offsets:
-the framework-overhead row measures a worker that loses nothing."""
+the framework-overhead row measures a worker that loses nothing. So does the batch runner's
+passthrough (`bench.batch_passthrough`), the baseline of the Faust and quixstreams rows."""
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.raw import FAUST_VARIANTS, start_faust_passthrough
+from bench.raw import FAUST_VARIANTS, start_faust_passthrough, start_passthrough
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -65,7 +67,7 @@ def _committed_and_ends(kafka: str, group: str, topic: str) -> tuple[list[int], 
         consumer.close()
 
 
-@pytest.mark.parametrize("name", list(FAUST_VARIANTS))
+@pytest.mark.parametrize("name", [*FAUST_VARIANTS, "batch runner"])
 def test_every_record_is_forwarded_and_its_offset_committed(
     kafka: str, topics: tuple[str, str], tmp_path: Path, name: str
 ) -> None:
@@ -81,11 +83,16 @@ def test_every_record_is_forwarded_and_its_offset_committed(
         producer.poll(0)
     assert producer.flush(60) == 0
 
-    variant, _ = FAUST_VARIANTS[name]
-    group = f"t{uuid.uuid4().hex[:10]}-faust"
-    log = tmp_path / "faust.log"
+    group = f"t{uuid.uuid4().hex[:10]}-passthrough"
+    log = tmp_path / "passthrough.log"
     with log.open("wb") as out:
-        proc = start_faust_passthrough(kafka, source, target, group, variant, out)
+        if name in FAUST_VARIANTS:
+            variant, _ = FAUST_VARIANTS[name]
+            proc = start_faust_passthrough(kafka, source, target, group, variant, out)
+        else:
+            proc = start_passthrough(
+                sys.executable, "bench.batch_passthrough", kafka, source, target, group, out
+            )
     try:
         forwarded = _read(kafka, target, RECORDS, timeout=120)
         values = {value for value, _ in forwarded}

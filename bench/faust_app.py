@@ -1,11 +1,12 @@
 """A Faust app configured as caremesh would run one: idempotent producers, at-least-once.
 
-The worker's stages run on the confluent-kafka batch runner (`streams/batch.py`); this app is
-what `bench/faust_passthrough.py` measures the framework's per-event path with, so the
-benchmark's "Faust passthrough vs aiokafka loop" row keeps answering whether Faust could carry
-the stages. Faust (faust-streaming) enables producer idempotence only in its experimental
-exactly-once mode; `IdempotentTransport` enables `acks=all` + `enable_idempotence` on every
-producer (DESIGN §4, §10).
+The product's stages run on the confluent-kafka batch runner (`caremesh.streams.batch`); this
+app, in bench/ since Faust left the product (docs/decisions/0001-stream-runtime.md), is what
+`bench/faust_passthrough.py` measures the framework's per-event path with, so the benchmark's
+"Faust passthrough vs aiokafka loop" rows keep answering whether Faust could carry the stages.
+Faust (faust-streaming) enables producer idempotence only in its experimental exactly-once
+mode; `IdempotentTransport` enables `acks=all` + `enable_idempotence` on every producer
+(DESIGN §4, §10). Needs the `bench` extra (`pip install -e '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,30 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message
 
+from bench.faust_offsets import CommitSafeConsumer
 from caremesh.heap import freeze_startup_objects
-from caremesh.kafka.config import faust_credentials
+from caremesh.kafka.config import aiokafka_security
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from caremesh.settings import Settings
-from caremesh.streams.offsets import CommitSafeConsumer
+from caremesh.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """Faust's `broker_credentials`: SASL credentials, TLS credentials, or None for PLAINTEXT
+    (the same options as the product's aiokafka clients)."""
+    options = aiokafka_security(kafka)
+    if not options:
+        return None
+    context = options.get("ssl_context")
+    if options["security_protocol"] == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        ssl_context=context,
+        mechanism=options["sasl_mechanism"],
+    )
 
 
 class LeanProducerBuffer(ProducerBuffer):
