@@ -17,6 +17,8 @@ never payloads, patient identifiers, pseudonyms or keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class CaremeshError(Exception):
     """Base of every error raised by caremesh."""
@@ -51,8 +53,22 @@ class RejectedInputError(CaremeshError):
         self.detail = detail
 
 
+@dataclass(frozen=True, slots=True)
+class FhirIssue:
+    """One problem of a FHIR input: a code, the element's FHIRPath-like location, a value-free
+    text. It becomes one `OperationOutcome.issue` (with `expression`)."""
+
+    code: str
+    expression: str
+    detail: str
+
+
 class InvalidFhirError(RejectedInputError):
-    """The input is not valid FHIR JSON for a supported release."""
+    """The input is not valid FHIR JSON for a supported release; `issues` name the elements."""
+
+    def __init__(self, code: str, detail: str, issues: tuple[FhirIssue, ...] = ()) -> None:
+        super().__init__(code, detail)
+        self.issues = issues
 
 
 class InvalidHl7Error(RejectedInputError):

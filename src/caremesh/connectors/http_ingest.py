@@ -53,7 +53,12 @@ from caremesh.connectors.fhir_checks import (
 from caremesh.connectors.http_common import server_config
 from caremesh.connectors.outcome import http_status, outcome_bytes
 from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_type
-from caremesh.errors import ConfigurationError, InvalidFhirError, KafkaUnavailableError
+from caremesh.errors import (
+    ConfigurationError,
+    FhirIssue,
+    InvalidFhirError,
+    KafkaUnavailableError,
+)
 from caremesh.fhir.ingest import Rejection
 from caremesh.fhir.ordering import ingest_partition
 from caremesh.fhir.validate import Release, normalise_release, release_from_content_type
@@ -106,11 +111,18 @@ class _Source:
 class _RefusedError(Exception):
     """Internal control flow of a request handler: answer with an OperationOutcome."""
 
-    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        issues: tuple[FhirIssue, ...] = (),
+    ) -> None:
         super().__init__(code)
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.issues = issues
 
 
 class _BrokerProbe:
@@ -162,9 +174,14 @@ def _source_tokens(configured: list[SourceSettings]) -> list[StaticToken]:
     ]
 
 
-def _outcome_response(code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+def _outcome_response(
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    issues: tuple[FhirIssue, ...] = (),
+) -> Response:
     return Response(
-        outcome_bytes(code, detail),
+        outcome_bytes(code, detail, issues),
         status_code=http_status(code),
         media_type=OUTCOME_MEDIA_TYPE,
         headers=headers,
@@ -286,14 +303,14 @@ class _IngestApi:
                 bundle_types=bundle_types,
             )
             if isinstance(checked, Rejection):
-                raise _RefusedError(checked.code, checked.detail)
+                raise _RefusedError(checked.code, checked.detail, issues=checked.issues)
             mid = stable_message_id(src.id, body, checked, key)
             await self.write(src, mid, body, checked, hint)
         except _RefusedError as refused:
             self.metrics.rejected.labels(COMPONENT, refused.code).inc()
             status = http_status(refused.code)
             log.info("ingest refused: source=%s status=%d code=%s", source_id, status, refused.code)
-            return _outcome_response(refused.code, refused.detail, refused.headers)
+            return _outcome_response(refused.code, refused.detail, refused.headers, refused.issues)
         except ClientDisconnect:
             log.info("ingest abandoned: source=%s client disconnected", source_id)
             return Response(status_code=400)
