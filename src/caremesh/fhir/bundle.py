@@ -21,21 +21,24 @@ every entry first gets an id and every reference to another entry becomes `Type/
   which two entries share a fullUrl (`duplicate-full-url`). Other absolute URLs that name no
   entry stay: they point to a server the recipient may reach. `#local` references stay.
 
-Entries are changed in place (the parsed message belongs to its caller); entries without a
+Entry ids are set in place (the parsed message belongs to its caller); entries without a
 resource (a DELETE, a GET in a batch) take no part.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
+import orjson
+
 from caremesh.errors import FhirIssue, InvalidFhirError
 
-ERROR_CODES: Final = ("unresolved-reference", "duplicate-full-url")
+ERROR_CODES: Final = ("unresolved-reference", "duplicate-full-url", "too-deep")
 """Every code `InvalidFhirError` is raised with by this module."""
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -45,6 +48,7 @@ _RESTFUL = re.compile(
 )
 _RELATIVE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _PLACEHOLDER = ("urn:uuid:", "urn:oid:")
+_REFERENCE = re.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +75,15 @@ def entry_id(resource: dict[str, Any], full_url: object, derived: str) -> str:
     return derived
 
 
-def resolve_bundle(entries: list[Any], derived_ids: Sequence[str]) -> None:
-    """Give every entry resource an id and rewrite in-Bundle references to `Type/id`, in place.
+def resolve_bundle(entries: list[Any], derived_ids: Sequence[str]) -> list[bytes | None]:
+    """Every entry resource as resolved JSON: its id set, in-Bundle references as `Type/id`.
 
     `derived_ids[i]` is the id entry `i` gets when it has neither an id nor a `urn:uuid:` fullUrl
-    (a valid FHIR id). Raises InvalidFhirError (codes: ERROR_CODES) with value-free details.
+    (a valid FHIR id). Item `i` of the result is the JSON of entry `i`'s resource (None for an
+    entry without one). The entry dicts get their ids in place; their references are rewritten
+    in the JSON only (one regular-expression pass over orjson's compact text, which writes
+    every Reference.reference as `"reference":"..."`), so the cost stays small beside
+    validation. Raises InvalidFhirError (codes: ERROR_CODES) with value-free details.
     """
     by_url: dict[str, _Target] = {}
     by_identifier: dict[tuple[str, str, str], list[_Target]] = {}
@@ -95,14 +103,21 @@ def resolve_bundle(entries: list[Any], derived_ids: Sequence[str]) -> None:
                 raise InvalidFhirError(issue.code, f"{issue.expression} {issue.detail}", (issue,))
             by_url[full_url] = target
         _index_identifiers(resource, target, by_identifier)
+    out: list[bytes | None] = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
+            out.append(None)
             continue
         full_url = entry.get("fullUrl")
         match = _RESTFUL.fullmatch(full_url) if isinstance(full_url, str) else None
         context = _Context(by_url, by_identifier, match.group("base") if match else None)
-        _rewrite(resource, f"Bundle.entry[{index}].resource", context)
+        data = _dumps(resource)
+        if b'"reference":"' in data:
+            where = f"Bundle.entry[{index}].resource"
+            data = _REFERENCE.sub(functools.partial(_replace, context, resource, where), data)
+        out.append(data)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,31 +140,51 @@ def _index_identifiers(
                 out.setdefault(key, []).append(target)
 
 
-def _rewrite(node: Any, path: str, context: _Context) -> None:
-    """Rewrite every `reference` string under `node`; `path` is its FHIRPath-like location."""
+def _replace(context: _Context, resource: Any, where: str, found: re.Match[bytes]) -> bytes:
+    """The replacement of one `"reference":"..."` of an entry's JSON."""
+    raw = found.group(1)
+    value: str = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+    try:
+        target = _resolve(value, context)
+    except _UnresolvedError:
+        path = _path_of(resource, value, where) or f"{where}.?"
+        text = "names a fullUrl that is not in the Bundle"
+        issue = FhirIssue("unresolved-reference", _masked(path), text)
+        raise InvalidFhirError(issue.code, f"{issue.expression} {text}", (issue,)) from None
+    if target is None:
+        return found.group(0)
+    return b'"reference":' + orjson.dumps(target)
+
+
+class _UnresolvedError(Exception):
+    """A placeholder reference that names no entry."""
+
+
+def _path_of(node: Any, value: str, path: str) -> str | None:
+    """The location of the first `reference` under `node` that holds `value` (error path only)."""
     if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                found = _resolve(value, context, f"{path}.reference")
+        for key, child in node.items():
+            if key == "reference" and child == value:
+                return f"{path}.reference"
+            if isinstance(child, dict | list):
+                found = _path_of(child, value, f"{path}.{key}")
                 if found is not None:
-                    node[key] = found
-            elif isinstance(value, dict | list):
-                _rewrite(value, f"{path}.{key}", context)
+                    return found
     elif isinstance(node, list):
         for position, item in enumerate(node):
-            if isinstance(item, dict | list):
-                _rewrite(item, f"{path}[{position}]", context)
+            found = _path_of(item, value, f"{path}[{position}]")
+            if found is not None:
+                return found
+    return None
 
 
-def _resolve(reference: str, context: _Context, path: str) -> str | None:
+def _resolve(reference: str, context: _Context) -> str | None:
     """The `Type/id` a reference becomes, or None to leave it as it is."""
     target = context.by_url.get(reference)
     if target is not None:
         return target.reference
     if reference.startswith(_PLACEHOLDER):
-        text = "names a fullUrl that is not in the Bundle"
-        issue = FhirIssue("unresolved-reference", _masked(path), text)
-        raise InvalidFhirError(issue.code, f"{issue.expression} {text}", (issue,))
+        raise _UnresolvedError
     if context.base is not None and _RELATIVE.fullmatch(reference):
         target = context.by_url.get(context.base + reference)
         if target is not None:
@@ -169,3 +204,11 @@ _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\[\d+\])?")
 def _masked(path: str) -> str:
     """A path whose segments that do not look like element names are shown as `?`."""
     return ".".join(part if _SEGMENT.fullmatch(part) else "?" for part in path.split("."))
+
+
+def _dumps(resource: dict[str, Any]) -> bytes:
+    """An entry resource as JSON bytes, straight from the parsed dict."""
+    try:
+        return orjson.dumps(resource)
+    except orjson.JSONEncodeError:
+        raise InvalidFhirError("too-deep", "an entry resource nests too deeply to encode") from None

@@ -28,8 +28,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
-
 from caremesh.envelope import MessageId, PatientKey, child_message_id
 from caremesh.errors import FhirIssue, InvalidFhirError
 from caremesh.fhir.bundle import ERROR_CODES as BUNDLE_CODES
@@ -151,8 +149,7 @@ def _split_bundle(
     source = message.source
     entries: list[Any] = obj.get("entry") or []
     children = [child_message_id(message.message_id, index) for index in range(len(entries))]
-    if bundle_type in SPLIT_BUNDLE_TYPES:
-        resolve_bundle(entries, children)
+    resolved = resolve_bundle(entries, children) if bundle_type in SPLIT_BUNDLE_TYPES else []
     patients = bundle_patient_index(entries, source, learned, children)
     new = _new_learned(patients.values(), learned)
     lookup: Mapping[str, str] = learned
@@ -165,14 +162,13 @@ def _split_bundle(
     records = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
-        if isinstance(resource, dict):
+        value = resolved[index]
+        if isinstance(resource, dict) and value is not None:
             found = patient_key(
                 resource, source, lookup, bundle_patients=patients, fallback_id=children[index]
             )
             records.append(
-                message.record(
-                    found, str(resource["resourceType"]), index, children[index], _dumps(resource)
-                )
+                message.record(found, str(resource["resourceType"]), index, children[index], value)
             )
     return IngestResult(tuple(records), new)
 
@@ -228,11 +224,3 @@ class _Layered(Mapping[str, str]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
-
-
-def _dumps(resource: dict[str, Any]) -> bytes:
-    """An entry resource as JSON bytes, straight from the parsed dict."""
-    try:
-        return orjson.dumps(resource)
-    except orjson.JSONEncodeError:
-        raise InvalidFhirError("too-deep", "an entry resource nests too deeply to encode") from None

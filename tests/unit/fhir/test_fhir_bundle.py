@@ -39,9 +39,8 @@ def test_entry_id_rule(resource: dict[str, Any], full_url: str | None, expected:
 
 
 def _resolved(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = copy.deepcopy(entries)
-    resolve_bundle(out, DERIVED)
-    return [entry.get("resource", {}) for entry in out]
+    resolved = resolve_bundle(copy.deepcopy(entries), DERIVED)
+    return [orjson.loads(value) if value is not None else {} for value in resolved]
 
 
 def _obs(subject: str, **more: Any) -> dict[str, Any]:
@@ -182,10 +181,12 @@ def test_every_entry_gets_an_id_and_deletes_are_left_alone() -> None:
     delete = {"request": {"method": "DELETE", "url": "Observation/old"}}
     entries = [PATIENT_ENTRY, delete, {"resource": _obs(f"urn:uuid:{U_PATIENT}")}]
     out = copy.deepcopy(entries)
-    resolve_bundle(out, DERIVED)
+    resolved = resolve_bundle(out, DERIVED)
     assert out[0]["resource"]["id"] == U_PATIENT
     assert out[1] == delete
+    assert resolved[1] is None
     assert out[2]["resource"]["id"] == "derived-2"
+    assert orjson.loads(resolved[2] or b"")["id"] == "derived-2"
 
 
 @pytest.mark.parametrize(
@@ -289,3 +290,14 @@ def test_a_synthea_style_transaction_becomes_records_whose_references_resolve() 
     assert all(ref["reference"] in ids for ref in references)
     assert len({record.key for record in result.records}) == 1
     assert process_ingest(synthea_bundle(), SRC, MSG, "R4", {}) == result
+
+
+def test_escaped_references_are_read_and_written_as_json() -> None:
+    entries = [
+        {"fullUrl": "urn:uuid:a/b", "resource": {"resourceType": "Patient", "id": "p1"}},
+        {"resource": _obs("urn:uuid:a/b", note=[{"text": 'say "reference":"urn:uuid:x"'}])},
+    ]
+    raw = orjson.dumps(entries).replace(b"urn:uuid:a/b", b"urn:uuid:a\\/b")
+    resolved = _resolved(orjson.loads(raw))
+    assert resolved[1]["subject"] == {"reference": "Patient/p1"}
+    assert resolved[1]["note"][0]["text"] == 'say "reference":"urn:uuid:x"'
