@@ -190,7 +190,11 @@ def validate_resource(obj: object, release: str | None) -> ValidResource:
             "unknown-resource-type", f"resourceType is not a resource type of {names}"
         )
     parts = [f"as {family}: {_join(errors)}" for family, errors in failures]
-    raise InvalidFhirError("validation-failed", f"{resource_type} is not valid " + "; ".join(parts))
+    raise InvalidFhirError(
+        "validation-failed",
+        f"{resource_type} is not valid " + "; ".join(parts),
+        _issues(resource_type, failures[-1][1]),
+    )
 
 
 def _binding_issues(obj: dict[str, Any], family: BindingFamily) -> list[FhirIssue]:
@@ -280,6 +284,16 @@ def _render(path: str, loc: Sequence[int | str], error_type: str) -> str:
         out = f"{out}.{name}" if out else name
     kind = error_type if _ERROR_TYPE.fullmatch(error_type) else "error"
     return f"{out or '(root)'} ({kind})"
+
+
+def _issues(resource_type: str, errors: list[str]) -> tuple[FhirIssue, ...]:
+    """Rendered errors (`path (type)`) as issues located from the resource type."""
+    out = []
+    for error in errors[:MAX_ERRORS_SHOWN]:
+        path, _, kind = error.rpartition(" (")
+        where = resource_type if path in {"", "(root)"} else f"{resource_type}.{path}"
+        out.append(FhirIssue("validation-failed", where, f"is not valid ({kind}"))
+    return tuple(out)
 
 
 def _join(errors: list[str]) -> str:
