@@ -49,6 +49,7 @@ _EMPTY_OBJECT = re.compile(rb"\{\s*\}")
 _EMPTY_ARRAY = re.compile(rb"\[\s*\]")
 _OID_TEXT = re.compile(rb'"urn:oid:([^"]*)"')
 _SPACED_COLON = re.compile(rb'"\s+:')
+_ESCAPED_QUOTE_OR_COLON = re.compile(rb"\\u00(?:22|3[aA])")
 _OID_BYTES = re.compile(rb"[0-2](?:\.(?:0|[1-9][0-9]*))+")
 
 
@@ -156,11 +157,11 @@ def _may_repeat_a_key(body: bytes, obj: dict[str, Any]) -> bool:
 
     orjson writes each key once, followed directly by `":`; a quote inside a string is written
     as a backslash and a quote, so a `":` inside a string value appears in both texts alike.
-    When the body has no whitespace between a key and its colon and no backslash-u escape
-    (which could spell a quote differently), it repeats a key exactly when it holds more `":`
-    than orjson's text of the parsed tree (where repeats are gone).
+    When the body has no whitespace between a key and its colon and spells no quote or colon
+    as a backslash-u escape (JSON's only other spellings of the two), it repeats a key exactly
+    when it holds more `":` than orjson's text of the parsed tree (where repeats are gone).
     """
-    if b"\\u" in body or _SPACED_COLON.search(body) is not None:
+    if _ESCAPED_QUOTE_OR_COLON.search(body) or _SPACED_COLON.search(body):
         return _object_keys_in(body) != _key_count(obj)
     return body.count(b'":') != orjson.dumps(obj).count(b'":')
 

@@ -37,6 +37,11 @@ def _bundle(*entries: str) -> bytes:
             "Patient.gender",
         ),
         (
+            OBS_HEAD[:-1] + ',"note":[{"text":"a\\"\\u003a"}],"status":"final","status":"amended"}',
+            "duplicate-key",
+            "Observation.status",
+        ),
+        (
             _bundle(
                 '{"resource":' + OBS_HEAD + '"status":"final","status":"amended"},'
                 '"request":{"method":"POST","url":"Observation"}}'
@@ -80,6 +85,7 @@ def _bundle(*entries: str) -> bytes:
         "duplicate nested",
         "duplicate in an array item",
         "duplicate with spaced colons",
+        "duplicate hidden by an escaped colon",
         "duplicate in an entry",
         "empty array",
         "empty object in an array",
