@@ -21,8 +21,9 @@ every entry first gets an id and every reference to another entry becomes `Type/
   which two entries share a fullUrl (`duplicate-full-url`). Other absolute URLs that name no
   entry stay: they point to a server the recipient may reach. `#local` references stay.
 
-Entry ids are set in place (the parsed message belongs to its caller); entries without a
-resource (a DELETE, a GET in a batch) take no part.
+An entry that is itself a Bundle (a document inside a transaction) keeps its own references:
+they resolve inside it. Entry ids are set in place (the parsed message belongs to its caller);
+entries without a resource (a DELETE, a GET in a batch) take no part.
 """
 
 from __future__ import annotations
@@ -110,10 +111,11 @@ def resolve_bundle(entries: list[Any], derived_ids: Sequence[str]) -> list[bytes
             out.append(None)
             continue
         full_url = entry.get("fullUrl")
+        inner_type = resource.get("resourceType")
         match = _RESTFUL.fullmatch(full_url) if isinstance(full_url, str) else None
         context = _Context(by_url, by_identifier, match.group("base") if match else None)
         data = _dumps(resource)
-        if b'"reference":"' in data:
+        if inner_type != "Bundle" and b'"reference":"' in data:
             where = f"Bundle.entry[{index}].resource"
             data = _REFERENCE.sub(functools.partial(_replace, context, resource, where), data)
         out.append(data)

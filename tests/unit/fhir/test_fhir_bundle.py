@@ -301,3 +301,17 @@ def test_escaped_references_are_read_and_written_as_json() -> None:
     resolved = _resolved(orjson.loads(raw))
     assert resolved[1]["subject"] == {"reference": "Patient/p1"}
     assert resolved[1]["note"][0]["text"] == 'say "reference":"urn:uuid:x"'
+
+
+def test_a_bundle_inside_an_entry_keeps_its_own_references() -> None:
+    inner = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": f"urn:uuid:{U_OBS}", "resource": {"resourceType": "Patient"}},
+            {"resource": _obs(f"urn:uuid:{U_OBS}")},
+        ],
+    }
+    resolved = _resolved([{"fullUrl": f"urn:uuid:{U_ENC}", "resource": inner}])
+    assert resolved[0]["id"] == U_ENC
+    assert resolved[0]["entry"][1]["resource"]["subject"]["reference"] == f"urn:uuid:{U_OBS}"
