@@ -193,7 +193,7 @@ def _mllp(port: int, message: bytes) -> bytes:
 
 
 def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -212,10 +212,13 @@ def test_transaction_bundles_resolve_and_strict_refusals_at_every_door(
     namespace: Namespace, spawn: Callable[..., Proc]
 ) -> None:
     http_port, mllp_port, worker_port = free_port(), free_port(), free_port()
+    # Its own status port too: the default one may be taken by another listener on this host.
+    status_port = free_port()
     env = namespace.env(
         CAREMESH_SOURCES=json.dumps([{"id": "hosp-a", "token": TOKEN}, {"id": "SYNTH-HOSP"}]),
         CAREMESH_HTTP_INGEST__PORT=str(http_port),
         CAREMESH_MLLP__PORT=str(mllp_port),
+        CAREMESH_MLLP__METRICS_PORT=str(status_port),
         CAREMESH_WORKER__WEB_PORT=str(worker_port),
     )
     procs = [
