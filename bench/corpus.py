@@ -4,11 +4,15 @@ sent alone or in transaction Bundles of 20."""
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any
 
 import orjson
 
 INS = "urn:oid:1.2.250.1.213.1.4.8"
+
+
+_BUNDLE_NS = uuid.UUID("6f0e1b2a-0000-4000-8000-00000000b5e1")
 
 
 def _patient(i: int) -> dict[str, Any]:
@@ -148,17 +152,36 @@ def resource(i: int, n: int) -> dict[str, Any]:
 
 
 def messages(singles: int, bundles: int, bundle_size: int = 20, seed: int = 7) -> list[bytes]:
-    """`singles` single resources and `bundles` transaction Bundles, shuffled deterministically."""
+    """`singles` single resources and `bundles` transaction Bundles, shuffled deterministically.
+
+    Bundle entries carry `urn:uuid:` fullUrls and the Observations and Encounters of a Bundle
+    reference its Patient entry by that fullUrl, as generators and EHR exports write them, so
+    the validate stage's Bundle resolution is part of what is measured.
+    """
     rng = random.Random(seed)
     out = [orjson.dumps(resource(rng.randrange(5000), n)) for n in range(singles)]
     for b in range(bundles):
         i = rng.randrange(5000)
+        items = [resource(i, b * bundle_size + n) for n in range(bundle_size)]
+        urls = [f"urn:uuid:{uuid.uuid5(_BUNDLE_NS, f'{seed}-{b}-{n}')}" for n in range(bundle_size)]
+        patient_url = next(
+            (
+                url
+                for url, item in zip(urls, items, strict=True)
+                if item["resourceType"] == "Patient"
+            ),
+            None,
+        )
+        for item in items:
+            if patient_url is not None and "subject" in item:
+                item["subject"]["reference"] = patient_url
         entries = [
             {
-                "resource": resource(i, b * bundle_size + n),
-                "request": {"method": "POST", "url": resource(i, n)["resourceType"]},
+                "fullUrl": url,
+                "resource": item,
+                "request": {"method": "POST", "url": item["resourceType"]},
             }
-            for n in range(bundle_size)
+            for url, item in zip(urls, items, strict=True)
         ]
         out.append(
             orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})

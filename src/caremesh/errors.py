@@ -26,6 +26,7 @@ The command line (`caremesh.cli.main`) prints a `CaremeshError` as one line and 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 
 class CaremeshError(Exception):
@@ -61,8 +62,22 @@ class RejectedInputError(CaremeshError):
         self.detail = detail
 
 
+@dataclass(frozen=True, slots=True)
+class FhirIssue:
+    """One problem of a FHIR input: a code, the element's FHIRPath-like location, a value-free
+    text. It becomes one `OperationOutcome.issue` (with `expression`)."""
+
+    code: str
+    expression: str
+    detail: str
+
+
 class InvalidFhirError(RejectedInputError):
-    """The input is not valid FHIR JSON for a supported release."""
+    """The input is not valid FHIR JSON for a supported release; `issues` name the elements."""
+
+    def __init__(self, code: str, detail: str, issues: tuple[FhirIssue, ...] = ()) -> None:
+        super().__init__(code, detail)
+        self.issues = issues
 
 
 class InvalidHl7Error(RejectedInputError):
@@ -89,7 +104,8 @@ class RefusedRequestError(CaremeshError):
     """An HTTP request answered with an OperationOutcome: `code`, value-free `detail`, `status`.
 
     `status` None lets the service map the code to its status (`connectors.http.outcome`);
-    `headers` go on the answer (e.g. `WWW-Authenticate`, `Retry-After`).
+    `headers` go on the answer (e.g. `WWW-Authenticate`, `Retry-After`); `issues` name the
+    elements at fault (never their values).
     """
 
     def __init__(
@@ -98,12 +114,14 @@ class RefusedRequestError(CaremeshError):
         detail: str,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
+        issues: tuple[FhirIssue, ...] = (),
     ) -> None:
         super().__init__(code)
         self.code = code
         self.detail = detail
         self.status = status
         self.headers: dict[str, str] = dict(headers or {})
+        self.issues = issues
 
 
 class AuthRefusedError(RefusedRequestError):

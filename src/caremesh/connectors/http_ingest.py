@@ -58,6 +58,7 @@ from caremesh.envelope import FHIR_JSON, H_FHIR_RELEASE, Envelope, fhir_event_ty
 from caremesh.errors import (
     AuthRefusedError,
     ConfigurationError,
+    FhirIssue,
     InvalidFhirError,
     KafkaUnavailableError,
     RefusedRequestError,
@@ -153,9 +154,14 @@ def _source_tokens(configured: list[SourceSettings]) -> list[StaticToken]:
     ]
 
 
-def _outcome_response(code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+def _outcome_response(
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    issues: tuple[FhirIssue, ...] = (),
+) -> Response:
     return Response(
-        outcome_bytes(code, detail),
+        outcome_bytes(code, detail, issues),
         status_code=http_status(code),
         media_type=OUTCOME_MEDIA_TYPE,
         headers=headers,
@@ -279,14 +285,14 @@ class _IngestApi:
                 bundle_types=bundle_types,
             )
             if isinstance(checked, Rejection):
-                raise RefusedRequestError(checked.code, checked.detail)
+                raise RefusedRequestError(checked.code, checked.detail, issues=checked.issues)
             mid = stable_message_id(src.id, body, checked, key)
             await self.write(src, mid, body, checked, hint)
         except RefusedRequestError as refused:
             self.metrics.rejected.labels(COMPONENT, refused.code).inc()
             status = http_status(refused.code)
             log.info("ingest refused: source=%s status=%d code=%s", source_id, status, refused.code)
-            return _outcome_response(refused.code, refused.detail, refused.headers)
+            return _outcome_response(refused.code, refused.detail, refused.headers, refused.issues)
         except ClientDisconnect:
             log.info("ingest abandoned: source=%s client disconnected", source_id)
             return Response(status_code=400)

@@ -7,11 +7,13 @@ Answers (HL7 v2.5 §2.9.2 original-mode acknowledgement; `caremesh.fhir.hl7v2.bu
 
 - AA: the raw bytes, exactly as framed, were acknowledged by Kafka on ingest.hl7v2.v1;
 - AR: never accepted as sent, do not resend unchanged: no MSH (`no-msh`), a message type other
-  than ADT^A01/A02/A03/A04/A08 or ORU^R01 (`unsupported-message-type`), a frame larger than
-  `mllp.max_message_bytes` (`too-large`);
+  than ADT^A01/A02/A03/A04/A08 or ORU^R01 (`unsupported-message-type`), a message that can
+  never become FHIR because it has no PID segment (`missing-segment`, ERR 100), a frame larger
+  than `mllp.max_message_bytes` (`too-large`);
 - AE: an MSH that cannot be read or has no MSH-10 (`malformed`, ERR-3 102), or Kafka did not
   acknowledge the write (`kafka-unavailable`, ERR-3 207: transient, the sender retries).
 
+Each ACK's ERR segment follows the message's own HL7 version (MSH-12; see `build_ack`).
 Refused messages are not written anywhere (DESIGN §4: not half-written); the sender holds them
 and its operators see the ACK. The source is MSH-4 (its namespace id) when that is a configured
 source id; otherwise `mllp.source`, and then the sending facility also scopes the message id, so

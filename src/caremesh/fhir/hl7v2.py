@@ -33,7 +33,7 @@ SUPPORTED_EVENTS: Final = frozenset(
     {("ADT", "A01"), ("ADT", "A02"), ("ADT", "A03"), ("ADT", "A04"), ("ADT", "A08"), ("ORU", "R01")}
 )
 DEFAULT_ZONE: Final = "Europe/Paris"
-ERROR_CODES: Final = ("no-msh", "malformed", "unsupported-message-type")
+ERROR_CODES: Final = ("no-msh", "malformed", "unsupported-message-type", "missing-segment")
 """Every code `InvalidHl7Error` is raised with by `parse_hl7`."""
 
 # HL7 table 0357 (message error condition codes) for the ERR segment of an ACK.
@@ -191,8 +191,16 @@ def check_supported(summary: Hl7Message) -> Hl7Message:
 
 
 def parse_hl7(raw: bytes) -> Hl7Message:
-    """The summary of a message caremesh accepts; raise InvalidHl7Error (codes: ERROR_CODES)."""
-    return check_supported(read_msh(raw))
+    """The summary of a message caremesh accepts; raise InvalidHl7Error (codes: ERROR_CODES).
+
+    A supported message must also be one that can become FHIR: every accepted ADT and ORU^R01
+    carries its patient in a PID segment (`missing-segment` otherwise; `hl7v2_map` needs it).
+    """
+    segments = read_segments(raw)
+    summary = check_supported(summarise(segments[0]))
+    if not any(segment.name == "PID" for segment in segments):
+        raise InvalidHl7Error("missing-segment", f"{summary.message_type} without a PID segment")
+    return summary
 
 
 def build_ack(
@@ -206,11 +214,15 @@ def build_ack(
 ) -> bytes:
     """An original-mode ACK (HL7 v2.5 §2.9.2): MSH with sender and receiver swapped, MSA, ERR.
 
-    `text` goes to MSA-3 and ERR-8 after dropping every character but letters, digits and
-    `_.:,;()/-` (so no delimiter) and cutting it to 80: callers pass a reason code, never
-    message content. `error` (a rejection code) picks the HL7 table 0357 code of ERR-3; an ERR
-    segment is written for AE and AR. A message without a readable MSH gets an ACK with empty
-    MSA-2.
+    `text` goes to MSA-3 (and ERR-8 from v2.5) after dropping every character but letters,
+    digits and `_.:,;()/-` (so no delimiter) and cutting it to 80: callers pass a reason code,
+    never message content. `error` (a rejection code) picks the HL7 table 0357 code; an ERR
+    segment is written for AE and AR, in the layout of the message's own version (MSH-12):
+    before v2.5 the segment has only ERR-1 (v2.3/v2.4 "error code and location",
+    `^^^code&text&HL70357`); from v2.5 ERR-1 is left empty and the code is in ERR-3, the
+    severity in ERR-4. MSH-9 of the ACK has the message structure component (`ACK`) from
+    v2.3.1, as the standard added it there. A message without a readable MSH gets an ACK with
+    empty MSA-2 in the v2.5 layout.
     """
     summary = message if isinstance(message, Hl7Message) else _lenient_msh(message)
     seps = summary.seps
@@ -218,6 +230,10 @@ def build_ack(
     own_id = control_id or _ack_control_id(summary.control_id, code, when)
     reason = _SAFE_TEXT.sub(" ", text)[:80].strip()
     f, c = seps.field, seps.component
+    version = _version(summary.version)
+    message_type = ["ACK", _safe(summary.trigger_event, seps)]
+    if version >= (2, 3, 1):
+        message_type.append("ACK")
     msh = f.join(
         [
             "MSH",
@@ -228,7 +244,7 @@ def build_ack(
             summary.sending_facility,
             when,
             "",
-            c.join(["ACK", _safe(summary.trigger_event, seps), "ACK"]),
+            c.join(message_type),
             own_id,
             _safe(summary.processing_id, seps) or "P",
             _safe(summary.version, seps) or "2.5",
@@ -238,8 +254,12 @@ def build_ack(
     segments = [msh, msa]
     if code != "AA":
         number, label = _HL7_ERRORS.get(error or "", _INTERNAL_ERROR)
-        err_code = c.join([number, label, "HL70357"])
-        segments.append(f.join(["ERR", "", "", err_code, "E", "", "", "", reason]))
+        if version < (2, 5):
+            coded = seps.subcomponent.join([number, label, "HL70357"])
+            segments.append(f.join(["ERR", c.join(["", "", "", coded])]))
+        else:
+            err_code = c.join([number, label, "HL70357"])
+            segments.append(f.join(["ERR", "", "", err_code, "E", "", "", "", reason]))
     return ("\r".join(segments) + "\r").encode("ascii", "replace")
 
 
@@ -293,6 +313,14 @@ def fhir_datetime(value: str, zone: str | None = DEFAULT_ZONE) -> str | None:
         return None
     text = moment.isoformat()
     return text[:19] + fraction + text[19:] if fraction else text
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """MSH-12 as numbers (`2.3.1` → (2, 3, 1)); v2.5 when absent or unreadable."""
+    parts = text.strip().split(".")
+    if not all(part.isdigit() for part in parts):
+        return (2, 5)
+    return tuple(int(part) for part in parts)
 
 
 def _lenient_msh(raw: bytes) -> Hl7Message:

@@ -3,10 +3,12 @@
 One message is parsed once (orjson), validated once (see `validate`), and becomes:
 
 - a single resource: one record whose value is the message bytes exactly as received;
-- a `batch`, `transaction` or `collection` Bundle: one record per entry that has a resource, in
-  entry order, whose value is `orjson.dumps` of the parsed entry resource (never a model
-  re-serialisation; JSON whitespace and number spelling such as `1.50` → `1.5` may change);
-  entries without a resource (a DELETE) are skipped;
+- a `batch`, `transaction` or `collection` Bundle: first resolved (`caremesh.fhir.bundle`:
+  every entry gets an id, every reference to another entry's fullUrl becomes `Type/id`), then
+  one record per entry that has a resource, in entry order, whose value is `orjson.dumps` of
+  the resolved entry resource (never a model re-serialisation; JSON whitespace and number
+  spelling such as `1.50` → `1.5` may change); entries without a resource (a DELETE) are
+  skipped;
 - a `document` or `message` Bundle: one record holding the whole Bundle (a document is one
   unit), keyed by the patient of its first entry that points to one;
 - any other Bundle type (searchset, history, responses, notifications): a rejection.
@@ -14,8 +16,10 @@ One message is parsed once (orjson), validated once (see `validate`), and become
 Record `i` gets the id `child_message_id(message_id, i)`, `i` being the entry's position in
 `Bundle.entry` (0 for a single resource), so ids are stable across replays. Validation is
 atomic: one invalid entry rejects the whole Bundle, nothing is half-written (DESIGN §4).
-Rejections are values (`Rejection(code, detail)`), the codes of `validate.ERROR_CODES` plus
-`unsupported-bundle-type`; details never carry payload values.
+Before validation the message must keep FHIR's JSON rules (`caremesh.fhir.json_rules`: no
+repeated key, no empty value, valid `urn:oid:`s, a bounded number of Bundle entries).
+Rejections are values (`Rejection(code, detail, issues)`), the codes of `REJECTION_CODES`;
+details and issues name elements, never payload values.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
-
 from caremesh.envelope import MessageId, PatientKey, child_message_id
-from caremesh.errors import InvalidFhirError
+from caremesh.errors import FhirIssue, InvalidFhirError
+from caremesh.fhir.bundle import ERROR_CODES as BUNDLE_CODES
+from caremesh.fhir.bundle import resolve_bundle
+from caremesh.fhir.json_rules import ERROR_CODES as JSON_RULE_CODES
+from caremesh.fhir.json_rules import check_bundle_size, check_json_rules
 from caremesh.fhir.patient_key import (
     KeyKind,
     KeyResult,
@@ -35,7 +41,16 @@ from caremesh.fhir.patient_key import (
     bundle_patient_index,
     patient_key,
 )
+from caremesh.fhir.validate import ERROR_CODES as VALIDATE_CODES
 from caremesh.fhir.validate import Release, parse_json, validate_resource
+
+REJECTION_CODES: Final = (
+    *VALIDATE_CODES,
+    *JSON_RULE_CODES,
+    *BUNDLE_CODES,
+    "unsupported-bundle-type",
+)
+"""Every code a Rejection of `process_ingest` carries."""
 
 SPLIT_BUNDLE_TYPES: Final = frozenset({"batch", "transaction", "collection"})
 WHOLE_BUNDLE_TYPES: Final = frozenset({"document", "message"})
@@ -60,6 +75,8 @@ class Rejection:
 
     code: str
     detail: str
+    issues: tuple[FhirIssue, ...] = ()
+    """One per element at fault, when known (each becomes an OperationOutcome issue)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +107,9 @@ def process_ingest(
     """
     try:
         obj = parse_json(value)
+        check_bundle_size(obj)
         valid = validate_resource(obj, release_hint)
+        check_json_rules(value, obj)
         message = _Message(value, source, message_id, valid.release)
         if valid.resource_type == "Bundle":
             return _split_bundle(obj, message, learned)
@@ -99,7 +118,7 @@ def process_ingest(
         record = message.record(found, valid.resource_type, 0, child, value)
         return IngestResult((record,), _new_learned([found], learned))
     except InvalidFhirError as exc:
-        return IngestResult(rejection=Rejection(exc.code, exc.detail))
+        return IngestResult(rejection=Rejection(exc.code, exc.detail, exc.issues))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +149,7 @@ def _split_bundle(
     source = message.source
     entries: list[Any] = obj.get("entry") or []
     children = [child_message_id(message.message_id, index) for index in range(len(entries))]
+    resolved = resolve_bundle(entries, children) if bundle_type in SPLIT_BUNDLE_TYPES else []
     patients = bundle_patient_index(entries, source, learned, children)
     new = _new_learned(patients.values(), learned)
     lookup: Mapping[str, str] = learned
@@ -142,14 +162,13 @@ def _split_bundle(
     records = []
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
-        if isinstance(resource, dict):
+        value = resolved[index]
+        if isinstance(resource, dict) and value is not None:
             found = patient_key(
                 resource, source, lookup, bundle_patients=patients, fallback_id=children[index]
             )
             records.append(
-                message.record(
-                    found, str(resource["resourceType"]), index, children[index], _dumps(resource)
-                )
+                message.record(found, str(resource["resourceType"]), index, children[index], value)
             )
     return IngestResult(tuple(records), new)
 
@@ -205,11 +224,3 @@ class _Layered(Mapping[str, str]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
-
-
-def _dumps(resource: dict[str, Any]) -> bytes:
-    """An entry resource as JSON bytes, straight from the parsed dict."""
-    try:
-        return orjson.dumps(resource)
-    except orjson.JSONEncodeError:
-        raise InvalidFhirError("too-deep", "an entry resource nests too deeply to encode") from None

@@ -5,6 +5,11 @@ configuration) wins: `R4`/`4.0` and `R4B`/`4.3` validate with the R4B models (R4
 through R4B, and keep the label `R4`), `R5`/`5.0` with the R5 models. Without one, the payload is
 tried as R4B first and then as R5, and is labelled with the first release that accepts it.
 
+A resource that passes the models is then checked against the required value-set bindings of
+its release (`caremesh.fhir.bindings`, code `invalid-code`); when no release is explicit, a
+payload whose codes belong to the other release's value sets (an R5 Encounter status) is
+labelled with the release that accepts it.
+
 A Bundle is validated as its shell (everything but `entry[].resource`) plus one validation per
 entry resource with the model of that entry's `resourceType`. This checks the same elements as
 validating the whole Bundle model, costs about half of it (fhir.resources validates a nested
@@ -29,8 +34,9 @@ from fhir.resources import get_fhir_model_class as _r5_model_class
 from fhir.resources.R4B import get_fhir_model_class as _r4b_model_class
 from pydantic import ValidationError
 
-from caremesh.errors import InvalidFhirError
+from caremesh.errors import FhirIssue, InvalidFhirError
 from caremesh.fhir import fhir_core_fix  # noqa: F401 - installs itself before any model exists
+from caremesh.fhir.bindings import BindingFamily, binding_issues
 
 Release = Literal["R4", "R4B", "R5"]
 Family = Literal["R4B", "R5"]
@@ -45,6 +51,7 @@ ERROR_CODES: Final = (
     "unknown-resource-type",
     "unsupported-release",
     "validation-failed",
+    "invalid-code",
 )
 """Every code `InvalidFhirError` is raised with by this module."""
 
@@ -153,6 +160,7 @@ def validate_resource(obj: object, release: str | None) -> ValidResource:
     explicit = normalise_release(release)
     families: tuple[Family, ...] = (_FAMILY[explicit],) if explicit else ("R4B", "R5")
     failures: list[tuple[Family, list[str]]] = []
+    codes: list[tuple[Family, list[FhirIssue]]] = []
     for position, family in enumerate(families):
         klass = model_class(resource_type, family)
         if klass is None:
@@ -160,15 +168,46 @@ def validate_resource(obj: object, release: str | None) -> ValidResource:
         stop_early = position < len(families) - 1
         errors = _validation_errors(obj, klass, family, stop_early=stop_early)
         if not errors:
-            return ValidResource(resource_type, explicit or family)
+            issues = _binding_issues(obj, "R5" if family == "R5" else "R4")
+            if not issues:
+                return ValidResource(resource_type, explicit or family)
+            codes.append((family, issues))
+            continue
         failures.append((family, errors))
+    if codes and not failures:
+        family, issues = codes[0]
+        where = ", ".join(issue.expression for issue in issues[:MAX_ERRORS_SHOWN])
+        more = len(issues) - MAX_ERRORS_SHOWN
+        where += f" (+{more} more)" if more > 0 else ""
+        raise InvalidFhirError(
+            "invalid-code",
+            f"{resource_type} as {family}: not a code of the required value set at {where}",
+            tuple(issues),
+        )
     if not failures:
         names = " or ".join(families)
         raise InvalidFhirError(
             "unknown-resource-type", f"resourceType is not a resource type of {names}"
         )
     parts = [f"as {family}: {_join(errors)}" for family, errors in failures]
-    raise InvalidFhirError("validation-failed", f"{resource_type} is not valid " + "; ".join(parts))
+    raise InvalidFhirError(
+        "validation-failed",
+        f"{resource_type} is not valid " + "; ".join(parts),
+        _issues(resource_type, failures[-1][1]),
+    )
+
+
+def _binding_issues(obj: dict[str, Any], family: BindingFamily) -> list[FhirIssue]:
+    """Required-binding issues of a resource, or of a Bundle and each of its entry resources."""
+    resource_type = str(obj.get("resourceType"))
+    issues = binding_issues(obj, family, resource_type)
+    entries = obj.get("entry") if resource_type == "Bundle" else None
+    if isinstance(entries, list):
+        for index, entry in enumerate(entries):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict):
+                issues.extend(binding_issues(resource, family, f"Bundle.entry[{index}].resource"))
+    return issues
 
 
 def _validation_errors(
@@ -245,6 +284,16 @@ def _render(path: str, loc: Sequence[int | str], error_type: str) -> str:
         out = f"{out}.{name}" if out else name
     kind = error_type if _ERROR_TYPE.fullmatch(error_type) else "error"
     return f"{out or '(root)'} ({kind})"
+
+
+def _issues(resource_type: str, errors: list[str]) -> tuple[FhirIssue, ...]:
+    """Rendered errors (`path (type)`) as issues located from the resource type."""
+    out = []
+    for error in errors[:MAX_ERRORS_SHOWN]:
+        path, _, kind = error.rpartition(" (")
+        where = resource_type if path in {"", "(root)"} else f"{resource_type}.{path}"
+        out.append(FhirIssue("validation-failed", where, f"is not valid ({kind}"))
+    return tuple(out)
 
 
 def _join(errors: list[str]) -> str:

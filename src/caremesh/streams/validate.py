@@ -9,7 +9,10 @@ A thin shell over `caremesh.fhir.ingest.process_ingest`, run by the confluent-ka
   partitioned like the ingest topic, so a message sent again (same Idempotency-Key,
   Bundle.identifier, MSH-10 or body) adds nothing downstream.
 
-Rejected messages go to deadletter.v1 with a code and coordinates, never their content.
+Transaction and batch Bundles are resolved before they are split (`caremesh.fhir.bundle`), and
+validation is as strict as at the HTTP door (required bindings, FHIR's JSON rules), so what
+another channel writes to ingest.fhir.v1 meets the same checks. Rejected messages go to
+deadletter.v1 with a code and coordinates, never their content.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from caremesh.kafka.admin import ensure_topics
 from caremesh.kafka.config import aiokafka_security, confluent_security
 from caremesh.security.apply import apply_acls
 from caremesh.security.commands import configured_catalogue, platform
 from caremesh.settings import KafkaSettings, OrganisationSettings, Settings, StudySettings
-from caremesh.topics import ensure_topics
 from tests.integration.security.conftest import ADMIN, USERS, SecuredBroker
 
 pytestmark = pytest.mark.kafka

@@ -14,6 +14,7 @@ from caremesh.connectors.http.outcome import (
     operation_outcome,
     outcome_bytes,
 )
+from caremesh.errors import FhirIssue
 from caremesh.fhir.ingest import Rejection
 from tests.unit.connectors.connectors_synth import SYNTH_FAMILY, SYNTH_GIVEN, dumps, patient
 
@@ -67,3 +68,25 @@ def test_a_rejection_outcome_never_carries_input_values(bad: dict[str, object]) 
     assert rejected.code == "validation-failed"
     assert SYNTH_FAMILY not in text
     assert SYNTH_GIVEN not in text
+
+
+def test_each_element_at_fault_is_one_issue_with_its_expression() -> None:
+    from caremesh.connectors.http.outcome import operation_outcome
+
+    issues = (
+        FhirIssue("invalid-code", "Observation.status", "is not a code of its value set"),
+        FhirIssue("duplicate-key", "Observation.code.text", "appears twice"),
+    )
+    outcome = operation_outcome("invalid-code", "two problems", issues=issues)
+    assert [issue["expression"] for issue in outcome["issue"]] == [
+        ["Observation.status"],
+        ["Observation.code.text"],
+    ]
+    assert [issue["code"] for issue in outcome["issue"]] == ["code-invalid", "structure"]
+    assert [i["details"]["coding"][0]["code"] for i in outcome["issue"]] == [
+        "invalid-code",
+        "duplicate-key",
+    ]
+    assert (
+        outcome["issue"][1]["diagnostics"] == "duplicate-key: Observation.code.text appears twice"
+    )

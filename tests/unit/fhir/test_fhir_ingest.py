@@ -68,11 +68,15 @@ def test_bundle_is_split_in_entry_order_with_stable_child_ids() -> None:
     assert len({r.message_id for r in first.records}) == 3
 
 
-def test_entry_values_are_the_entry_resources() -> None:
+def test_entry_values_are_the_resolved_entry_resources() -> None:
     result = process_ingest(MIXED, SRC, MSG, None, {})
     entries = orjson.loads(MIXED)["entry"]
+    observation_entry = entries[0]["resource"] | {
+        "id": "6f0e1b2a-0000-4000-8000-000000000002",
+        "subject": {"reference": "Patient/p1"},
+    }
     assert [orjson.loads(r.value) for r in result.records] == [
-        entries[0]["resource"],
+        observation_entry,
         entries[2]["resource"],
         entries[3]["resource"],
     ]
@@ -189,10 +193,17 @@ def test_other_bundle_types_are_rejected(kind: str) -> None:
     assert result.rejection.code == "unsupported-bundle-type"
 
 
-def test_empty_transaction_is_accepted_with_no_records() -> None:
-    result = process_ingest(bundle(), SRC, MSG, None, {})
+def test_transaction_without_entries_is_accepted_with_no_records() -> None:
+    body = orjson.dumps({"resourceType": "Bundle", "type": "transaction"})
+    result = process_ingest(body, SRC, MSG, None, {})
     assert result.accepted
     assert result.records == ()
+
+
+def test_an_empty_entry_array_is_refused_as_fhir_json_says() -> None:
+    result = process_ingest(bundle(), SRC, MSG, None, {})
+    assert result.rejection is not None
+    assert result.rejection.code == "empty-element"
 
 
 SECRETS = ("SYNTHSECRETNAME", "998877665544332", "LOCALSECRET42")

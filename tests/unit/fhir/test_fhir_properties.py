@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from caremesh.errors import InvalidHl7Error
 from caremesh.fhir.hl7v2 import build_ack, parse_hl7
 from caremesh.fhir.hl7v2_map import map_hl7v2
+from caremesh.fhir.ingest import REJECTION_CODES as ERROR_CODES
 from caremesh.fhir.ingest import process_ingest
-from caremesh.fhir.validate import ERROR_CODES
 
 DATA = Path(__file__).parents[2] / "data" / "hl7"
 SECRET = "ZZSYNTHSECRET"

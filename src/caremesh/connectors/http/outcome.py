@@ -9,10 +9,12 @@ nothing a sender posted is ever copied into an outcome.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
+
+from caremesh.errors import FhirIssue
 
 ERROR_CODE_SYSTEM: Final = "urn:caremesh:error-code"
 """The coding system of caremesh's error codes in `issue.details.coding`."""
@@ -32,6 +34,13 @@ _ISSUE_TYPES: Final[Mapping[str, str]] = {
     "too-deep": "structure",
     "not-an-object": "structure",
     "validation-failed": "invalid",
+    "invalid-code": "code-invalid",
+    "duplicate-key": "structure",
+    "empty-element": "structure",
+    "invalid-oid": "value",
+    "too-many-entries": "too-costly",
+    "unresolved-reference": "invalid",
+    "duplicate-full-url": "invalid",
     "resource-type-mismatch": "invalid",
     "not-a-bundle": "invalid",
     "invalid-idempotency-key": "invalid",
@@ -49,6 +58,12 @@ _HTTP_STATUS: Final[Mapping[str, int]] = {
     "too-large": 413,
     "unsupported-media-type": 415,
     "validation-failed": 422,
+    "invalid-code": 422,
+    "empty-element": 422,
+    "invalid-oid": 422,
+    "too-many-entries": 422,
+    "unresolved-reference": 422,
+    "duplicate-full-url": 422,
     "unknown-resource-type": 422,
     "unsupported-bundle-type": 422,
     "kafka-unavailable": 503,
@@ -66,21 +81,42 @@ def http_status(code: str) -> int:
     return _HTTP_STATUS.get(code, 400)
 
 
-def operation_outcome(code: str, detail: str, *, severity: str = "error") -> dict[str, Any]:
-    """An OperationOutcome with one issue for `code`; `detail` must be value-free."""
+def operation_outcome(
+    code: str, detail: str, *, severity: str = "error", issues: Sequence[FhirIssue] = ()
+) -> dict[str, Any]:
+    """An OperationOutcome for `code`; `detail` must be value-free.
+
+    Without `issues` it has one issue; with them, one issue per element at fault, each with
+    its FHIRPath-like location in `expression` (and `location`, which R4 still reads).
+    """
+    if not issues:
+        return {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": severity,
+                    "code": issue_type(code),
+                    "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}]},
+                    "diagnostics": f"{code}: {detail}",
+                }
+            ],
+        }
     return {
         "resourceType": "OperationOutcome",
         "issue": [
             {
                 "severity": severity,
-                "code": issue_type(code),
-                "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}]},
-                "diagnostics": f"{code}: {detail}",
+                "code": issue_type(issue.code),
+                "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": issue.code}]},
+                "diagnostics": f"{issue.code}: {issue.expression} {issue.detail}",
+                "expression": [issue.expression],
+                "location": [issue.expression],
             }
+            for issue in issues
         ],
     }
 
 
-def outcome_bytes(code: str, detail: str) -> bytes:
+def outcome_bytes(code: str, detail: str, issues: Sequence[FhirIssue] = ()) -> bytes:
     """`operation_outcome` serialised as JSON bytes."""
-    return orjson.dumps(operation_outcome(code, detail))
+    return orjson.dumps(operation_outcome(code, detail, issues=issues))
