@@ -6,6 +6,15 @@ each gets it only if `evaluate(purpose TREAT, actor = that organisation)` permit
 state caught up with the ledger as of the batch's newest record. Every decision is audited. The
 stage runs on the batch runner (`streams/patient_stage.py`).
 
+Identity at recipients (DESIGN §8, `caremesh.fhir.recipient_ids`): what goes to an outbox is the
+resource in its recipient form (ids unique per source, references rewritten, the INS on Patient
+references), so an organisation reading its outbox topic directly gets the safe form too. A
+Patient is merged into the patient's golden record (`caremesh.fhir.golden_patient`, a second
+state topic) and the merged Patient is what is shared, to every care-team organisation with a
+subscription: it is the anchor of everything else. An organisation that joins the care team (a
+CareTeam or EpisodeOfCare record adds it) first receives the golden Patient, consent permitting,
+before anything else of that patient.
+
 The organisations are the configured ones and those admitted with `caremesh org add`: the stage
 follows the registry topic organisations.v1 (`caremesh.security.registry`), so a new member is
 served, and a removed one no longer written to, without a restart.
@@ -27,6 +36,14 @@ from caremesh.consent import DecisionQuery
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import PatientKey
 from caremesh.errors import RejectedInputError
+from caremesh.fhir.golden_patient import merge_patient
+from caremesh.fhir.patient_key import source_patient_key
+from caremesh.fhir.recipient_ids import (
+    SOURCE_SYSTEM_PREFIX,
+    RecipientContext,
+    for_recipients,
+    ins_of_key,
+)
 from caremesh.policy import consent_policy
 from caremesh.security.registry import OrganisationRegistry, follow
 from caremesh.settings import Settings
@@ -38,6 +55,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "share"
 PURPOSE = "TREAT"
+PATIENT = "Patient"
 
 
 def _parse_date(text: str | None) -> datetime | None:
@@ -57,6 +75,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
     prefix = settings.kafka.topic_prefix
     policy = consent_policy(settings.consent)
     teams = stage.state("care-teams")
+    goldens = stage.state("golden-patients")
     metrics = stage.metrics
     out = metrics.messages_out.labels(STAGE)
 
@@ -68,46 +87,95 @@ def install(app: WorkerApp, settings: Settings) -> None:
             resource: dict[str, Any] = orjson.loads(value)
         except orjson.JSONDecodeError:
             raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
+        if not isinstance(resource, dict):
+            raise RejectedInputError("invalid-record", "clinical record is not a FHIR resource")
+        headers = text_headers(msg)
+        ce_id = headers.get(envelope.H_ID, "")
         outputs: list[Output] = []
         raw_team = teams.get(partition, patient.encode())
         team: dict[str, list[str]] = orjson.loads(raw_team) if raw_team else {}
+        raw_golden = goldens.get(partition, patient.encode())
+        golden: dict[str, Any] = orjson.loads(raw_golden) if raw_golden else {}
+        rtype = str(resource.get("resourceType", ""))
+        ctx = RecipientContext(
+            source=headers.get(envelope.H_SOURCE, "").removeprefix(SOURCE_SYSTEM_PREFIX)
+            or "unknown",
+            patient_key=patient,
+            fallback_id=ce_id or patient,
+            links=golden.get("links") or {},
+            organisations={o.id: o.name for o in registry.organisations.values()},
+        )
+        shared = value if rtype == "Bundle" else None  # a document travels whole
+        if rtype == PATIENT:
+            golden = _fold_golden(golden, resource, ctx)
+            outputs.append(goldens.put(partition, patient.encode(), orjson.dumps(golden)))
+            shared = orjson.dumps(golden["patient"])
+        elif shared is None:
+            shared = orjson.dumps(for_recipients(resource, ctx))
+        before = sharing.care_team(team)
         changed = sharing.fold_care_team(team, resource, registry.known)
         if changed is not None:
             team = changed
             outputs.append(teams.put(partition, patient.encode(), orjson.dumps(team)))
-        rtype = str(resource.get("resourceType", ""))
-        targets = sharing.recipients(team, rtype, registry.subscriptions)
-        if not targets:
-            return outputs
-        consents = stage.consents(patient)
-        ce_id = text_headers(msg).get(envelope.H_ID, "")
         now = datetime.now(UTC)
-        labels = sharing.security_labels(resource)
-        data_date = _parse_date(sharing.clinical_date(resource))
+        joined = sorted(sharing.care_team(team) - before)
+        if joined and golden.get("patient") and rtype != PATIENT:
+            first = orjson.dumps(golden["patient"])
+            for org in joined:
+                if registry.subscriptions.get(org):
+                    child = envelope.child_message_id(ce_id or patient, f"join:{org}")
+                    join_headers = envelope.Envelope(
+                        child,
+                        f"urn:caremesh:stage:{STAGE}",
+                        envelope.fhir_event_type(PATIENT),
+                        extra={envelope.H_CORRELATION_ID: ce_id},
+                    ).headers()
+                    outputs.extend(
+                        share_to(org, patient, golden["patient"], first, child, join_headers, now)
+                    )
+        if rtype == PATIENT:
+            targets = sorted(o for o in sharing.care_team(team) if registry.subscriptions.get(o))
+        else:
+            targets = sharing.recipients(team, rtype, registry.subscriptions)
+        out_headers: list[tuple[str, str | bytes | None]] = [
+            (str(h[0]), h[1]) for h in (msg.headers() or []) if h[0] != envelope.H_CONSENT_DECISIONS
+        ]
         for org in targets:
-            query = DecisionQuery(
-                patient=PatientKey(patient),
-                purpose=PURPOSE,
-                now=now,
-                actor=ActorRef(reference=f"Organization/{org}"),
-                resource_type=rtype,
-                security_labels=labels,
-                data_date=data_date,
+            outputs.extend(
+                share_to(org, patient, resource, shared, ce_id or patient, out_headers, now)
             )
-            audit_id = envelope.child_message_id(ce_id or patient, f"share:{org}")
-            decision, audit = stage.decide(consents, query, policy, audit_id, now)
-            outputs.append(audit)
-            if not decision.permitted or org not in registry.known:
-                continue  # denied, or removed while this record was being decided
-            out_headers: list[tuple[str, str | bytes | None]] = [
-                (str(h[0]), h[1])
-                for h in (msg.headers() or [])
-                if h[0] != envelope.H_CONSENT_DECISIONS
-            ]
-            out_headers.append((envelope.H_CONSENT_DECISIONS, ",".join(decision.consent_ids)))
-            outputs.append(Output(prefix + outbox_topic(org), msg.key(), value, out_headers))
-            out.inc()
         return outputs
+
+    def share_to(  # noqa: PLR0917 - one call site per kind of record
+        org: str,
+        patient: str,
+        resource: dict[str, Any],
+        value: bytes,
+        decision_seed: str,
+        headers: list[tuple[str, str | bytes | None]],
+        now: datetime,
+    ) -> list[Output]:
+        """The audit of one consent decision, and the outbox record when it permits."""
+        query = DecisionQuery(
+            patient=PatientKey(patient),
+            purpose=PURPOSE,
+            now=now,
+            actor=ActorRef(reference=f"Organization/{org}"),
+            resource_type=str(resource.get("resourceType", "")),
+            security_labels=sharing.security_labels(resource),
+            data_date=_parse_date(sharing.clinical_date(resource)),
+        )
+        audit_id = envelope.child_message_id(decision_seed, f"share:{org}")
+        decision, audit = stage.decide(stage.consents(patient), query, policy, audit_id, now)
+        if not decision.permitted or org not in registry.known:
+            return [audit]  # denied, or removed while this record was being decided
+        out.inc()
+        record_headers = [
+            *headers,
+            (envelope.H_CONSENT_DECISIONS, ",".join(decision.consent_ids)),
+        ]
+        key = patient.encode()
+        return [audit, Output(prefix + outbox_topic(org), key, value, record_headers)]
 
     def follow_organisations() -> None:
         asyncio.run(follow(registry, settings.kafka, prefix + ORGANISATIONS))
@@ -116,5 +184,26 @@ def install(app: WorkerApp, settings: Settings) -> None:
         threading.Thread(target=follow_organisations, name="org-registry", daemon=True).start()
 
     app.stages.append(
-        stage.runner(sources=[CLINICAL_FHIR], handler=share_one, states=[teams], prepare=prepare)
+        stage.runner(
+            sources=[CLINICAL_FHIR], handler=share_one, states=[teams, goldens], prepare=prepare
+        )
     )
+
+
+def _fold_golden(
+    golden: dict[str, Any], resource: dict[str, Any], ctx: RecipientContext
+) -> dict[str, Any]:
+    """The patient's golden record after one of its Patient resources (JSON-able).
+
+    `patient` is the merged Patient in its recipient form; `links` maps each source-scoped
+    Patient key that described this person to the INS, so references to any of them point to
+    the one recipient Patient.
+    """
+    links = dict(golden.get("links") or {})
+    ins = ins_of_key(ctx.patient_key)
+    local = resource.get("id")
+    if ins is not None and isinstance(local, str):
+        links[source_patient_key(ctx.source, local)] = ins
+    ctx = RecipientContext(ctx.source, ctx.patient_key, ctx.fallback_id, links, ctx.organisations)
+    merged = merge_patient(golden.get("patient"), for_recipients(resource, ctx))
+    return {"patient": merged, "links": links}
