@@ -102,6 +102,10 @@ class SecuritySettings(_Section):
     failed-delivery topics (they hold PHI)."""
 
 
+DeliveryMode = Literal["rest", "transaction"]
+"""The delivery modes of `connectors.fhir_delivery` (DESIGN §8)."""
+
+
 class OrganisationSettings(_Section):
     """A care provider that can receive data (outbox topic, FHIR endpoint)."""
 
@@ -114,6 +118,10 @@ class OrganisationSettings(_Section):
     """Bearer token for the organisation's FHIR endpoint."""
     subscriptions: list[str] = Field(default_factory=list)
     """Resource types the organisation subscribed to (empty: none)."""
+    delivery_mode: DeliveryMode = "rest"
+    """How `caremesh deliver` sends to `fhir_endpoint`: `rest` (an update per resource at its
+    recipient id, a Patient before what references it) or `transaction` (a transaction Bundle
+    per patient batch, conditional on identifiers, so the receiver's own patient is matched)."""
 
     @field_validator("id")
     @classmethod

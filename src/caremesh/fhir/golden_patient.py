@@ -9,8 +9,11 @@ of a newer description `new` into the record `old` (both in their recipient form
 - an element `new` does not have is kept from `old` (nothing is erased by absence);
 - a single-valued element `new` has replaces `old`'s (newer wins), and a choice element
   (`deceased[x]`, `multipleBirth[x]`) replaces every variant of it;
-- a repeating element is merged entry by entry: an entry of `new` replaces the entry of `old`
-  with the same key, other entries of `old` are kept, new keys are appended. Keys:
+- a repeating element is merged entry by entry: an entry of `new` is merged into the entry of
+  `old` with the same key (its sub-elements the same way: what `new` lacks is kept, a list of
+  strings that `old`'s already contains, such as the one given name of an ORU's PID-5 against
+  the ADT's two, is thinner and keeps `old`'s), other entries of `old` are kept, new keys are
+  appended. Keys:
   `identifier` (system, value), `name` (use), `address` (use, type), `telecom` (system, use),
   `extension` / `modifierExtension` (url), `generalPractitioner` / `link` (reference), anything
   else the whole entry;
@@ -60,11 +63,25 @@ def _merge_list(name: str, old: list[Any], new: list[Any]) -> list[Any]:
     for entry in new:
         k = key(entry)
         if k in index:
-            out[index[k]] = entry
+            out[index[k]] = _merge_entry(out[index[k]], entry)
         else:
             index[k] = len(out)
             out.append(entry)
     return out
+
+
+def _merge_entry(old: object, new: object) -> object:
+    """One element of the same key: sub-elements merged, a thinner list of strings kept."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return {**old, **{k: _merge_entry(old.get(k), v) for k, v in new.items()}}
+    if (
+        isinstance(old, list)
+        and isinstance(new, list)
+        and all(isinstance(v, str) for v in new)
+        and set(new) <= set(old)
+    ):
+        return old
+    return new
 
 
 def _merge_meta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

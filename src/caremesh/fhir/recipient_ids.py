@@ -21,7 +21,9 @@ delivered under the id its source gave it. The rules, pure functions over plain 
   `T/L` (a `_history` suffix dropped) becomes `T/<recipient id>`; a `Patient/L` that maps to an
   INS (the Patient's own INS, a `Reference.identifier`, a conditional `Patient?identifier=`, or a
   source id known to stand for that INS) becomes `Patient/<patient_recipient_id(INS)>` and
-  carries the INS as `Reference.identifier`, so a receiver can match its own record. Contained
+  carries the INS as `Reference.identifier`, so a receiver can match its own record; another
+  rewritten reference carries the source's id as its `identifier` (and its `type`), and one to
+  a type the recipient does not receive (not a Patient) keeps only that logical part. Contained
   `#` references, `urn:uuid:` / `urn:oid:` and absolute URLs are kept. A reference to an
   `Organization/<id>` of caremesh's configuration becomes a logical reference (identifier
   `urn:caremesh:organisation|<id>` and the organisation's name as display): no recipient holds
@@ -217,5 +219,29 @@ def _reference(ref: dict[str, Any], ctx: RecipientContext, links: Mapping[str, s
         out.setdefault("display", ctx.organisations[local_id] or local_id)
         return out
     out = dict(ref)
+    out.setdefault("identifier", {"system": source_system(ctx.source), "value": local_id})
+    out.setdefault("type", rtype)
     out["reference"] = f"{rtype}/{recipient_id(ctx.source, rtype, local_id)}"
+    return out
+
+
+def for_recipient_holding(resource: Any, held: frozenset[str], depth: int = 0) -> Any:
+    """A recipient-form resource for a recipient that receives only the types `held`.
+
+    A reference to another type (never a Patient: the Patient is always sent first) keeps only
+    its logical part (`identifier`, `type`, `display`), so a server that enforces referential
+    integrity is never sent a reference to a resource it will not have.
+    """
+    if depth > _MAX_DEPTH:
+        return resource
+    if isinstance(resource, list):
+        return [for_recipient_holding(v, held, depth + 1) for v in resource]
+    if not isinstance(resource, dict):
+        return resource
+    out = {k: for_recipient_holding(v, held, depth + 1) for k, v in resource.items()}
+    target = out.get("reference")
+    if isinstance(target, str) and isinstance(out.get("identifier"), dict):
+        match = _RELATIVE.fullmatch(target)
+        if match is not None and match.group(1) != "Patient" and match.group(1) not in held:
+            del out["reference"]
     return out

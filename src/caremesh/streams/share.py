@@ -41,6 +41,7 @@ from caremesh.fhir.patient_key import source_patient_key
 from caremesh.fhir.recipient_ids import (
     SOURCE_SYSTEM_PREFIX,
     RecipientContext,
+    for_recipient_holding,
     for_recipients,
     ins_of_key,
 )
@@ -105,13 +106,15 @@ def install(app: WorkerApp, settings: Settings) -> None:
             links=golden.get("links") or {},
             organisations={o.id: o.name for o in registry.organisations.values()},
         )
-        shared = value if rtype == "Bundle" else None  # a document travels whole
+        shared: dict[str, Any] | bytes
         if rtype == PATIENT:
             golden = _fold_golden(golden, resource, ctx)
             outputs.append(goldens.put(partition, patient.encode(), orjson.dumps(golden)))
-            shared = orjson.dumps(golden["patient"])
-        elif shared is None:
-            shared = orjson.dumps(for_recipients(resource, ctx))
+            shared = golden["patient"]
+        elif rtype == "Bundle":
+            shared = value  # a document or message Bundle travels whole
+        else:
+            shared = for_recipients(resource, ctx)
         before = sharing.care_team(team)
         changed = sharing.fold_care_team(team, resource, registry.known)
         if changed is not None:
@@ -120,7 +123,6 @@ def install(app: WorkerApp, settings: Settings) -> None:
         now = datetime.now(UTC)
         joined = sorted(sharing.care_team(team) - before)
         if joined and golden.get("patient") and rtype != PATIENT:
-            first = orjson.dumps(golden["patient"])
             for org in joined:
                 if registry.subscriptions.get(org):
                     child = envelope.child_message_id(ce_id or patient, f"join:{org}")
@@ -131,7 +133,15 @@ def install(app: WorkerApp, settings: Settings) -> None:
                         extra={envelope.H_CORRELATION_ID: ce_id},
                     ).headers()
                     outputs.extend(
-                        share_to(org, patient, golden["patient"], first, child, join_headers, now)
+                        share_to(
+                            org,
+                            patient,
+                            golden["patient"],
+                            golden["patient"],
+                            child,
+                            join_headers,
+                            now,
+                        )
                     )
         if rtype == PATIENT:
             targets = sorted(o for o in sharing.care_team(team) if registry.subscriptions.get(o))
@@ -150,7 +160,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
         org: str,
         patient: str,
         resource: dict[str, Any],
-        value: bytes,
+        shared: dict[str, Any] | bytes,
         decision_seed: str,
         headers: list[tuple[str, str | bytes | None]],
         now: datetime,
@@ -174,6 +184,11 @@ def install(app: WorkerApp, settings: Settings) -> None:
             *headers,
             (envelope.H_CONSENT_DECISIONS, ",".join(decision.consent_ids)),
         ]
+        if isinstance(shared, bytes):
+            value = shared
+        else:  # references to types the organisation does not receive stay logical
+            held = registry.subscriptions.get(org, frozenset()) | {PATIENT}
+            value = orjson.dumps(for_recipient_holding(shared, held))
         key = patient.encode()
         return [audit, Output(prefix + outbox_topic(org), key, value, record_headers)]
 

@@ -13,6 +13,7 @@ from caremesh.fhir.patient_key import INS_SYSTEM
 from caremesh.fhir.recipient_ids import (
     ORGANISATION_SYSTEM,
     RecipientContext,
+    for_recipient_holding,
     for_recipients,
     patient_recipient_id,
     recipient_id,
@@ -74,8 +75,13 @@ def test_every_reference_is_rewritten_and_the_source_id_is_kept() -> None:
     assert out["id"] == recipient_id("hosp-a", "Observation", "1")
     assert out["identifier"] == [{"system": "urn:caremesh:source:hosp-a", "value": "1"}]
     assert out["meta"] == {"source": source_system("hosp-a")}
-    assert out["subject"] == {"reference": f"Patient/{recipient_id('hosp-a', 'Patient', '1')}"}
+    assert out["subject"] == {
+        "reference": f"Patient/{recipient_id('hosp-a', 'Patient', '1')}",
+        "identifier": {"system": "urn:caremesh:source:hosp-a", "value": "1"},
+        "type": "Patient",
+    }
     assert out["encounter"]["reference"] == f"Encounter/{recipient_id('hosp-a', 'Encounter', '1')}"
+    assert out["encounter"]["identifier"]["value"] == "1"
     assert out["performer"][0] == {
         "type": "Organization",
         "identifier": {"system": ORGANISATION_SYSTEM, "value": "org-a"},
@@ -86,6 +92,18 @@ def test_every_reference_is_rewritten_and_the_source_id_is_kept() -> None:
     )
     assert out["hasMember"] == [{"reference": "#contained-1"}]
     assert out["derivedFrom"][0]["reference"].startswith("urn:uuid:")
+
+
+def test_a_reference_to_a_type_the_recipient_never_receives_is_logical() -> None:
+    ctx = RecipientContext("hosp-a", "hosp-a/Patient/1", "m", organisations={"org-a": "A"})
+    out = for_recipient_holding(
+        for_recipients(_obs({"reference": "Patient/1"}), ctx), frozenset({"Observation"})
+    )
+    assert out["performer"][1] == {
+        "identifier": {"system": "urn:caremesh:source:hosp-a", "value": "9"},
+        "type": "Practitioner",
+    }
+    assert out["subject"]["reference"].startswith("Patient/")  # a Patient is always sent first
 
 
 def test_two_sources_patient_1_never_meet() -> None:
