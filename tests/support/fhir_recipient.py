@@ -52,6 +52,16 @@ def identifier_values(resource: dict[str, Any], system: str) -> list[str]:
     ]
 
 
+def source_id(resource: dict[str, Any]) -> str | None:
+    """The source's own id of a delivered resource (its `urn:caremesh:source:` identifier)."""
+    for item in resource.get("identifier") or []:
+        if isinstance(item, dict) and str(item.get("system", "")).startswith(
+            "urn:caremesh:source:"
+        ):
+            return str(item.get("value"))
+    return None
+
+
 @dataclass
 class FhirRecipient:
     """The server's resources (`Type/id` → resource) and every request it answered."""
