@@ -12,8 +12,8 @@ references), so an organisation reading its outbox topic directly gets the safe 
 Patient is merged into the patient's golden record (`caremesh.fhir.golden_patient`, a second
 state topic) and the merged Patient is what is shared, to every care-team organisation with a
 subscription: it is the anchor of everything else. An organisation that joins the care team (a
-CareTeam or EpisodeOfCare record adds it) first receives the golden Patient, consent permitting,
-before anything else of that patient.
+CareTeam or EpisodeOfCare record adds it, or it is admitted after a care team named it) first
+receives the golden Patient, consent permitting, before anything else of that patient.
 
 The organisations are the configured ones and those admitted with `caremesh org add`: the stage
 follows the registry topic organisations.v1 (`caremesh.security.registry`), so a new member is
@@ -107,9 +107,9 @@ def install(app: WorkerApp, settings: Settings) -> None:
             organisations={o.id: o.name for o in registry.organisations.values()},
         )
         shared: dict[str, Any] | bytes
+        stored = orjson.dumps(golden) if golden else b""
         if rtype == PATIENT:
             golden = _fold_golden(golden, resource, ctx)
-            outputs.append(goldens.put(partition, patient.encode(), orjson.dumps(golden)))
             shared = golden["patient"]
         elif rtype == "Bundle":
             shared = value  # a document or message Bundle travels whole
@@ -120,40 +120,50 @@ def install(app: WorkerApp, settings: Settings) -> None:
         if changed is not None:
             team = changed
             outputs.append(teams.put(partition, patient.encode(), orjson.dumps(team)))
+        members = sharing.care_team(team)
+        sent = set(golden.get("sent") or ()) & members  # who has the golden Patient
         now = datetime.now(UTC)
-        joined = sorted(sharing.care_team(team) - before)
-        if joined and golden.get("patient") and rtype != PATIENT:
-            for org in joined:
-                if registry.subscriptions.get(org):
-                    child = envelope.child_message_id(ce_id or patient, f"join:{org}")
-                    join_headers = envelope.Envelope(
-                        child,
-                        f"urn:caremesh:stage:{STAGE}",
-                        envelope.fhir_event_type(PATIENT),
-                        extra={envelope.H_CORRELATION_ID: ce_id},
-                    ).headers()
-                    outputs.extend(
-                        share_to(
-                            org,
-                            patient,
-                            golden["patient"],
-                            golden["patient"],
-                            child,
-                            join_headers,
-                            now,
-                        )
-                    )
+
+        def patient_first(org: str) -> None:
+            """The golden Patient, before anything else of the patient reaches `org`."""
+            if org in sent or not golden.get("patient") or not registry.subscriptions.get(org):
+                return
+            child = envelope.child_message_id(ce_id or patient, f"join:{org}")
+            join_headers = envelope.Envelope(
+                child,
+                f"urn:caremesh:stage:{STAGE}",
+                envelope.fhir_event_type(PATIENT),
+                extra={envelope.H_CORRELATION_ID: ce_id},
+            ).headers()
+            done = share_to(
+                org, patient, golden["patient"], golden["patient"], child, join_headers, now
+            )
+            outputs.extend(done)
+            if len(done) > 1:
+                sent.add(org)
+
+        if rtype != PATIENT:
+            for org in sorted(members - before):  # joined the care team: the Patient first
+                patient_first(org)
         if rtype == PATIENT:
-            targets = sorted(o for o in sharing.care_team(team) if registry.subscriptions.get(o))
+            targets = sorted(o for o in members if registry.subscriptions.get(o))
         else:
             targets = sharing.recipients(team, rtype, registry.subscriptions)
         out_headers: list[tuple[str, str | bytes | None]] = [
             (str(h[0]), h[1]) for h in (msg.headers() or []) if h[0] != envelope.H_CONSENT_DECISIONS
         ]
         for org in targets:
-            outputs.extend(
-                share_to(org, patient, resource, shared, ce_id or patient, out_headers, now)
-            )
+            if rtype != PATIENT:
+                patient_first(org)  # e.g. admitted after the care team named it
+            done = share_to(org, patient, resource, shared, ce_id or patient, out_headers, now)
+            outputs.extend(done)
+            if rtype == PATIENT and len(done) > 1:
+                sent.add(org)
+        if golden:
+            golden["sent"] = sorted(sent)
+            new_state = orjson.dumps(golden)
+            if new_state != stored:
+                outputs.append(goldens.put(partition, patient.encode(), new_state))
         return outputs
 
     def share_to(  # noqa: PLR0917 - one call site per kind of record
@@ -212,7 +222,7 @@ def _fold_golden(
 
     `patient` is the merged Patient in its recipient form; `links` maps each source-scoped
     Patient key that described this person to the INS, so references to any of them point to
-    the one recipient Patient.
+    the one recipient Patient; `sent` lists the care-team organisations that have it.
     """
     links = dict(golden.get("links") or {})
     ins = ins_of_key(ctx.patient_key)
@@ -221,4 +231,4 @@ def _fold_golden(
         links[source_patient_key(ctx.source, local)] = ins
     ctx = RecipientContext(ctx.source, ctx.patient_key, ctx.fallback_id, links, ctx.organisations)
     merged = merge_patient(golden.get("patient"), for_recipients(resource, ctx))
-    return {"patient": merged, "links": links}
+    return {"patient": merged, "links": links, "sent": golden.get("sent") or []}

@@ -22,6 +22,7 @@ from caremesh.envelope import Envelope
 from caremesh.fhir.patient_key import INS_SYSTEM
 from caremesh.kafka_io import AsyncProducer
 from caremesh.metrics import Metrics
+from caremesh.security.registry import Registration
 from caremesh.settings import OrganisationSettings, Settings
 from tests.integration.consent.servers import serve
 from tests.support.fhir_recipient import FhirRecipient, identifier_values
@@ -275,3 +276,36 @@ async def test_an_organisation_joining_the_care_team_first_receives_the_patient(
         observation = server.of_type("Observation")[0]
         assert observation["code"]["text"] == "after"
         assert _subject_ins(server, observation) == [ins]
+
+
+def test_an_organisation_admitted_after_a_care_team_named_it_first_receives_the_patient(
+    namespace: Namespace, spawn: Callable[..., Proc]
+) -> None:
+    ins = "1840275999888"
+    port = free_port()
+    configured = [{"id": "org-a", "subscriptions": ["Observation"]}]
+    worker = spawn(
+        "worker",
+        ["worker", "--stage", "validate", "--stage", "share"],
+        namespace.env(
+            CAREMESH_WORKER__WEB_PORT=str(port),
+            CAREMESH_ORGANISATIONS=orjson.dumps(configured).decode(),
+        ),
+    )
+    worker_ready(worker, port)
+    first = _bundle(
+        _patient("5", ins), _care_team("ct5", "5", tuple(MODES)), _observation("o1", "5", "x")
+    )
+    namespace.produce(topics.INGEST_FHIR, [(b"m1", first, _h("hosp-a", "m1"))])
+    assert len(namespace.consume(topics.outbox_topic("org-a"), 2)) == 2
+    registration = Registration(id="org-b", territory="synth", subscriptions=("Observation",))
+    namespace.produce(topics.ORGANISATIONS, [(b"org-b", registration.to_json(), [])])
+    deadline = time.monotonic() + 60
+    while "organisation=org-b active" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    later = _bundle(_observation("o2", "5", "after admission"))
+    namespace.produce(topics.INGEST_FHIR, [(b"m2", later, _h("hosp-a", "m2"))])
+    outbox = [orjson.loads(m.value()) for m in namespace.consume(topics.outbox_topic("org-b"), 2)]
+    assert [r["resourceType"] for r in outbox] == ["Patient", "Observation"]
+    assert identifier_values(outbox[0], INS_SYSTEM) == [ins]
+    assert outbox[1]["subject"]["reference"] == f"Patient/{outbox[0]['id']}"
