@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -77,6 +77,8 @@ def install(app: WorkerApp, settings: Settings) -> None:
     policy = consent_policy(settings.consent)
     teams = stage.state("care-teams")
     goldens = stage.state("golden-patients")
+    backfill_days = settings.delivery.backfill_days
+    recents = stage.state("recent") if backfill_days else None
     metrics = stage.metrics
     out = metrics.messages_out.labels(STAGE)
 
@@ -121,6 +123,15 @@ def install(app: WorkerApp, settings: Settings) -> None:
             team = changed
             outputs.append(teams.put(partition, patient.encode(), orjson.dumps(team)))
         members = sharing.care_team(team)
+        recent: list[dict[str, Any]] = []
+        if recents is not None:
+            raw_recent = recents.get(partition, patient.encode())
+            cutoff = (now_ts := datetime.now(UTC)) - timedelta(days=backfill_days)
+            recent = [
+                r
+                for r in (orjson.loads(raw_recent) if raw_recent else [])
+                if (_parse_date(r["date"]) or now_ts) >= cutoff
+            ]
         sent = set(golden.get("sent") or ()) & members  # who has the golden Patient
         now = datetime.now(UTC)
 
@@ -141,6 +152,15 @@ def install(app: WorkerApp, settings: Settings) -> None:
             outputs.extend(done)
             if len(done) > 1:
                 sent.add(org)
+            for item in recent:  # then, if configured, the resources of the last N days
+                if item["type"] in registry.subscriptions.get(org, frozenset()):
+                    seed = envelope.child_message_id(item["ce_id"], f"backfill:{org}")
+                    again = [(k, v) for k, v in item["headers"] if k != envelope.H_ID] + [
+                        (envelope.H_ID, seed)
+                    ]
+                    outputs.extend(
+                        share_to(org, patient, item["resource"], item["resource"], seed, again, now)
+                    )
 
         if rtype != PATIENT:
             for org in sorted(members - before):  # joined the care team: the Patient first
@@ -159,6 +179,21 @@ def install(app: WorkerApp, settings: Settings) -> None:
             outputs.extend(done)
             if rtype == PATIENT and len(done) > 1:
                 sent.add(org)
+        if recents is not None and isinstance(shared, dict) and rtype != PATIENT:
+            kept = [r for r in recent if r["resource"].get("id") != shared.get("id")]
+            arrival = datetime.now(UTC).isoformat()
+            kept.append(
+                {
+                    "type": rtype,
+                    "date": sharing.clinical_date(resource) or arrival,
+                    "ce_id": ce_id or patient,
+                    "resource": shared,
+                    "headers": [
+                        (k, v) for k, v in headers.items() if k != envelope.H_CONSENT_DECISIONS
+                    ],
+                }
+            )
+            outputs.append(recents.put(partition, patient.encode(), orjson.dumps(kept)))
         if golden:
             golden["sent"] = sorted(sent)
             new_state = orjson.dumps(golden)
@@ -210,7 +245,10 @@ def install(app: WorkerApp, settings: Settings) -> None:
 
     app.stages.append(
         stage.runner(
-            sources=[CLINICAL_FHIR], handler=share_one, states=[teams, goldens], prepare=prepare
+            sources=[CLINICAL_FHIR],
+            handler=share_one,
+            states=[teams, goldens] if recents is None else [teams, goldens, recents],
+            prepare=prepare,
         )
     )
 

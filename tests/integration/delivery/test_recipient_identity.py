@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,35 @@ def test_an_organisation_admitted_after_a_care_team_named_it_first_receives_the_
     assert [r["resourceType"] for r in outbox] == ["Patient", "Observation"]
     assert identifier_values(outbox[0], INS_SYSTEM) == [ins]
     assert outbox[1]["subject"]["reference"] == f"Patient/{outbox[0]['id']}"
+
+
+def test_a_joining_organisation_can_also_receive_the_last_n_days(
+    namespace: Namespace, spawn: Callable[..., Proc]
+) -> None:
+    ins = "2750313777666"
+    port = free_port()
+    orgs = [{"id": o, "subscriptions": ["Observation"]} for o in MODES]
+    worker = spawn(
+        "worker",
+        ["worker", "--stage", "validate", "--stage", "share"],
+        namespace.env(
+            CAREMESH_WORKER__WEB_PORT=str(port),
+            CAREMESH_ORGANISATIONS=orjson.dumps(orgs).decode(),
+            CAREMESH_DELIVERY__BACKFILL_DAYS="30",
+        ),
+    )
+    worker_ready(worker, port)
+    recent_day = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    old = {**_observation("o-old", "3", "a year ago"), "effectiveDateTime": "2025-01-01"}
+    fresh = {**_observation("o-new", "3", "two days ago"), "effectiveDateTime": recent_day}
+    first = _bundle(_patient("3", ins), _care_team("ct3", "3", ("org-a",)), old, fresh)
+    namespace.produce(topics.INGEST_FHIR, [(b"m1", first, _h("hosp-a", "m1"))])
+    assert len(namespace.consume(topics.outbox_topic("org-a"), 3)) == 3
+    later = _bundle(_care_team("ct3", "3", tuple(MODES)))
+    namespace.produce(topics.INGEST_FHIR, [(b"m2", later, _h("hosp-a", "m2"))])
+    got = namespace.consume_all(topics.outbox_topic("org-b"), settle=4)
+    outbox = [orjson.loads(m.value()) for m in got]
+    assert [r["resourceType"] for r in outbox] == ["Patient", "Observation"]
+    assert outbox[1]["code"]["text"] == "two days ago"
+    ce_ids = [envelope.headers_dict(m.headers())[envelope.H_ID] for m in got]
+    assert len(set(ce_ids)) == 2
