@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import corpus, pipeline, raw, stages
+from bench import corpus, delivery, pipeline, raw, stages
 from bench.harness import (
     Result,
     delete_topics,
@@ -32,7 +32,7 @@ from bench.harness import (
 from bench.latency import LIGHT_RATE, latency_result
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog")
+SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog", "delivery")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         default=LIGHT_RATE,
         help="load of the latency section's reported light-load rows, resources/s (default "
         f"{LIGHT_RATE:.0f}; 0 leaves them out)",
+    )
+    parser.add_argument(
+        "--delivery-patients", type=int, help="patients of the delivery section (default 300)"
     )
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
@@ -162,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.backlog_workers,
                 args.backlog_timeout,
                 backlog_reps,
+            ),
+        )
+        delivery_patients = args.delivery_patients or (60 if quick else 300)
+        section(
+            "delivery",
+            lambda: delivery.results(
+                args.bootstrap, prefix, delivery_patients, 4, args.repetitions
             ),
         )
     finally:

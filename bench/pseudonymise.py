@@ -111,7 +111,7 @@ def _other_form(repetitions: int, resources: int, compiled: bool) -> dict[str, A
     """`ratios` in a child process running the other engine form (None if it cannot)."""
     env = {**os.environ, "CAREMESH_NATIVE": "0" if compiled else "1"}
     code = (
-        "import json, sys; from bench import pseudonymise; from caremesh import native; "
+        "import json, sys; from bench import pseudonymise; from caremesh.pseudonym import native; "
         f"r = pseudonymise.ratios({repetitions}, {resources}); "
         "r['active'] = native.status().active; json.dump(r, sys.stdout)"
     )

@@ -131,6 +131,10 @@ class SecuritySettings(_Section):
     failed-delivery topics (they hold PHI)."""
 
 
+DeliveryMode = Literal["rest", "transaction"]
+"""The delivery modes of `connectors.fhir_delivery` (DESIGN §8)."""
+
+
 class OrganisationSettings(_Section):
     """A care provider that can receive data (outbox topic, FHIR endpoint)."""
 
@@ -143,6 +147,10 @@ class OrganisationSettings(_Section):
     """Bearer token for the organisation's FHIR endpoint."""
     subscriptions: list[str] = Field(default_factory=list)
     """Resource types the organisation subscribed to (empty: none)."""
+    delivery_mode: DeliveryMode = "rest"
+    """How `caremesh deliver` sends to `fhir_endpoint`: `rest` (an update per resource at its
+    recipient id, a Patient before what references it) or `transaction` (a transaction Bundle
+    per patient batch, conditional on identifiers, so the receiver's own patient is matched)."""
 
     @field_validator("id")
     @classmethod
@@ -367,6 +375,11 @@ class DeliverySettings(_Section):
     """`CAREMESH_DELIVERY__BACKOFF_MAX_SECONDS`: cap of one retry delay."""
     timeout_seconds: float = Field(default=10.0, gt=0)
     """`CAREMESH_DELIVERY__TIMEOUT_SECONDS`: timeout of one HTTP request to an endpoint."""
+    backfill_days: int = Field(default=0, ge=0, le=3650)
+    """`CAREMESH_DELIVERY__BACKFILL_DAYS`: an organisation that joins a patient's care team
+    receives, after the patient's Patient, the subscribed resources about the last N days (by
+    clinical date, else arrival) that were shared for the patient; 0: the Patient only (the
+    share stage then keeps no copy of recent resources)."""
     dedup_cache_size: int = Field(default=100_000, ge=0)
     """`CAREMESH_DELIVERY__DEDUP_CACHE_SIZE`: delivered ce_ids remembered per organisation."""
     host: str = "127.0.0.1"

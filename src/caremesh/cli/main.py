@@ -219,6 +219,7 @@ def _org(args: argparse.Namespace, settings: Settings) -> int:
             territory=args.territory,
             endpoint=args.endpoint,
             subscriptions=args.subscribe,
+            mode=args.mode,
         )
         print(
             f"organisation {done.org}: topic {done.topic} {done.topic_action}, principal "
@@ -469,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TYPE",
         help="a resource type it subscribes to (repeatable; default: a care set)",
+    )
+    org.add_argument(
+        "--mode",
+        choices=["rest", "transaction"],
+        default="rest",
+        help="how its FHIR endpoint receives (add): an update per resource, or a transaction "
+        "Bundle per patient batch with conditional updates by identifier (default: rest)",
     )
     research = sub.add_parser(
         "research",

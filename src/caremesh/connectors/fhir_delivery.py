@@ -5,10 +5,19 @@ Contract (DESIGN §4, §8):
 - One asyncio task per configured organisation with a `fhir_endpoint`, each with its own
   consumer (group `<prefix>delivery-<org>`) and its own HTTP connection pool, so an endpoint that
   is down or slow stalls only its own organisation. A task that crashes is restarted.
-- A record with `resourceType` and a FHIR `id` is sent as `PUT {base}/{type}/{id}` (an
-  idempotent update), one without an id as `POST {base}/{type}`, with `Authorization: Bearer`
-  (the organisation's token), `Content-Type: application/fhir+json` and `X-Caremesh-Event-Id:
-  <ce_id>`.
+- Mode `rest` (the default): a record with `resourceType` and a FHIR `id` is sent as
+  `PUT {base}/{type}/{id}` (an idempotent update; the share stage gave it its recipient id,
+  `caremesh.fhir.recipient_ids`), one without an id as `POST {base}/{type}`, with
+  `Authorization: Bearer` (the organisation's token), `Content-Type: application/fhir+json` and
+  `X-Caremesh-Event-Id: <ce_id>`. Within a fetched batch of a partition the Patients go first,
+  so a server that enforces referential integrity has the Patient before what references it.
+- Mode `transaction`: the records of one patient within a fetched batch become one FHIR
+  transaction Bundle (`POST {base}`, see `transaction_bundle`): each entry a conditional update
+  by identifier (`Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|<INS>` for a Patient with an
+  INS, `<type>?identifier=urn:caremesh:source:<source>|<local id>` for the others), so the
+  receiver's own record is matched, not duplicated; references to the Bundle's Patient point to
+  its entry, other references to a patient by INS are conditional. All its records share the
+  transaction's outcome; each still gets its AuditEvent, and its failed-topic record.
 - 2xx is delivered. 5xx, 408, 429, timeouts and connection errors are retried with exponential
   backoff and jitter (`delivery.backoff_base_seconds` doubling up to `backoff_max_seconds`);
   any other status is a permanent failure. After `delivery.max_attempts` tries, or at once for a
@@ -57,6 +66,8 @@ from caremesh.connectors.http.server import server
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.fhir.patient_key import INS_SYSTEM, find_ins
+from caremesh.fhir.recipient_ids import SOURCE_SYSTEM_PREFIX
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.client import AIOKafkaConsumer, ConsumerRecord
 from caremesh.kafka.client import AioKafkaError as KafkaError
@@ -95,6 +106,108 @@ def delivery_request(base_url: str, resource: object) -> tuple[str, str, str | N
     if isinstance(rid, str) and _FHIR_ID.fullmatch(rid):
         return "PUT", f"{base}/{rtype}/{quote(rid, safe='')}", f"{rtype}/{rid}"
     return "POST", f"{base}/{rtype}", None
+
+
+def rest_order(resource_types: list[str]) -> list[int]:
+    """The order to deliver a batch in: its Patients first, each group in its own order."""
+    patients = [i for i, t in enumerate(resource_types) if t == "Patient"]
+    return patients + [i for i, t in enumerate(resource_types) if t != "Patient"]
+
+
+def _conditional_url(resource: Mapping[str, object]) -> str | None:
+    """`<type>?identifier=<system>|<value>` for a resource's matching identifier, or None."""
+    rtype = str(resource.get("resourceType"))
+    identifiers = resource.get("identifier")
+    if rtype == "Patient":
+        ins = find_ins(identifiers)
+        if ins is not None:
+            return f"Patient?identifier={quote(INS_SYSTEM, safe=':')}|{quote(ins, safe='')}"
+    for item in identifiers if isinstance(identifiers, list) else []:
+        system = item.get("system") if isinstance(item, Mapping) else None
+        value = item.get("value") if isinstance(item, Mapping) else None
+        if (
+            isinstance(system, str)
+            and system.startswith(SOURCE_SYSTEM_PREFIX)
+            and isinstance(value, str)
+        ):
+            return f"{rtype}?identifier={quote(system, safe=':')}|{quote(value, safe='')}"
+    return None
+
+
+def _entry_url(rtype: str, rid: object) -> str:
+    return f"urn:uuid:{envelope.child_message_id('recipient-entry', f'{rtype}/{rid}')}"
+
+
+def _reference_condition(reference: Mapping[str, object], rtype: str) -> str | None:
+    """A conditional reference by the Reference's identifier: the INS, or the source's id."""
+    identifier = reference.get("identifier")
+    if not isinstance(identifier, Mapping):
+        return None
+    system, value = identifier.get("system"), identifier.get("value")
+    if not isinstance(system, str) or not isinstance(value, str):
+        return None
+    if (rtype == "Patient" and system == INS_SYSTEM) or system.startswith(SOURCE_SYSTEM_PREFIX):
+        return f"{rtype}?identifier={system}|{value}"
+    return None
+
+
+def _bundle_refs(value: object, local: Mapping[str, str], depth: int = 0) -> object:
+    """References to an entry of the Bundle → its fullUrl; others → conditional by identifier."""
+    if depth > 64:
+        return value
+    if isinstance(value, list):
+        return [_bundle_refs(v, local, depth + 1) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _bundle_refs(v, local, depth + 1) for k, v in value.items()}
+    target = out.get("reference")
+    if isinstance(target, str) and _TYPE.fullmatch(rtype := target.partition("/")[0]):
+        if target in local:
+            out["reference"] = local[target]
+        elif (condition := _reference_condition(out, rtype)) is not None:
+            out["reference"] = condition
+    return out
+
+
+def transaction_bundle(resources: list[Mapping[str, object]]) -> dict[str, object]:
+    """A FHIR R4 transaction Bundle (http://hl7.org/fhir/R4/http.html#transaction) of resources.
+
+    Each entry has a `urn:uuid:` fullUrl derived from its `Type/id` and, when it has a matching
+    identifier, a conditional update without its id (`_conditional_url`; the receiver's record,
+    if it has one, keeps its own id), else a `PUT Type/id`, else a `POST Type`. The Patients come
+    first; references between entries point to the entries' fullUrls, and references out of the
+    Bundle are conditional on the Reference's identifier where it has one (the INS for a Patient,
+    the source's id otherwise), so they resolve to the receiver's own records.
+    """
+    order = rest_order([str(r.get("resourceType")) for r in resources])
+    local = {
+        f"{r.get('resourceType')}/{r.get('id')}": _entry_url(
+            str(r.get("resourceType")), r.get("id")
+        )
+        for r in resources
+        if isinstance(r.get("id"), str)
+    }
+    entries: list[dict[str, object]] = []
+    for index in order:
+        resource = resources[index]
+        rtype = str(resource.get("resourceType"))
+        rid = resource.get("id")
+        body = _bundle_refs(resource, local)
+        if not isinstance(body, dict):
+            continue
+        conditional = _conditional_url(resource)
+        if conditional is not None:
+            request = {"method": "PUT", "url": conditional}
+            body.pop("id", None)
+        elif isinstance(rid, str) and _FHIR_ID.fullmatch(rid):
+            request = {"method": "PUT", "url": f"{rtype}/{rid}"}
+        else:
+            request = {"method": "POST", "url": rtype}
+        entry: dict[str, object] = {"resource": body, "request": request}
+        if isinstance(rid, str):
+            entry["fullUrl"] = _entry_url(rtype, rid)
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 def retryable_status(status: int) -> bool:
@@ -137,6 +250,26 @@ class DedupCache:
         self._ids.move_to_end(ce_id)
         while len(self._ids) > self.size:
             self._ids.popitem(last=False)
+
+
+class _Offsets:
+    """The offset to commit as records of a batch settle out of order: the first unsettled."""
+
+    def __init__(self, offsets: list[int]) -> None:
+        self._pending = sorted(offsets)
+        self._settled: set[int] = set()
+        self._committed = -1
+
+    def done(self, offsets: list[int]) -> int | None:
+        """Mark offsets settled; the new commit position, or None when it did not move."""
+        self._settled.update(offsets)
+        position = self._committed
+        while self._pending and self._pending[0] in self._settled:
+            position = self._pending.pop(0) + 1
+        if position == self._committed:
+            return None
+        self._committed = position
+        return position
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +352,26 @@ class OrganisationDelivery:
         tp: TopicPartition,
         records: list[ConsumerRecord[bytes, bytes]],
     ) -> None:
-        for record in records:
-            await self._one(client, record)
+        offsets = _Offsets([r.offset for r in records])
+        if self.org.delivery_mode == "transaction":
+            groups: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+            for record in records:
+                groups.setdefault(record.key, []).append(record)
+            work = list(groups.values())
+        else:
+            types = [envelope.header_value(r.headers, envelope.H_TYPE) or "" for r in records]
+            work = [[records[i]] for i in rest_order([t.rpartition(".")[2] for t in types])]
+        for group in work:
+            if len(group) == 1 and self.org.delivery_mode != "transaction":
+                await self._one(client, group[0])
+            else:
+                await self._transaction(client, group)
+            ready = offsets.done([r.offset for r in group])
+            if ready is None:
+                continue
             async with self._commit_lock:
                 try:
-                    await consumer.commit({tp: record.offset + 1})
+                    await consumer.commit({tp: ready})
                 except KafkaError as exc:  # revoked in a rebalance: the new owner redelivers
                     log.warning(
                         "delivery commit failed: organisation=%s partition=%d (%s)",
@@ -233,33 +381,80 @@ class OrganisationDelivery:
                     )
                     return
 
+    def _duplicate(self, ce_id: str) -> bool:
+        if ce_id and ce_id in self.delivered:
+            self.metrics.deliveries.labels(self.org.id, "duplicate").inc()
+            return True
+        return False
+
     async def _one(self, client: httpx.AsyncClient, record: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()
         self.metrics.messages_in.labels(COMPONENT).inc()
-        headers = list(record.headers or ())
-        ce_id = envelope.header_value(headers, envelope.H_ID) or ""
-        if ce_id and ce_id in self.delivered:
-            self.metrics.deliveries.labels(self.org.id, "duplicate").inc()
+        ce_id = envelope.header_value(record.headers, envelope.H_ID) or ""
+        if self._duplicate(ce_id):
             return
         result = await self._deliver(client, record.value, ce_id)
-        outcome = "delivered" if result.code is None else "failed"
-        out = [self._audit(record, headers, ce_id, result)]
-        if result.code is not None:
-            out.append(self._failed(record, headers, result))
-        await self._write(out)
-        if result.code is None and ce_id:
-            self.delivered.add(ce_id)
-        self.metrics.deliveries.labels(self.org.id, outcome).inc()
-        self.metrics.stage_duration.labels(COMPONENT).observe(time.perf_counter() - started)
-        log.info(
-            "delivery %s: organisation=%s code=%s attempts=%d partition=%d offset=%d",
-            outcome,
-            self.org.id,
-            result.code or "-",
-            result.attempts,
-            record.partition,
-            record.offset,
+        await self._settle([record], result, started)
+
+    async def _transaction(
+        self, client: httpx.AsyncClient, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """One patient's records of a batch as one transaction Bundle (mode `transaction`)."""
+        started = time.perf_counter()
+        self.metrics.messages_in.labels(COMPONENT).inc(len(records))
+        pending: list[ConsumerRecord[bytes, bytes]] = []
+        resources: list[Mapping[str, object]] = []
+        for record in records:
+            ce_id = envelope.header_value(record.headers, envelope.H_ID) or ""
+            if self._duplicate(ce_id):
+                continue
+            try:
+                resource = orjson.loads(record.value) if record.value is not None else None
+            except orjson.JSONDecodeError:
+                resource = None
+            if delivery_request(self.endpoint, resource) is None or not isinstance(resource, dict):
+                await self._settle([record], Attempt("invalid-record", 0), started)
+                continue
+            pending.append(record)
+            resources.append(resource)
+        if not pending:
+            return
+        body = orjson.dumps(transaction_bundle(resources))
+        ce_id = envelope.child_message_id(
+            "transaction",
+            ",".join(envelope.header_value(r.headers, envelope.H_ID) or "" for r in pending),
         )
+        base = self.endpoint.rstrip("/")
+        result = await self._send(client, "POST", base, body, ce_id, what=None)
+        for record, resource in zip(pending, resources, strict=True):
+            what = f"{resource.get('resourceType')}/{resource.get('id')}"
+            await self._settle([record], Attempt(result.code, result.attempts, what), started)
+
+    async def _settle(
+        self, records: list[ConsumerRecord[bytes, bytes]], result: Attempt, started: float
+    ) -> None:
+        """Write each record's outcome (AuditEvent, and the failed-topic record) until acked."""
+        outcome = "delivered" if result.code is None else "failed"
+        for record in records:
+            headers = list(record.headers or ())
+            ce_id = envelope.header_value(headers, envelope.H_ID) or ""
+            out = [self._audit(record, headers, ce_id, result)]
+            if result.code is not None:
+                out.append(self._failed(record, headers, result))
+            await self._write(out)
+            if result.code is None and ce_id:
+                self.delivered.add(ce_id)
+            self.metrics.deliveries.labels(self.org.id, outcome).inc()
+            self.metrics.stage_duration.labels(COMPONENT).observe(time.perf_counter() - started)
+            log.info(
+                "delivery %s: organisation=%s code=%s attempts=%d partition=%d offset=%d",
+                outcome,
+                self.org.id,
+                result.code or "-",
+                result.attempts,
+                record.partition,
+                record.offset,
+            )
 
     async def _deliver(self, client: httpx.AsyncClient, value: bytes | None, ce_id: str) -> Attempt:
         try:
@@ -270,6 +465,19 @@ class OrganisationDelivery:
         if request is None or value is None:
             return Attempt("invalid-record", 0)
         method, url, what = request
+        return await self._send(client, method, url, value, ce_id, what=what)
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        value: bytes,
+        ce_id: str,
+        *,
+        what: str | None,
+    ) -> Attempt:
+        """One request, retried with backoff until settled (2xx, permanent, or out of tries)."""
         headers = {**self._headers, EVENT_ID_HEADER: ce_id} if ce_id else self._headers
         attempt = 0
         while True:

@@ -2,12 +2,12 @@
 what every share stage and delivery connector follows, on whichever host it runs.
 
 A record is keyed by the organisation id; its value is the organisation's public registration,
-JSON `{id, name, territory, fhir_endpoint, subscriptions, status, changed_at}` with `status`
-`active` or `removed`. No secret goes there (the endpoint token stays in the configuration, the
-SCRAM password in the admin's secret file). The topic is compacted with one partition, so the
-latest registration of each organisation is kept for ever, in the order it was written; a
-`removed` record (rather than a tombstone) keeps a revocation in force for processes that start
-later. A tombstone forgets a registration.
+JSON `{id, name, territory, fhir_endpoint, subscriptions, delivery_mode, status, changed_at}`
+with `status` `active` or `removed`. No secret goes there (the endpoint token stays in the
+configuration, the SCRAM password in the admin's secret file). The topic is compacted with one
+partition, so the latest registration of each organisation is kept for ever, in the order it was
+written; a `removed` record (rather than a tombstone) keeps a revocation in force for processes
+that start later. A tombstone forgets a registration.
 
 The organisations a process works with are the configured ones (`CAREMESH_ORGANISATIONS`) and
 the active registrations: a configured organisation wins over a registration with the same id
@@ -34,7 +34,7 @@ from caremesh.errors import KafkaUnavailableError
 from caremesh.kafka.client import AioKafkaError as KafkaError
 from caremesh.kafka.config import KafkaTarget, confluent_config
 from caremesh.kafka.reading import open_from_beginning
-from caremesh.settings import OrganisationSettings, Settings
+from caremesh.settings import DeliveryMode, OrganisationSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Registration:
     name: str = ""
     fhir_endpoint: str | None = None
     subscriptions: tuple[str, ...] = ()
+    delivery_mode: DeliveryMode = "rest"
     changed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
@@ -66,6 +67,7 @@ class Registration:
                 "territory": self.territory,
                 "fhir_endpoint": self.fhir_endpoint,
                 "subscriptions": list(self.subscriptions),
+                "delivery_mode": self.delivery_mode,
                 "status": self.status,
                 "changed_at": self.changed_at,
             }
@@ -78,6 +80,7 @@ class Registration:
             name=self.name,
             fhir_endpoint=self.fhir_endpoint,
             subscriptions=list(self.subscriptions),
+            delivery_mode=self.delivery_mode,
         )
 
     @classmethod
@@ -97,8 +100,10 @@ class Registration:
         status = data.get("status")
         subscriptions = data.get("subscriptions") or []
         endpoint = data.get("fhir_endpoint")
+        mode = data.get("delivery_mode") or "rest"
         if (
-            status not in ("active", "removed")
+            mode not in ("rest", "transaction")
+            or status not in ("active", "removed")
             or not isinstance(subscriptions, list)
             or not all(isinstance(s, str) for s in subscriptions)
             or not (endpoint is None or isinstance(endpoint, str))
@@ -112,6 +117,7 @@ class Registration:
             name=str(data.get("name") or ""),
             fhir_endpoint=endpoint,
             subscriptions=tuple(subscriptions),
+            delivery_mode="transaction" if mode == "transaction" else "rest",
             changed_at=str(data.get("changed_at") or ""),
         )
         try:

@@ -8,10 +8,14 @@ from hypothesis import strategies as st
 
 from caremesh.connectors.fhir_delivery import (
     DedupCache,
+    _Offsets,
     backoff_delay,
     delivery_request,
+    rest_order,
     retryable_status,
+    transaction_bundle,
 )
+from caremesh.fhir.patient_key import INS_SYSTEM
 
 BASE = "https://fhir.org-a.example.test/fhir/"
 
@@ -78,3 +82,49 @@ def test_dedup_cache_is_a_bounded_lru() -> None:
     off = DedupCache(0)
     off.add("a")
     assert "a" not in off
+
+
+def test_rest_order_puts_patients_first_and_keeps_each_group_in_order() -> None:
+    assert rest_order(["Observation", "Patient", "Encounter", "Patient"]) == [1, 3, 0, 2]
+    assert rest_order([]) == []
+
+
+def test_offsets_commit_only_past_what_settled() -> None:
+    offsets = _Offsets([10, 11, 12])
+    assert offsets.done([11]) is None  # 10 is not settled yet
+    assert offsets.done([10]) == 12
+    assert offsets.done([12]) == 13
+
+
+def test_a_transaction_bundle_matches_by_identifier_and_links_its_entries() -> None:
+    ins = "2990175123456"
+    patient = {
+        "resourceType": "Patient",
+        "id": "pabc",
+        "identifier": [{"system": INS_SYSTEM, "value": ins}],
+    }
+    observation = {
+        "resourceType": "Observation",
+        "id": "cobs",
+        "identifier": [{"system": "urn:caremesh:source:hosp-a", "value": "o1"}],
+        "subject": {
+            "reference": "Patient/pabc",
+            "identifier": {"system": INS_SYSTEM, "value": ins},
+        },
+        "encounter": {
+            "reference": "Encounter/cenc",
+            "identifier": {"system": "urn:caremesh:source:hosp-a", "value": "e1"},
+        },
+    }
+    bundle = transaction_bundle([observation, patient])
+    assert bundle["type"] == "transaction"
+    first, second = bundle["entry"]  # type: ignore[misc]
+    assert first["request"] == {"method": "PUT", "url": f"Patient?identifier={INS_SYSTEM}|{ins}"}
+    assert "id" not in first["resource"]  # the receiver's own record keeps its id
+    assert second["request"]["url"] == "Observation?identifier=urn:caremesh:source:hosp-a|o1"
+    assert second["resource"]["subject"]["reference"] == first["fullUrl"]
+    assert second["resource"]["encounter"]["reference"] == (
+        "Encounter?identifier=urn:caremesh:source:hosp-a|e1"
+    )
+    alone = transaction_bundle([observation])["entry"][0]  # type: ignore[index]
+    assert alone["resource"]["subject"]["reference"] == f"Patient?identifier={INS_SYSTEM}|{ins}"

@@ -36,6 +36,7 @@ from caremesh.security.commands import acl_apply, configured_catalogue
 from caremesh.settings import OrganisationSettings, Settings, WorkerSettings
 from tests.integration.consent.servers import FhirEndpoint, serve
 from tests.integration.security.conftest import ADMIN, SecuredBroker, free_port
+from tests.support.fhir_recipient import source_id
 from tests.support.kafka import Proc, worker_ready
 
 pytestmark = pytest.mark.kafka
@@ -102,7 +103,7 @@ def _obs(i: int) -> dict[str, object]:
 
 
 def _ids(endpoint: FhirEndpoint) -> set[str]:
-    return {r.path.rsplit("/", 1)[-1] for r in endpoint.accepted()}
+    return {str(source_id(orjson.loads(r.body))) for r in endpoint.accepted()}
 
 
 def _until(what: str, predicate: Callable[[], bool], *procs: Proc, timeout: float = 60) -> None:

@@ -24,6 +24,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message
 
 from tests.integration.security.conftest import ADMIN, SecuredBroker, free_port
+from tests.support.fhir_recipient import source_id
 from tests.support.kafka import Proc, worker_ready
 
 pytestmark = pytest.mark.kafka
@@ -161,7 +162,7 @@ def test_pipeline_runs_end_to_end_with_each_process_as_its_own_principal(
     clinical = read_topic(broker, prefix + "clinical.fhir.v1", N + 1)
     assert len(clinical) == N + 1, validate.log()[-3000:]
     outbox = read_topic(broker, prefix + "outbox.hosp-b.v1", N)
-    assert sorted(orjson.loads(m.value() or b"{}")["id"] for m in outbox) == [
+    assert sorted(str(source_id(orjson.loads(m.value() or b"{}"))) for m in outbox) == [
         f"obs{i}" for i in range(N)
     ], share.log()[-3000:]
     assert {m.key() for m in outbox} == {PATIENT.encode()}

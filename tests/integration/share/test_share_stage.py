@@ -11,6 +11,7 @@ import pytest
 
 from caremesh import envelope
 from caremesh.envelope import Envelope
+from caremesh.fhir.recipient_ids import recipient_id
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
 from tests.unit.consent.consent_builders import provision, r4_consent
 
@@ -93,7 +94,11 @@ def test_care_team_members_receive_what_consent_permits_and_every_decision_is_au
 
     for org in ("org-a", "org-b"):
         got = namespace.consume(f"outbox.{org}.v1", 5)
-        assert sorted(orjson.loads(m.value())["id"] for m in got) == [f"obs{i}" for i in range(5)]
+        shared = [orjson.loads(m.value()) for m in got]
+        assert sorted(r["id"] for r in shared) == sorted(
+            recipient_id("hosp-a", "Observation", f"obs{i}") for i in range(5)
+        )
+        assert sorted(r["identifier"][0]["value"] for r in shared) == [f"obs{i}" for i in range(5)]
         assert {m.key() for m in got} == {PATIENT.encode()}
     assert namespace.consume_all("outbox.org-c.v1", settle=3) == []
 
