@@ -24,7 +24,10 @@ The rules, in order (DESIGN §5):
    asks (no actor, no resource type, no data date), and a deny provision with constraints
    caremesh cannot evaluate (`code`, `data`, `expression`, `documentType`) matches every query;
    a permit provision with such a constraint is refused by the parser, and a permit whose
-   constraint the query does not answer does not match. Ignoring part of a consent therefore
+   constraint the query does not answer does not match. An actor whose role is not a recipient
+   role (custodian CST, author AUT...) speaks of the data's origin, which a query does not say:
+   a deny naming one matches every query, a permit naming only such actors never matches.
+   Ignoring part of a consent therefore
    never permits more than the patient allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
@@ -153,15 +156,27 @@ class Decision:
         return self.outcome is Outcome.PERMIT
 
 
+RECIPIENT_ROLES = frozenset({None, "PRCP", "IRCP", "GRANTEE", "DELEGATEE"})
+"""Actor roles that name who receives the data (v3 ParticipationType PRCP, IRCP...; or none).
+
+Other roles (custodian CST, author AUT, informant INF...) name where the data comes from,
+which a query does not say: a deny naming one matches every query, a permit never matches."""
+
+
 def _actor_matches(provision: Provision, actor: ActorRef | None) -> bool:
-    return actor is not None and any(a.who.matches(actor) for a in provision.actors)
+    recipients = [a for a in provision.actors if a.role in RECIPIENT_ROLES]
+    if provision.outcome is Outcome.DENY and len(recipients) < len(provision.actors):
+        return True
+    if actor is None:
+        return provision.outcome is Outcome.DENY
+    return any(a.who.matches(actor) for a in recipients)
 
 
 def _constraints_match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
     deny = p.outcome is Outcome.DENY
     checks = (
         p.period is None or p.period.contains(query.now),
-        not p.actors or (query.actor is None and deny) or _actor_matches(p, query.actor),
+        not p.actors or _actor_matches(p, query.actor),
         not p.actions or bool(p.actions & policy.actions_for(query.action)),
         not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
         not p.classes

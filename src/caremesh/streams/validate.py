@@ -46,13 +46,18 @@ def source_of(ce_source: str) -> str:
     return ce_source.removeprefix(SOURCE_URN) or "unknown"
 
 
+def patient_links_topic(prefix: str, app_id: str) -> str:
+    """The changelog of learned `<source>/Patient/<id>` → INS mappings."""
+    return f"{prefix}{app_id}-{STAGE}-patient-links"
+
+
 def install(app: WorkerApp, settings: Settings) -> None:
     """Register the validate stage on the worker (it runs beside the Faust agents)."""
     warm_up()
     prefix = settings.kafka.topic_prefix
     bootstrap = settings.kafka
     base = f"{prefix}{settings.worker.app_id}-validate"
-    links = GlobalState(bootstrap, f"{base}-patient-links")
+    links = GlobalState(bootstrap, patient_links_topic(prefix, settings.worker.app_id))
     seen = PartitionState(bootstrap, f"{base}-seen-messages")
     window = settings.worker.dedup_window_hours * 3600.0
     releases = {s.id: s.fhir_release for s in settings.sources if s.fhir_release}

@@ -51,6 +51,15 @@ def _r4_untyped(code: str | None, root: dict[str, Any]) -> dict[str, Any]:
     return _policy_rule(r4_consent("untyped", root), code)
 
 
+def _custodian(org: str = "Organization/org-a") -> dict[str, Any]:
+    role = {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CST"}
+        ]
+    }
+    return {"actor": [{"role": role, "reference": {"reference": org}}]}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Row:
     """One consent, one query, the decision the patient's words give."""
@@ -131,6 +140,13 @@ ROWS = [
         provision(extra={"data": [{"meaning": "authoredby",
                                    "reference": {"reference": "Organization/x"}}]})])),
         query("TREAT"), D, Rule.CONSENT_PROVISION),
+    # -- actor roles: a custodian names where data comes from, which no query says ------------
+    Row("deny-custodian-actor-matches-every-recipient", r5_consent("c", "permit", [provision(
+        r5=True, extra=_custodian())]), query("TREAT", ORG_B), D, Rule.CONSENT_PROVISION),
+    Row("permit-custodian-actor-never-matches", r5_consent("c", "deny", [provision(
+        r5=True, extra=_custodian())]), query("TREAT", ORG_A), D, Rule.CONSENT_ROOT),
+    Row("r4-optout-custodian-root-denies-everyone", _r4_untyped("OPTOUT", provision(
+        extra=_custodian())), query("TREAT", ORG_B), D, Rule.CONSENT_ROOT),
 ]  # fmt: skip
 
 
