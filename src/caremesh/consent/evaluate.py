@@ -26,7 +26,7 @@ The rules, in order (DESIGN §5):
    a permit provision with such a constraint is refused by the parser, and a permit whose
    constraint the query does not answer does not match. An actor whose role is not a recipient
    role (custodian CST, author AUT...) speaks of the data's origin, which a query does not say:
-   a deny naming one matches every query, a permit naming only such actors never matches.
+   a deny naming one matches every query, a permit naming one never matches.
    Ignoring part of a consent therefore
    never permits more than the patient allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
@@ -160,13 +160,14 @@ RECIPIENT_ROLES = frozenset({None, "PRCP", "IRCP", "GRANTEE", "DELEGATEE"})
 """Actor roles that name who receives the data (v3 ParticipationType PRCP, IRCP...; or none).
 
 Other roles (custodian CST, author AUT, informant INF...) name where the data comes from,
-which a query does not say: a deny naming one matches every query, a permit never matches."""
+which a query does not say: a deny naming one matches every query, a permit naming one never
+matches."""
 
 
 def _actor_matches(provision: Provision, actor: ActorRef | None) -> bool:
     recipients = [a for a in provision.actors if a.role in RECIPIENT_ROLES]
-    if provision.outcome is Outcome.DENY and len(recipients) < len(provision.actors):
-        return True
+    if len(recipients) < len(provision.actors):
+        return provision.outcome is Outcome.DENY
     if actor is None:
         return provision.outcome is Outcome.DENY
     return any(a.who.matches(actor) for a in recipients)

@@ -147,6 +147,9 @@ ROWS = [
         r5=True, extra=_custodian())]), query("TREAT", ORG_A), D, Rule.CONSENT_ROOT),
     Row("r4-optout-custodian-root-denies-everyone", _r4_untyped("OPTOUT", provision(
         extra=_custodian())), query("TREAT", ORG_B), D, Rule.CONSENT_ROOT),
+    Row("permit-custodian-and-recipient-never-matches", r5_consent("c", "deny", [provision(
+        r5=True, extra={"actor": [*_custodian()["actor"], *provision(actors=[ORG_A])["actor"]]},
+    )]), query("TREAT", ORG_A), D, Rule.CONSENT_ROOT),
 ]  # fmt: skip
 
 
