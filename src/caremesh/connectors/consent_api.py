@@ -198,7 +198,12 @@ class _ConsentApi:
             raise _RefusedError("forbidden", "the source system token names no source", 403)
         if given is not None:
             raise _RefusedError("forbidden", "patient: for operators only", 403)
-        await asyncio.to_thread(self.patient_links.catch_up)
+        try:
+            await asyncio.to_thread(self.patient_links.catch_up_to_end, self.read_timeout)
+        except ConsentNotReadyError:
+            raise _RefusedError(
+                "consent-not-ready", "patient links are catching up; retry later", 503, RETRY_AFTER
+            ) from None
         return caller.source
 
     async def read_json(self, request: Request) -> Any:

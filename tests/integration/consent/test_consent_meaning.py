@@ -186,3 +186,32 @@ def test_a_consent_scoped_by_an_unevaluated_element_is_refused_naming_it(consent
     assert "Consent.provision[0].code" in text
     assert "synthetic-code-77" not in text
     assert _decide(consent_api, patient=PATIENT_KEY, purpose="TREAT")["rule"] == "no-active-consent"
+
+
+def test_a_consent_by_reference_takes_the_ins_the_validate_stage_learned(
+    namespace: Namespace, spawn: Callable[..., Proc], consent_api: str
+) -> None:
+    ins = "2990175000077"
+    patient = {
+        "resourceType": "Patient",
+        "id": "p2",
+        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": ins}],
+        "name": [{"family": "Synthonnet"}],
+    }
+    port = free_port()
+    worker = spawn(
+        "worker",
+        ["worker", "--stage", "validate"],
+        namespace.env(CAREMESH_WORKER__WEB_PORT=str(port)),
+    )
+    worker_ready(worker, port)
+    namespace.produce("ingest.fhir.v1", [(b"p2", orjson.dumps(patient), _headers("p2", "Patient"))])
+    assert [m.key() for m in namespace.consume("clinical.fhir.v1", 1)] == [ins.encode()]
+
+    consent = r5_consent("deny-all", "deny")
+    consent["subject"] = {"reference": "Patient/p2"}
+    assert _post_as_source(consent_api, consent).status_code == 201
+    decision = _decide(consent_api, patient=ins, purpose="TREAT", actor="Organization/org-a")
+    assert (decision["outcome"], decision["rule"]) == ("deny", "consent-root")
+    unkeyed = _decide(consent_api, patient=f"{SOURCE}/Patient/p2", purpose="TREAT")
+    assert unkeyed["rule"] == "no-active-consent"
