@@ -82,6 +82,12 @@ DEADLETTER_CLI_GROUP = "caremesh-deadletter-cli"
 """Group id of `caremesh deadletter` (assign only, never commits)."""
 
 
+def patient_links_topic(prefix: str, app_id: str) -> str:
+    """The validate stage's changelog of learned `<source>/Patient/<id>` → INS mappings (read
+    by the consent API too, to key a Consent that names its patient by reference)."""
+    return f"{prefix}{app_id}-validate-patient-links"
+
+
 def outbox_topic(org_id: str) -> str:
     """The outbox topic of one organisation."""
     return f"outbox.{org_id}.v1"

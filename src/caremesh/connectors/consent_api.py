@@ -13,8 +13,13 @@ Contract (DESIGN §5, §8, §9):
   Consent → 422, each with an OperationOutcome naming codes and element paths, never values.
   The server sets `id` when absent (a POST keeps a client's id, so a retry is an idempotent
   upsert) and stamps `meta.lastUpdated`. The patient key is the INS of `Consent.patient` (R4) or
-  `Consent.subject` (R5), by identifier or `Patient?identifier=` reference; a Consent naming its
-  patient otherwise needs `?patient=<patient key>` (and one naming an INS may not contradict it).
+  `Consent.subject` (R5), by identifier or `Patient?identifier=` reference. A source system
+  (its ingest token, `settings.sources`, or a JWT with the `source-system` role and a source
+  claim) may post and update the Consents it holds: one naming its patient as `Patient/<id>` is
+  keyed like that source's clinical records for that id (DESIGN §3, §5): the INS the validate
+  stage learned for `<source>/Patient/<id>` (read from its patient-links changelog), else
+  `<source>/Patient/<id>`. An operator (consent-admin) names any other patient with
+  `?patient=<patient key>` (a Consent naming an INS may not contradict it); a source may not.
 - The Consent JSON is appended to consent.events.v1 keyed by the patient key, with an
   AuditEvent on audit.v1 in the same acknowledged write; 201 (POST) / 200 (PUT) is answered only
   after the broker acknowledged both, 503 with `Retry-After` when it did not.
@@ -96,11 +101,14 @@ from caremesh.errors import (
 )
 from caremesh.fhir.validate import parse_json
 from caremesh.heap import freeze_startup_objects
+from caremesh.kafka.admin import ensure_compacted
 from caremesh.kafka.client import AioKafkaError as KafkaError
 from caremesh.kafka.io import Ack, AsyncProducer, Output
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
 from caremesh.tables.consent_ledger import ConsentLedger
+from caremesh.tables.state import GlobalState
+from caremesh.topics import patient_links_topic
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +141,20 @@ class _ConsentApi:
             [
                 StaticToken(token, Caller(name, frozenset({Role.CONSENT_ADMIN})))
                 for name, token in settings.consent_api.admins.items()
+            ]
+            + [
+                StaticToken(
+                    source.token,
+                    Caller(source.id, frozenset({Role.SOURCE_SYSTEM}), source=source.id),
+                )
+                for source in settings.sources
+                if source.token is not None
             ],
         )
+        self.patient_links = GlobalState(
+            settings.kafka, patient_links_topic(prefix, settings.worker.app_id)
+        )
+        self.settings = settings
         self.max_body = settings.consent_api.max_body_bytes
         self.policy = consent_policy(settings.consent)
         self.producer = producer
@@ -150,7 +170,33 @@ class _ConsentApi:
         except AuthRefusedError as refused:
             code = "unauthorized" if refused.status == 401 else "forbidden"
             raise RefusedRequestError(code, refused.detail, refused.status) from None
+        request.state.caller = caller
         return caller.name
+
+    def load_patient_links(self) -> None:
+        """Read the validate stage's learned `<source>/Patient/<id>` → INS mappings (blocking)."""
+        kafka = self.settings.kafka
+        ensure_compacted(
+            kafka, self.patient_links.topic, kafka.partitions, kafka.replication_factor
+        )
+        self.patient_links.load()
+
+    async def posting_source(self, request: Request, given: PatientKey | None) -> str | None:
+        """The source system posting (None for an operator); a source may not use ?patient=."""
+        caller: Caller = request.state.caller
+        if Role.CONSENT_ADMIN in caller.roles or Role.SOURCE_SYSTEM not in caller.roles:
+            return None
+        if caller.source is None:
+            raise RefusedRequestError("forbidden", "the source system token names no source", 403)
+        if given is not None:
+            raise RefusedRequestError("forbidden", "patient: for operators only", 403)
+        try:
+            await asyncio.to_thread(self.patient_links.catch_up_to_end, self.read_timeout)
+        except ConsentNotReadyError:
+            raise RefusedRequestError(
+                "consent-not-ready", "patient links are catching up; retry later", 503, RETRY_AFTER
+            ) from None
+        return caller.source
 
     async def read_json(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -198,9 +244,16 @@ class _ConsentApi:
     async def upsert(
         self, request: Request, admin: str, path_id: str | None, given: PatientKey | None
     ) -> Response:
+        source = await self.posting_source(request, given)
         body = await self.read_json(request)
         checked = await asyncio.to_thread(
-            check_consent, body, request.headers.get("content-type"), path_id, given
+            check_consent,
+            body,
+            request.headers.get("content-type"),
+            path_id,
+            given,
+            source=source,
+            learned=dict(self.patient_links.data) if source is not None else None,
         )
         consent = checked.consent
         now = datetime.now(UTC)
@@ -375,6 +428,7 @@ def create_app(
         for attempt in range(1, LEDGER_START_ATTEMPTS + 1):
             try:
                 await ledger.start()
+                await asyncio.to_thread(api.load_patient_links)
                 break
             except (ConsentNotReadyError, KafkaError):
                 if attempt == LEDGER_START_ATTEMPTS:
@@ -386,6 +440,7 @@ def create_app(
             yield
         finally:
             await ledger.stop()
+            api.patient_links.close()
 
     app = FastAPI(
         title="caremesh consent API",
@@ -420,7 +475,7 @@ def create_app(
         async def run(admin: str) -> Response:
             return await api.upsert(request, admin, None, patient_param(patient))
 
-        return await guarded(request, run)
+        return await guarded(request, run, route="consent:record")
 
     @app.put("/Consent/{consent_id}", openapi_extra=_CONSENT_BODY, summary="Update (new version)")
     async def update(request: Request, consent_id: str, patient: Patient = None) -> Response:
@@ -429,7 +484,7 @@ def create_app(
                 raise RefusedRequestError("invalid-id", "the URL id is not a FHIR id", 400)
             return await api.upsert(request, admin, consent_id, patient_param(patient))
 
-        return await guarded(request, run)
+        return await guarded(request, run, route="consent:record")
 
     @app.post("/Consent/{consent_id}/$withdraw", summary="Withdraw (all or one purpose)")
     async def withdraw(

@@ -5,8 +5,12 @@ The rules, in order (DESIGN §5):
 1. A consent applies when its status is `active`, its period (R5 `Consent.period`, R4 root
    `provision.period`) contains `now`, it has no withdrawal effective at `now` for the query's
    purpose, and it speaks to the query: its root matches (R4 root constraints; the R5 root has
-   none) and, when the root names no purpose, some purpose named below it is related to the
-   query's purpose (a consent naming no purpose at all speaks to every purpose).
+   none) and the query's purpose is among what the consent declares it covers
+   (`declared_purposes`): the root's purposes when it names some, else research purposes
+   (HRESCH and below) for a consent declared as research (R4 `scope` research, R5 `category` or
+   `regulatoryBasis` research), else every purpose. What the consent covers is never inferred
+   from the purposes its exceptions name: a root deny without conditions denies every purpose,
+   actor and data but its exceptions.
 2. The most recent applicable consent wins (`recorded`, then the greatest id on a tie).
 3. Within it, the deepest matching provision decides (nested exceptions override their parent);
    between matching siblings at the same depth, deny wins. A provision matches when every
@@ -16,20 +20,27 @@ The rules, in order (DESIGN §5):
    `securityLabel` is among the query labels; `dataPeriod` contains the data date; an `action`
    is the query action or an equivalent (`ConsentPolicy.action_equivalents`: by default
    caremesh treats `access` and `disclose` alike, since releasing data to a recipient is both).
-   A provision with constraints caremesh cannot evaluate (`code`, `data`, `expression`,
-   `documentType`) is assumed to match when it denies and not to match when it permits.
+   Fail closed: a deny provision matches a query that does not say what one of its constraints
+   asks (no actor, no resource type, no data date), and a deny provision with constraints
+   caremesh cannot evaluate (`code`, `data`, `expression`, `documentType`) matches every query;
+   a permit provision with such a constraint is refused by the parser, and a permit whose
+   constraint the query does not answer does not match. An actor whose role is not a recipient
+   role (custodian CST, author AUT...) speaks of the data's origin, which a query does not say:
+   a deny naming one matches every query, a permit naming one never matches.
+   Ignoring part of a consent therefore
+   never permits more than the patient allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
 5. Withdrawal (DESIGN §5: "a withdrawal stops all future releases for that purpose"): a
    withdrawal effective at `now` (its `at` is not after `now`) that covers the query's purpose
    sets a barrier at its `at`. A withdrawal for a purpose covers that purpose and every purpose
    it subsumes (a withdrawn TREAT covers ETREAT); a withdrawal for all purposes covers what the
-   consent names (the root's purposes, else every purpose named below it; a consent naming none
-   speaks to every purpose, so its withdrawal covers all). Behind a barrier only consents
-   recorded after the latest barrier count (a re-consent); when none of them speaks to the
-   query, the decision is deny with rule `withdrawn` and the withdrawn consent's id, whatever
-   the default. A withdrawal is thus always restrictive: lifting an objection is done by
-   recording a newer consent (or marking the objection inactive), not by withdrawing it.
+   consent declares it covers (`declared_purposes`; every purpose when it declares no limit).
+   Behind a barrier only consents recorded after the latest barrier count (a re-consent); when
+   none of them speaks to the query, the decision is deny with rule `withdrawn` and the
+   withdrawn consent's id, whatever the default. A withdrawal is thus always restrictive:
+   lifting an objection is done by recording a newer consent (or marking the objection
+   inactive), not by withdrawing it.
 6. Restricted data: when the query carries a label of `restricted_labels` or
    `sensitive_labels`, a permit stands only when it is explicit: the deciding provision is a
    permit provision that lists every such label of the query. Otherwise the decision is deny.
@@ -145,26 +156,43 @@ class Decision:
         return self.outcome is Outcome.PERMIT
 
 
+RECIPIENT_ROLES = frozenset({None, "PRCP", "IRCP", "GRANTEE", "DELEGATEE"})
+"""Actor roles that name who receives the data (v3 ParticipationType PRCP, IRCP...; or none).
+
+Other roles (custodian CST, author AUT, informant INF...) name where the data comes from,
+which a query does not say: a deny naming one matches every query, a permit naming one never
+matches."""
+
+
 def _actor_matches(provision: Provision, actor: ActorRef | None) -> bool:
-    return actor is not None and any(a.who.matches(actor) for a in provision.actors)
+    recipients = [a for a in provision.actors if a.role in RECIPIENT_ROLES]
+    if len(recipients) < len(provision.actors):
+        return provision.outcome is Outcome.DENY
+    if actor is None:
+        return provision.outcome is Outcome.DENY
+    return any(a.who.matches(actor) for a in recipients)
 
 
 def _constraints_match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
+    deny = p.outcome is Outcome.DENY
     checks = (
         p.period is None or p.period.contains(query.now),
         not p.actors or _actor_matches(p, query.actor),
         not p.actions or bool(p.actions & policy.actions_for(query.action)),
         not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
-        not p.classes or query.resource_type in p.classes,
+        not p.classes
+        or (deny and (query.resource_type is None or any("|" in c for c in p.classes)))
+        or query.resource_type in p.classes,
         not p.security_labels or bool(p.security_labels & query.security_labels),
         p.data_period is None
+        or (query.data_date is None and deny)
         or (query.data_date is not None and p.data_period.contains(query.data_date)),
     )
     return all(checks)
 
 
 def matches(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
-    """True when provision `p` applies to `query` (unsupported constraints match only denies)."""
+    """True when provision `p` applies to `query` (fail closed: see rule 3 of the module)."""
     if not _constraints_match(p, query, policy):
         return False
     return not p.unsupported or p.outcome is Outcome.DENY
@@ -185,22 +213,44 @@ def _deepest(
     return best
 
 
-def named_purposes(consent: Consent) -> frozenset[str]:
-    """The purposes a consent speaks to: its root's, else every purpose named below the root."""
+RESEARCH_DECLARATIONS = frozenset({"research", "RESEARCH"})
+"""Codes that declare a consent as research-only: consentscope `research` (R4 `scope`),
+consent-category / v3-ActCode `research`/`RESEARCH` (R5 `category`, `regulatoryBasis`)."""
+
+
+def declared_research(consent: Consent) -> bool:
+    """True when the consent declares itself a research consent (scope, category, basis)."""
+    declared = (consent.scope, *consent.categories, *consent.policy_rules)
+    return any(
+        code is not None and code.rpartition("|")[2] in RESEARCH_DECLARATIONS for code in declared
+    )
+
+
+def declared_purposes(consent: Consent) -> frozenset[str] | None:
+    """The purposes a consent declares it covers; None for every purpose.
+
+    The root's purposes when it names some; else HRESCH (with every purpose below it) for a
+    consent declared as research; else every purpose. Never the purposes of its exceptions.
+    """
     root = consent.root
-    if root is None:
-        return frozenset()
-    if root.purposes:
+    if root is not None and root.purposes:
         return root.purposes
-    return frozenset(code for p in root.walk() for code in p.purposes)
+    if declared_research(consent):
+        return frozenset({"HRESCH"})
+    return None
+
+
+def named_purposes(consent: Consent) -> frozenset[str]:
+    """The purposes a consent declares, for listings (empty: it covers every purpose)."""
+    return declared_purposes(consent) or frozenset()
 
 
 def covers(withdrawal: Withdrawal, consent: Consent, purpose: str) -> bool:
     """True when `withdrawal` of `consent` stops releases for `purpose` (with the hierarchy)."""
     if withdrawal.purpose is not None:
         return pou.implies(withdrawal.purpose, purpose)
-    named = named_purposes(consent)
-    return not named or any(pou.implies(code, purpose) for code in named)
+    declared = declared_purposes(consent)
+    return declared is None or any(pou.implies(code, purpose) for code in declared)
 
 
 def _withdrawn(consent: Consent, query: DecisionQuery) -> bool:
@@ -233,13 +283,12 @@ def _in_force(consent: Consent, query: DecisionQuery) -> bool:
     return not _withdrawn(consent, query)
 
 
-def _speaks_to(root: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
-    if not matches(root, query, policy):
+def _speaks_to(consent: Consent, query: DecisionQuery, policy: ConsentPolicy) -> bool:
+    root = consent.root
+    if root is None or not matches(root, query, policy):
         return False
-    if root.purposes:
-        return True
-    named = {code for p in root.walk() for code in p.purposes}
-    return not named or any(pou.related(code, query.purpose) for code in named)
+    declared = declared_purposes(consent)
+    return declared is None or any(pou.implies(code, query.purpose) for code in declared)
 
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -280,9 +329,7 @@ def evaluate(
     if barrier is not None:
         consents = [c for c in consents if _after(c, barrier[0])]
     in_force = [c for c in consents if _in_force(c, query)]
-    speaking = [
-        (c, c.root) for c in in_force if c.root is not None and _speaks_to(c.root, query, rules)
-    ]
+    speaking = [(c, c.root) for c in in_force if c.root is not None and _speaks_to(c, query, rules)]
     if not speaking and barrier is not None:
         return Decision(Outcome.DENY, Rule.WITHDRAWN, query.purpose, (barrier[1],))
     if not speaking:

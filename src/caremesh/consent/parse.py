@@ -58,6 +58,19 @@ _DATETIME: Final = re.compile(
 _R4_ONLY: Final = ("patient", "scope", "dateTime", "policyRule", "policy", "organization")
 _R5_ONLY: Final = ("decision", "subject", "date", "grantor", "grantee", "regulatoryBasis")
 _R4_UNSUPPORTED: Final = ("code", "data")
+ACT_CODE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+POLICY_RULE_BASES: Final = {
+    "OPTIN": Outcome.PERMIT,
+    "OPTINR": Outcome.PERMIT,
+    "OPTOUT": Outcome.DENY,
+    "OPTOUTE": Outcome.DENY,
+    "NOCONSENT": Outcome.DENY,
+}
+"""v3-ActCode consent directives (R4 `Consent.policyRule`, value set consent-policy) whose base
+direction is clear: opt-in (with or without restrictions) permits, opt-out (with or without
+exceptions) and no-consent deny. Other codes (IMPLIED, EMRGONLY, INFA...) do not say it."""
+POLICY_URI_BASES: Final[dict[str, Outcome]] = {}
+"""`Consent.policy[].uri` values known to set a base decision (none is standard in R4 4.0.1)."""
 _R5_UNSUPPORTED: Final = ("code", "data", "expression", "documentType")
 
 
@@ -235,6 +248,13 @@ def _provision(
                 child, child_path, _child_outcome(child, child_path, outcome, release), release
             )
         )
+    unsupported = tuple(k for k in unsupported_keys if obj.get(k) not in (None, [], ""))
+    if unsupported and outcome is Outcome.PERMIT:
+        raise _fail(
+            f"{path}.{unsupported[0]}",
+            "not evaluated by caremesh; ignoring it would permit more than the consent allows",
+            CONSENT_UNSUPPORTED,
+        )
     return Provision(
         outcome=outcome,
         path=path,
@@ -245,7 +265,7 @@ def _provision(
         security_labels=_labels(obj, path),
         classes=classes,
         data_period=_period(obj, "dataPeriod", path),
-        unsupported=tuple(k for k in unsupported_keys if obj.get(k) not in (None, [], "")),
+        unsupported=unsupported,
         provisions=tuple(children),
     )
 
@@ -341,21 +361,44 @@ def _concept_codes(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _r4_base(obj: Mapping[str, Any], root_obj: Mapping[str, Any]) -> Outcome | None:
+    """The R4 base decision: the root's `type`, else `policyRule`, else a known `policy` URI."""
+    written = _text(root_obj, "type", "Consent.provision")
+    if written is not None:
+        return _outcome(written, "Consent.provision.type")
+    rule = obj.get("policyRule")
+    if rule is not None:
+        found: set[Outcome] = set()
+        for code in _concept_codes({"policyRule": [rule]}, "policyRule"):
+            system, _, value = code.rpartition("|")
+            if system in ("", ACT_CODE_SYSTEM) and value in POLICY_RULE_BASES:
+                found.add(POLICY_RULE_BASES[value])
+        if len(found) == 1:
+            return found.pop()
+    for item_path, policy in _items(obj, "policy", "Consent"):
+        uri = _text(policy, "uri", item_path)
+        if uri is not None and uri in POLICY_URI_BASES:
+            return POLICY_URI_BASES[uri]
+    return None
+
+
 def _parse_r4(obj: Mapping[str, Any], consent_id: str, status: ConsentStatus) -> Consent:
     root: Provision | None = None
     raw = obj.get("provision")
     if raw is not None:
         root_obj = _mapping(raw, "Consent.provision")
-        written = _text(root_obj, "type", "Consent.provision")
-        if written is not None:
-            root = _provision(
-                root_obj,
-                "Consent.provision",
-                _outcome(written, "Consent.provision.type"),
-                FhirRelease.R4,
+        base = _r4_base(obj, root_obj)
+        if base is None and status is ConsentStatus.ACTIVE:
+            raise _fail(
+                "Consent.policyRule",
+                "the base decision is undetermined: give Consent.provision.type or a "
+                "Consent.policyRule with a direction (v3-ActCode OPTIN, OPTOUT...)",
+                CONSENT_UNSUPPORTED,
             )
+        if base is not None:
+            root = _provision(root_obj, "Consent.provision", base, FhirRelease.R4)
     if root is None and status is ConsentStatus.ACTIVE:
-        raise _fail("Consent.provision.type", "required for an active consent", CONSENT_UNSUPPORTED)
+        raise _fail("Consent.provision", "required for an active consent", CONSENT_UNSUPPORTED)
     scope_codes = _concept_codes({"scope": [obj["scope"]]} if "scope" in obj else {}, "scope")
     policy_rule = obj.get("policyRule")
     return Consent(

@@ -123,9 +123,15 @@ def check_consent(
     path_id: str | None,
     given: PatientKey | None,
     now: datetime | None = None,
+    *,
+    source: str | None = None,
+    learned: Mapping[str, str] | None = None,
 ) -> CheckedConsent:
     """Validate a posted Consent, settle its id (the URL's, its own, else a new UUID), stamp
-    `meta.lastUpdated` with `now`, and find its patient key (the INS it names, else `given`)."""
+    `meta.lastUpdated` with `now`, and find its patient key: the INS it names, else `given`
+    (an operator's `?patient=`), else, for a Consent posted by source system `source` that names
+    its patient as `Patient/<id>`, the key that source's clinical records for that id get
+    (`learned` INS mapping of the validate stage, else `<source>/Patient/<id>`)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Consent":
         raise ConsentRequestError("not-a-consent", "the body must be a FHIR Consent", 422)
     rel = _release(body, content_type)
@@ -150,10 +156,15 @@ def check_consent(
             "patient-mismatch", "?patient differs from the Consent's INS", 422
         )
     patient = named or given
+    if patient is None and source is not None:
+        element = body.get("patient" if rel is FhirRelease.R4 else "subject")
+        found = resolve_reference(element, source, learned or {})
+        patient = found.key if found is not None else None
     if patient is None:
         raise ConsentRequestError(
             "patient-key-required",
-            "the Consent names no INS identifier: give ?patient=<patient key>",
+            "the Consent names neither an INS nor a Patient of the posting source: "
+            "give ?patient=<patient key>",
             422,
         )
     return CheckedConsent(body, consent, patient)

@@ -198,9 +198,14 @@ def _connectors(settings: Settings) -> list[Principal]:
             component_name("consent-api"),
             Kind.CONNECTOR,
             "consent API",
-            reads=(topics.CONSENT_EVENTS, topics.KEYS_PATIENT),
+            # the validate stage's learned patient links key a source's Consent by reference
+            reads=(
+                topics.CONSENT_EVENTS,
+                topics.KEYS_PATIENT,
+                f"{settings.worker.app_id}-validate-patient-links",
+            ),
             writes=(topics.CONSENT_EVENTS, topics.AUDIT, topics.KEYS_PATIENT),
-            groups=(LEDGER_OFFSETS_GROUP, VAULT_READER_GROUP),
+            groups=(LEDGER_OFFSETS_GROUP, VAULT_READER_GROUP, GLOBAL_STATE_GROUP),
         ),
         Principal(
             component_name("delivery"),

@@ -31,7 +31,7 @@ from caremesh.kafka.io import Output
 from caremesh.settings import Settings
 from caremesh.streams.batch import BatchRunner, WorkerApp
 from caremesh.tables.state import GlobalState, PartitionState
-from caremesh.topics import CLINICAL_FHIR, DEADLETTER, INGEST_FHIR
+from caremesh.topics import CLINICAL_FHIR, DEADLETTER, INGEST_FHIR, patient_links_topic
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
     prefix = settings.kafka.topic_prefix
     bootstrap = settings.kafka
     base = f"{prefix}{settings.worker.app_id}-validate"
-    links = GlobalState(bootstrap, f"{base}-patient-links")
+    links = GlobalState(bootstrap, patient_links_topic(prefix, settings.worker.app_id))
     seen = PartitionState(bootstrap, f"{base}-seen-messages")
     window = settings.worker.dedup_window_hours * 3600.0
     releases = {s.id: s.fhir_release for s in settings.sources if s.fhir_release}

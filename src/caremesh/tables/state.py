@@ -9,8 +9,10 @@ they remember were acknowledged.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
+from caremesh.errors import ConsentNotReadyError
 from caremesh.kafka.admin import wait_for_leaders
 from caremesh.kafka.client import AdminClient, Consumer, Message, TopicPartition
 from caremesh.kafka.config import KafkaTarget, confluent_config
@@ -73,6 +75,7 @@ class GlobalState:
         self.topic = topic
         self.data: dict[str, str] = {}
         self._consumer: Consumer | None = None
+        self._next: dict[tuple[str, int], int] = {}
 
     def load(self) -> None:
         """Read the whole topic, then keep a consumer positioned at its end."""
@@ -91,9 +94,11 @@ class GlobalState:
         )
         ends = end_offsets(consumer, tps)
         consumer.assign([TopicPartition(t, p, high) for (t, p), high in ends.items()])
+        self._next = dict(ends)
         self._consumer = consumer
 
     def _apply(self, msg: Message) -> None:
+        self._next[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         key = (msg.key() or b"").decode("utf-8", "replace")
         value = msg.value()
         if value is None:
@@ -108,6 +113,21 @@ class GlobalState:
         for msg in self._consumer.consume(10_000, 0):
             if msg.error() is None:
                 self._apply(msg)
+
+    def catch_up_to_end(self, timeout: float = 10.0) -> None:
+        """Apply every record written before this call (blocking up to `timeout` seconds)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        ends = end_offsets(consumer, [TopicPartition(t, p) for t, p in self._next], timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._next.get(tp, 0) >= end for tp, end in ends.items()):
+                return
+            for msg in consumer.consume(10_000, 0.2):
+                if msg.error() is None:
+                    self._apply(msg)
+        raise ConsentNotReadyError("patient links: not caught up")
 
     def put(self, key: str, value: str) -> Output:
         """Set a key locally; returns the record to write."""

@@ -15,6 +15,7 @@ CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
 FHIR_TYPES = "http://hl7.org/fhir/fhir-types"
 CONSENT_ACTION = "http://terminology.hl7.org/CodeSystem/consentaction"
+CONSENT_CATEGORY = "http://terminology.hl7.org/CodeSystem/consentcategorycodes"
 FINESS = "urn:oid:1.2.250.1.71.4.2.2"
 INS = "urn:oid:1.2.250.1.213.1.4.8"
 
@@ -123,14 +124,20 @@ def r5_consent(
     status: str = "active",
     date: str | None = "2024-01-01",
     period: tuple[str | None, str | None] | None = None,
+    category: str | None = None,
 ) -> dict[str, Any]:
-    """An R5 Consent with root `decision` and exceptions `provisions` (built with r5=True)."""
+    """An R5 Consent with root `decision` and exceptions `provisions` (built with r5=True).
+
+    `category` adds a consent-category code (e.g. `research`, which declares a research consent).
+    """
     out: dict[str, Any] = {
         "resourceType": "Consent",
         "id": cid,
         "status": status,
         "subject": {"reference": "Patient/p-1"},
     }
+    if category is not None:
+        out["category"] = [{"coding": [{"system": CONSENT_CATEGORY, "code": category}]}]
     if date is not None:
         out["date"] = date
     if decision is not None:

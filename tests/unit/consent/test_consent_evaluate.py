@@ -67,7 +67,9 @@ def _r5_two_levels() -> dict[str, Any]:
 
 
 def _r5_research_only(cid: str = "r5-research", date: str = "2024-06-01") -> dict[str, Any]:
-    return r5_consent(cid, "deny", [provision(purposes=["HRESCH"], r5=True)], date=date)
+    return r5_consent(
+        cid, "deny", [provision(purposes=["HRESCH"], r5=True)], date=date, category="research"
+    )
 
 
 _DATA_PERIOD = r4_consent(
@@ -314,32 +316,6 @@ CASES = [
         D,
         Rule.CONSENT_PROVISION,
     ),
-    Case(
-        "r4-unsupported-data-never-matches-a-permit",
-        [
-            r4_consent(
-                "c1",
-                provision(
-                    "deny",
-                    sub=[
-                        provision(
-                            extra={
-                                "data": [
-                                    {
-                                        "meaning": "instance",
-                                        "reference": {"reference": "Observation/o1"},
-                                    }
-                                ]
-                            }
-                        )
-                    ],
-                ),
-            )
-        ],
-        query("TREAT"),
-        D,
-        Rule.CONSENT_ROOT,
-    ),
     # -- R5 decision + provision[] --------------------------------------------------------------
     Case(
         "r5-decision-deny",
@@ -426,10 +402,17 @@ CASES = [
         Rule.CONSENT_PROVISION,
     ),
     Case(
-        "r5-actor-deny-without-query-actor-not-matched",
+        "r5-actor-deny-without-query-actor-matches-fail-closed",
         [r5_consent("r5", "permit", [provision(actors=[ORG_C_ID], r5=True)])],
         query("TREAT", None),
-        P,
+        D,
+        Rule.CONSENT_PROVISION,
+    ),
+    Case(
+        "r5-actor-permit-without-query-actor-does-not-match",
+        [r5_consent("r5", "deny", [provision(actors=[ORG_C_ID], r5=True)])],
+        query("TREAT", None),
+        D,
         Rule.CONSENT_ROOT,
     ),
     # -- period and status ------------------------------------------------------------------------

@@ -215,7 +215,9 @@ BAD = [
         _with(R4_SAMPLE, MARKER, "provision", "type"), "consent-invalid", id="bad-provision-type"
     ),
     pytest.param(
-        _without(R4_SAMPLE, "provision", "type"), "consent-unsupported", id="active-r4-without-type"
+        _without(_without(R4_SAMPLE, "provision", "type"), "policyRule"),
+        "consent-unsupported",
+        id="active-r4-without-type-nor-policy-rule",
     ),
     pytest.param(
         _without(R5_SAMPLE, "decision"), "consent-unsupported", id="active-r5-without-decision"

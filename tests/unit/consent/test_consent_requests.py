@@ -81,3 +81,32 @@ def test_id_and_last_updated_are_set_and_make_the_recorded_instant() -> None:
 def test_bad_patient_parameters(value: str) -> None:
     with pytest.raises(ConsentRequestError):
         patient_param(value)
+
+
+_BY_REFERENCE = r5_consent("by-ref", "deny")  # subject: Patient/p-1, no INS
+
+
+@pytest.mark.parametrize(
+    ("learned", "key"),
+    [
+        pytest.param({}, "hosp-a/Patient/p-1", id="source-key-without-a-learned-ins"),
+        pytest.param(
+            {"hosp-a/Patient/p-1": "1840275999888"}, "1840275999888", id="the-learned-ins"
+        ),
+        pytest.param(
+            {"hosp-b/Patient/p-1": "1840275999888"}, "hosp-a/Patient/p-1", id="not-another-sources"
+        ),
+    ],
+)
+def test_a_source_posting_by_reference_gets_its_records_key(
+    learned: dict[str, str], key: str
+) -> None:
+    checked = check_consent(_BY_REFERENCE, None, None, None, source="hosp-a", learned=learned)
+    assert checked.patient == key
+
+
+def test_a_consent_by_reference_without_a_source_needs_a_patient_key() -> None:
+    with pytest.raises(ConsentRequestError) as caught:
+        check_consent(_BY_REFERENCE, None, None, None)
+    assert caught.value.code == "patient-key-required"
+    assert "p-1" not in caught.value.detail

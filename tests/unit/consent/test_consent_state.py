@@ -103,6 +103,7 @@ def _rich_state() -> PatientConsents:
             period=("2024-01-01", None),
             sub=[
                 provision(
+                    "deny",
                     actors=[ORG_A, ORG_C_ID],
                     labels=["R"],
                     actions=["access"],

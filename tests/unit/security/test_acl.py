@@ -91,6 +91,8 @@ TABLE = [
     ("caremesh-inbox", W, "pathway.alerts.v1", False),
     ("caremesh-consent-api", W, "consent.events.v1", True),
     ("caremesh-consent-api", R, "clinical.fhir.v1", False),
+    ("caremesh-consent-api", R, "caremesh-validate-patient-links", True),
+    ("caremesh-consent-api", W, "caremesh-validate-patient-links", False),
     ("caremesh-worker", R, "clinical.fhir.v1", True),
     ("caremesh-worker", W, "research.hf.v1", True),
     ("caremesh-worker", R, "audit.v1", False),

@@ -49,6 +49,7 @@ class Role(enum.StrEnum):
 ROUTE_ROLES: Final[Mapping[str, frozenset[Role]]] = {
     "ingest:post": frozenset({Role.SOURCE_SYSTEM}),
     "consent:write": frozenset({Role.CONSENT_ADMIN}),
+    "consent:record": frozenset({Role.CONSENT_ADMIN, Role.SOURCE_SYSTEM}),
     "consent:read": frozenset({Role.CONSENT_ADMIN, Role.AUDITOR}),
     "consent:decide": frozenset({Role.CONSENT_ADMIN, Role.AUDITOR, Role.COORDINATOR}),
     "inbox:api": frozenset({Role.COORDINATOR}),

@@ -1,0 +1,229 @@
+"""Consents mean what they say (issue 33): declared scope, R4 base from policyRule, fail closed.
+
+Each row asks: does ignoring part of the consent ever permit more than the patient allowed?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from caremesh.consent import ActorRef, DecisionQuery, Outcome, Rule, evaluate, parse_consent
+from caremesh.errors import RejectedInputError
+from tests.unit.consent.consent_builders import (
+    ACT_CODE,
+    ORG_A,
+    ORG_B,
+    provision,
+    query,
+    r4_consent,
+    r5_consent,
+)
+
+P, D = Outcome.PERMIT, Outcome.DENY
+STUDY = ActorRef(reference="ResearchStudy/s1")
+
+
+def _policy_rule(data: dict[str, Any], code: str | None) -> dict[str, Any]:
+    out = dict(data)
+    if code is None:
+        out.pop("policyRule", None)
+    else:
+        out["policyRule"] = {"coding": [{"system": ACT_CODE, "code": code}]}
+    return out
+
+
+def _r4_deny_all_but_study(scope: str = "patient-privacy") -> dict[str, Any]:
+    study = provision(
+        "permit", actors=[STUDY], purposes=["HRESCH"], types=["Observation"], actions=["access"]
+    )
+    return r4_consent("deny-but-s1", provision("deny", sub=[study]), scope=scope)
+
+
+def _r5_deny_all_but_study(category: str | None = None) -> dict[str, Any]:
+    study = provision(actors=[STUDY], purposes=["HRESCH"], types=["Observation"], r5=True)
+    return r5_consent("deny-but-s1", "deny", [study], category=category)
+
+
+def _r4_untyped(code: str | None, root: dict[str, Any]) -> dict[str, Any]:
+    return _policy_rule(r4_consent("untyped", root), code)
+
+
+def _custodian(org: str = "Organization/org-a") -> dict[str, Any]:
+    role = {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CST"}
+        ]
+    }
+    return {"actor": [{"role": role, "reference": {"reference": org}}]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One consent, one query, the decision the patient's words give."""
+
+    id: str
+    consent: dict[str, Any]
+    query: DecisionQuery
+    outcome: Outcome
+    rule: Rule
+
+
+ROWS = [
+    # -- a root deny without conditions denies every purpose but its exceptions ---------------
+    Row("r4-deny-all-but-study-treat-org-a", _r4_deny_all_but_study(), query("TREAT"), D,
+        Rule.CONSENT_ROOT),
+    Row("r4-deny-all-but-study-treat-org-b", _r4_deny_all_but_study(), query("TREAT", ORG_B), D,
+        Rule.CONSENT_ROOT),
+    Row("r4-deny-all-but-study-etreat", _r4_deny_all_but_study(), query("ETREAT"), D,
+        Rule.CONSENT_ROOT),
+    Row("r4-deny-all-but-study-treat-no-actor", _r4_deny_all_but_study(),
+        query("TREAT", None), D, Rule.CONSENT_ROOT),
+    Row("r4-deny-all-but-study-the-study", _r4_deny_all_but_study(),
+        query("HRESCH", STUDY), P, Rule.CONSENT_PROVISION),
+    Row("r4-deny-all-but-study-study-other-type", _r4_deny_all_but_study(),
+        query("HRESCH", STUDY, resource_type="Condition"), D, Rule.CONSENT_ROOT),
+    Row("r4-deny-all-but-study-other-study", _r4_deny_all_but_study(),
+        query("HRESCH", ORG_B), D, Rule.CONSENT_ROOT),
+    Row("r5-deny-all-but-study-treat-org-a", _r5_deny_all_but_study(), query("TREAT"), D,
+        Rule.CONSENT_ROOT),
+    Row("r5-deny-all-but-study-treat-org-b", _r5_deny_all_but_study(), query("TREAT", ORG_B), D,
+        Rule.CONSENT_ROOT),
+    Row("r5-deny-all-but-study-the-study", _r5_deny_all_but_study(),
+        query("HRESCH", STUDY), P, Rule.CONSENT_PROVISION),
+    # -- what a consent covers is what it declares ----------------------------------------------
+    Row("r4-research-scope-speaks-to-research-only", _r4_deny_all_but_study("research"),
+        query("TREAT"), P, Rule.DEFAULT_POLICY),
+    Row("r4-research-scope-still-denies-other-research", _r4_deny_all_but_study("research"),
+        query("CLINTRCH", ORG_B), D, Rule.CONSENT_ROOT),
+    Row("r5-research-category-speaks-to-research-only", _r5_deny_all_but_study("research"),
+        query("TREAT"), P, Rule.DEFAULT_POLICY),
+    Row("r5-research-category-permits-the-study", _r5_deny_all_but_study("research"),
+        query("CLINTRCH", STUDY), P, Rule.CONSENT_PROVISION),
+    Row("r4-treatment-scope-covers-research-too", _r4_deny_all_but_study("treatment"),
+        query("HRESCH", ORG_B), D, Rule.CONSENT_ROOT),
+    # -- R4 base decision from policyRule when the root has no type ----------------------------
+    Row("r4-optin-root-period-permits-inside", _r4_untyped("OPTIN", provision(
+        period=("2024-01-01", "2026-01-01"))), query("TREAT"), P, Rule.CONSENT_ROOT),
+    Row("r4-optout-root-actor-denies-that-actor", _r4_untyped("OPTOUT", provision(
+        actors=[ORG_A])), query("TREAT"), D, Rule.CONSENT_ROOT),
+    Row("r4-optout-root-actor-leaves-others-to-policy", _r4_untyped("OPTOUT", provision(
+        actors=[ORG_A])), query("TREAT", ORG_B), P, Rule.DEFAULT_POLICY),
+    Row("r4-optoute-exception-permits", _r4_untyped("OPTOUTE", provision(
+        sub=[provision(actors=[ORG_A])])), query("TREAT"), P, Rule.CONSENT_PROVISION),
+    Row("r4-optoute-others-denied", _r4_untyped("OPTOUTE", provision(
+        sub=[provision(actors=[ORG_A])])), query("TREAT", ORG_B), D, Rule.CONSENT_ROOT),
+    Row("r4-optinr-restriction-denies", _r4_untyped("OPTINR", provision(
+        sub=[provision(actors=[ORG_A])])), query("HRESCH"), D, Rule.CONSENT_PROVISION),
+    Row("r4-optinr-others-permitted", _r4_untyped("OPTINR", provision(
+        sub=[provision(actors=[ORG_A])])), query("HRESCH", ORG_B), P, Rule.CONSENT_ROOT),
+    Row("r4-nested-type-wins-over-flip", _r4_untyped("OPTOUT", provision(
+        sub=[provision("deny", actors=[ORG_A])])), query("TREAT"), D, Rule.CONSENT_PROVISION),
+    Row("r4-typed-root-wins-over-policy-rule", _policy_rule(r4_consent("t", provision(
+        "deny", actors=[ORG_A])), "OPTIN"), query("TREAT"), D, Rule.CONSENT_ROOT),
+    # -- fail closed: a deny matches what the query does not answer ----------------------------
+    Row("deny-class-matches-unknown-resource-type", r5_consent("c", "permit", [provision(
+        types=["Observation"], r5=True)]), query("TREAT", resource_type=None), D,
+        Rule.CONSENT_PROVISION),
+    Row("deny-data-period-matches-unknown-data-date", r5_consent("c", "permit", [provision(
+        data_period=("2020-01-01", "2021-01-01"), r5=True)]), query("TREAT"), D,
+        Rule.CONSENT_PROVISION),
+    Row("permit-data-period-needs-a-data-date", r5_consent("c", "deny", [provision(
+        data_period=("2020-01-01", "2021-01-01"), r5=True)]), query("TREAT"), D,
+        Rule.CONSENT_ROOT),
+    Row("deny-foreign-class-system-matches-every-type", r4_consent("c", provision("permit", sub=[
+        provision(extra={"class": [{"system": "urn:example:profiles", "code": "x"}]})])),
+        query("TREAT"), D, Rule.CONSENT_PROVISION),
+    Row("deny-data-authoredby-matches-everything", r4_consent("c", provision("permit", sub=[
+        provision(extra={"data": [{"meaning": "authoredby",
+                                   "reference": {"reference": "Organization/x"}}]})])),
+        query("TREAT"), D, Rule.CONSENT_PROVISION),
+    # -- actor roles: a custodian names where data comes from, which no query says ------------
+    Row("deny-custodian-actor-matches-every-recipient", r5_consent("c", "permit", [provision(
+        r5=True, extra=_custodian())]), query("TREAT", ORG_B), D, Rule.CONSENT_PROVISION),
+    Row("permit-custodian-actor-never-matches", r5_consent("c", "deny", [provision(
+        r5=True, extra=_custodian())]), query("TREAT", ORG_A), D, Rule.CONSENT_ROOT),
+    Row("r4-optout-custodian-root-denies-everyone", _r4_untyped("OPTOUT", provision(
+        extra=_custodian())), query("TREAT", ORG_B), D, Rule.CONSENT_ROOT),
+    Row("permit-custodian-and-recipient-never-matches", r5_consent("c", "deny", [provision(
+        r5=True, extra={"actor": [*_custodian()["actor"], *provision(actors=[ORG_A])["actor"]]},
+    )]), query("TREAT", ORG_A), D, Rule.CONSENT_ROOT),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.id) for r in ROWS])
+def test_consents_mean_what_they_say(row: Row) -> None:
+    decision = evaluate([parse_consent(row.consent)], row.query)
+    assert (decision.outcome, decision.rule) == (row.outcome, row.rule)
+
+
+def _refused(data: dict[str, Any]) -> RejectedInputError:
+    with pytest.raises(RejectedInputError) as caught:
+        parse_consent(data)
+    assert caught.value.code == "consent-unsupported"
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("consent", "element"),
+    [
+        pytest.param(
+            _r4_untyped("IMPLIED", provision(actors=[ORG_A])),
+            "Consent.policyRule",
+            id="policy-rule-without-direction",
+        ),
+        pytest.param(
+            _r4_untyped(None, provision(actors=[ORG_A])), "Consent.policyRule", id="no-base"
+        ),
+        pytest.param(
+            r4_consent(
+                "c",
+                provision(
+                    "deny",
+                    sub=[provision(extra={"code": [{"coding": [{"code": "secret-code-9"}]}]})],
+                ),
+            ),
+            "Consent.provision.provision[0].code",
+            id="r4-permit-on-code",
+        ),
+        pytest.param(
+            _r4_untyped(
+                "OPTIN",
+                provision(
+                    extra={
+                        "data": [{"meaning": "dependents", "reference": {"reference": "Task/z9"}}]
+                    }
+                ),
+            ),
+            "Consent.provision.data",
+            id="r4-optin-root-on-data",
+        ),
+        pytest.param(
+            r5_consent(
+                "c",
+                "deny",
+                [provision(r5=True, extra={"expression": {"expression": "secret-code-9"}})],
+            ),
+            "Consent.provision[0].expression",
+            id="r5-permit-on-expression",
+        ),
+        pytest.param(
+            r5_consent(
+                "c",
+                "deny",
+                [provision(r5=True, extra={"documentType": [{"code": "secret-code-9"}]})],
+            ),
+            "Consent.provision[0].documentType",
+            id="r5-permit-on-document-type",
+        ),
+    ],
+)
+def test_unevaluated_widening_elements_refuse_the_consent(
+    consent: dict[str, Any], element: str
+) -> None:
+    refused = _refused(consent)
+    assert refused.detail.startswith(element + ":")
+    assert "secret-code-9" not in str(refused)
+    assert "z9" not in str(refused)
