@@ -29,6 +29,7 @@ import httpx
 from pydantic import SecretStr
 
 from caremesh import topics
+from caremesh.kafka import admin as kafka_admin
 from caremesh.connectors.consent_api import create_app
 from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
@@ -92,7 +93,7 @@ def run(kafka: str, verbose: bool) -> int:
     examples = {release: consent_examples(release) for release in PACKAGES}
     sources = [source_id(r, e) for r, found in examples.items() for e in found]
     settings = settings_for(kafka, sources)
-    topics.ensure_topics(
+    kafka_admin.ensure_topics(
         kafka,
         topics.BASE_TOPICS,
         partitions=settings.kafka.partitions,
