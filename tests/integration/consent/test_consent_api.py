@@ -247,7 +247,7 @@ BAD = [
     pytest.param(
         orjson.dumps({**_treat_permit("c-bad"), "status": SECRET}),
         422,
-        "consent-invalid",
+        "invalid-code",  # Consent.status has a required binding (fhir/bindings.py)
         id="bad-status",
     ),
     pytest.param(

@@ -129,7 +129,7 @@ def test_an_empty_study_exports_an_empty_file(
 def test_an_unknown_study_is_a_clear_error(namespace: Namespace, tmp_path: Path) -> None:
     out = tmp_path / "x.ndjson"
     done = _export(namespace, "--study", "no-such-study", "--output", str(out))
-    assert done.returncode == 1
+    assert done.returncode == 2  # the user's mistake: one line, exit 2
     assert "study no-such-study: topic" in done.stderr
     assert "does not exist" in done.stderr
     assert list(tmp_path.iterdir()) == []  # no partial or empty file left behind
@@ -138,5 +138,5 @@ def test_an_unknown_study_is_a_clear_error(namespace: Namespace, tmp_path: Path)
 def test_an_unwritable_output_is_a_clear_error(namespace: Namespace, tmp_path: Path) -> None:
     out = tmp_path / "missing" / "x.ndjson"
     done = _export(namespace, "--study", "study-a", "--output", str(out))
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert f"cannot write {out}" in done.stderr
