@@ -18,6 +18,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+FhirRelease = Literal["R4", "R4B", "R5"]
+"""The FHIR releases the platform reads and delivers: R4 4.0.1, R4B 4.3.0, R5 5.0.0."""
+
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -114,6 +117,9 @@ class OrganisationSettings(_Section):
     """Bearer token for the organisation's FHIR endpoint."""
     subscriptions: list[str] = Field(default_factory=list)
     """Resource types the organisation subscribed to (empty: none)."""
+    fhir_release: FhirRelease = "R4"
+    """FHIR release its endpoint takes (R4, R4B, R5): delivery converts to it
+    (`CAREMESH_ORGANISATIONS`, each entry's `fhir_release`)."""
 
     @field_validator("id")
     @classmethod

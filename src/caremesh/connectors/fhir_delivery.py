@@ -9,6 +9,10 @@ Contract (DESIGN §4, §8):
   idempotent update), one without an id as `POST {base}/{type}`, with `Authorization: Bearer`
   (the organisation's token), `Content-Type: application/fhir+json` and `X-Caremesh-Event-Id:
   <ce_id>`.
+- Each record is sent in the organisation's `fhir_release` (R4 default, R4B, R5), converted from
+  the release of its `caremesh-fhir-release` header by `caremesh.fhir.releases`; a record with
+  no faithful conversion is not sent and goes to delivery.failed.v1 at once with the code
+  `unconvertible-<reason>` and the element named in the reason (never a value).
 - 2xx is delivered. 5xx, 408, 429, timeouts and connection errors are retried with exponential
   backoff and jitter (`delivery.backoff_base_seconds` doubling up to `backoff_max_seconds`);
   any other status is a permanent failure. After `delivery.max_attempts` tries, or at once for a
@@ -59,6 +63,7 @@ from caremesh.connectors.http.server import server
 from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.fhir.releases import Unconvertible, recipient_value
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.config import aiokafka_config
 from caremesh.kafka.io import AsyncProducer, OutRecord
@@ -145,6 +150,7 @@ class Attempt:
     code: str | None
     attempts: int
     resource: str | None = None
+    reason: str | None = None
 
 
 # -- one organisation -----------------------------------------------------------------------
@@ -240,7 +246,8 @@ class OrganisationDelivery:
         if ce_id and ce_id in self.delivered:
             self.metrics.deliveries.labels(self.org.id, "duplicate").inc()
             return
-        result = await self._deliver(client, record.value, ce_id)
+        value, refused = self._in_release(record.value, headers)
+        result = refused or await self._deliver(client, value, ce_id)
         outcome = "delivered" if result.code is None else "failed"
         out = [self._audit(record, headers, ce_id, result)]
         if result.code is not None:
@@ -259,6 +266,18 @@ class OrganisationDelivery:
             record.partition,
             record.offset,
         )
+
+    def _in_release(
+        self, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> tuple[bytes | None, Attempt | None]:
+        """The value in the organisation's FHIR release, or the failure when none is faithful."""
+        source = envelope.header_value(headers, envelope.H_FHIR_RELEASE)
+        out = recipient_value(value, source, self.org.fhir_release)
+        if not isinstance(out, Unconvertible):
+            return out, None
+        origin = source or "R4"
+        reason = f"no faithful {origin}-to-{self.org.fhir_release} conversion of {out.element}"
+        return value, Attempt(f"unconvertible-{out.reason_code}", 0, reason=reason)
 
     async def _deliver(self, client: httpx.AsyncClient, value: bytes | None, ce_id: str) -> Attempt:
         try:
@@ -336,7 +355,7 @@ class OrganisationDelivery:
         result: Attempt,
     ) -> OutRecord:
         code = result.code or "unknown"
-        reason = f"{code} after {result.attempts} attempt(s)"
+        reason = result.reason or f"{code} after {result.attempts} attempt(s)"
         extra: list[tuple[str, str | bytes | None]] = [
             (envelope.H_ERROR_CODE, code.encode()),
             (envelope.H_ERROR_STAGE, COMPONENT.encode()),

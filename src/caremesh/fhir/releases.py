@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from pydantic import ValidationError
 
 from caremesh.fhir.validate import Family, Release, model_class
@@ -102,6 +103,31 @@ def convert(resource: Json, source: Release, target: Release) -> Json | Unconver
         return refused.unconvertible
     problem = validation_problem(out, FAMILY[target])
     return problem or out
+
+
+def recipient_value(
+    value: bytes | None, source: str | None, target: Release
+) -> bytes | Unconvertible | None:
+    """A delivered record's value in the recipient's release: unchanged when no conversion is due.
+
+    `source` is the record's `caremesh-fhir-release` header (absent: R4, the platform's default).
+    R4 and R4B values pass unchanged between each other (the same for the carried types); what
+    is not a FHIR resource passes unchanged too, for the caller to refuse as it does today.
+    """
+    origin = _HEADER_RELEASES.get((source or "R4").strip().upper(), "R4")
+    if value is None or FAMILY[origin] == FAMILY[target]:
+        return value
+    try:
+        resource = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    if not isinstance(resource, dict) or "resourceType" not in resource:
+        return value
+    out = convert(resource, origin, target)
+    return out if isinstance(out, Unconvertible) else orjson.dumps(out)
+
+
+_HEADER_RELEASES: Final[dict[str, Release]] = {"R4": "R4", "R4B": "R4B", "R5": "R5"}
 
 
 def _convert(res: Json, rtype: str, source: Family, target: Family) -> Json:

@@ -35,7 +35,7 @@ from caremesh.security.acl import AclRule
 from caremesh.security.apply import apply_acls, existing_acls
 from caremesh.security.commands import platform
 from caremesh.security.principals import organisation_name
-from caremesh.settings import OrganisationSettings, Settings
+from caremesh.settings import FhirRelease, OrganisationSettings, Settings
 from caremesh.tables.organisations import Registration, effective, publish, read_registrations
 from caremesh.topics import (
     BASE_TOPICS,
@@ -149,12 +149,14 @@ def org_add(
     territory: str,
     endpoint: str | None,
     subscriptions: list[str] | None = None,
+    fhir_release: FhirRelease = "R4",
 ) -> Admission:
     """Admit an organisation (idempotent: a re-run changes nothing and keeps its password)."""
     org = OrganisationSettings(
         id=org_id,
         fhir_endpoint=endpoint,
         subscriptions=list(subscriptions or DEFAULT_SUBSCRIPTIONS),
+        fhir_release=fhir_release,
     )
     user = organisation_name(org.id)
     secret_file = secret_path(settings, org.id)
@@ -183,6 +185,7 @@ def org_add(
         name=org.name,
         fhir_endpoint=org.fhir_endpoint,
         subscriptions=tuple(org.subscriptions),
+        fhir_release=org.fhir_release,
     )
     before = registered.get(org.id)
     if before is None or replace(before, changed_at="") != replace(registration, changed_at=""):

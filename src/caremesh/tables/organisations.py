@@ -2,10 +2,11 @@
 what every share stage and delivery connector follows, on whichever host it runs.
 
 A record is keyed by the organisation id; its value is the organisation's public registration,
-JSON `{id, name, territory, fhir_endpoint, subscriptions, status, changed_at}` with `status`
-`active` or `removed`. No secret goes there (the endpoint token stays in the configuration, the
-SCRAM password in the admin's secret file). The topic is compacted with one partition, so the
-latest registration of each organisation is kept for ever, in the order it was written; a
+JSON `{id, name, territory, fhir_endpoint, subscriptions, fhir_release, status, changed_at}`
+with `status` `active` or `removed` (one without `fhir_release` is R4). No secret goes there
+(the endpoint token stays in the configuration, the SCRAM password in the admin's secret
+file). The topic is compacted with one partition, so the latest registration of each
+organisation is kept for ever, in the order it was written; a
 `removed` record (rather than a tombstone) keeps a revocation in force for processes that start
 later. A tombstone forgets a registration.
 
@@ -34,12 +35,13 @@ from caremesh import topics
 from caremesh.errors import KafkaUnavailableError
 from caremesh.kafka.config import KafkaTarget, confluent_config
 from caremesh.kafka.reading import open_from_beginning
-from caremesh.settings import OrganisationSettings, Settings
+from caremesh.settings import FhirRelease, OrganisationSettings, Settings
 
 log = logging.getLogger(__name__)
 
 Status = Literal["active", "removed"]
 RETRY_SECONDS: Final = 2.0
+_RELEASES: Final[dict[object, FhirRelease]] = {"R4": "R4", "R4B": "R4B", "R5": "R5"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Registration:
     name: str = ""
     fhir_endpoint: str | None = None
     subscriptions: tuple[str, ...] = ()
+    fhir_release: FhirRelease = "R4"
     changed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
@@ -66,6 +69,7 @@ class Registration:
                 "territory": self.territory,
                 "fhir_endpoint": self.fhir_endpoint,
                 "subscriptions": list(self.subscriptions),
+                "fhir_release": self.fhir_release,
                 "status": self.status,
                 "changed_at": self.changed_at,
             }
@@ -78,6 +82,7 @@ class Registration:
             name=self.name,
             fhir_endpoint=self.fhir_endpoint,
             subscriptions=list(self.subscriptions),
+            fhir_release=self.fhir_release,
         )
 
     @classmethod
@@ -97,11 +102,13 @@ class Registration:
         status = data.get("status")
         subscriptions = data.get("subscriptions") or []
         endpoint = data.get("fhir_endpoint")
+        release = data.get("fhir_release") or "R4"  # registrations written before it: R4
         if (
             status not in ("active", "removed")
             or not isinstance(subscriptions, list)
             or not all(isinstance(s, str) for s in subscriptions)
             or not (endpoint is None or isinstance(endpoint, str))
+            or release not in _RELEASES
         ):
             log.warning("organisation registry record skipped: invalid-registration")
             return None
@@ -112,6 +119,7 @@ class Registration:
             name=str(data.get("name") or ""),
             fhir_endpoint=endpoint,
             subscriptions=tuple(subscriptions),
+            fhir_release=_RELEASES[release],
             changed_at=str(data.get("changed_at") or ""),
         )
         try:
