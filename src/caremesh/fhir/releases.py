@@ -678,11 +678,6 @@ def _care_team_up(res: Json, path: str) -> None:
             part["role"] = _single(part["role"], f"{path}.participant[{index}].role")
         _rename(part, "period", "coveragePeriod")
     _reason_up(res, path)
-    if "reason" in res:
-        concepts, refs = _split_codeable_references(res.pop("reason"), f"{path}.reason")
-        if refs:
-            raise _Refuse("no-equivalent-element", f"{path}.reasonReference")
-        res["reason"] = concepts
 
 
 def _care_team_down(res: Json, path: str) -> None:
@@ -690,8 +685,7 @@ def _care_team_down(res: Json, path: str) -> None:
         if "role" in part:
             part["role"] = [part["role"]]
         _rename(part, "coveragePeriod", "period")
-    if "reason" in res:
-        res["reasonCode"] = res.pop("reason")
+    _reason_down(res, path)
 
 
 def _episode_up(res: Json, path: str) -> None:

@@ -71,3 +71,14 @@ def test_a_care_team_names_an_organisation_before_it_is_a_member() -> None:
     assert sharing.recipients(state, "Observation", {"clinic-new": frozenset({"Observation"})}) == [
         "clinic-new"
     ]
+
+
+def test_a_registration_carries_the_release_the_organisation_takes() -> None:
+    registry = OrganisationRegistry()
+    registry.apply(*_record(Registration("clinic-r5", fhir_release="R5")))
+    assert registry.organisations["clinic-r5"].fhir_release == "R5"
+    older = {"id": "clinic-old", "status": "active", "subscriptions": []}  # written before it
+    registry.apply(b"clinic-old", orjson.dumps(older))
+    assert registry.organisations["clinic-old"].fhir_release == "R4"
+    bad = {"id": "clinic-bad", "status": "active", "fhir_release": "R6"}
+    assert Registration.parse(b"clinic-bad", orjson.dumps(bad)) is None
