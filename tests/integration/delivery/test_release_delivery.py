@@ -112,7 +112,9 @@ async def test_each_recipient_gets_its_release_and_an_unconvertible_record_fails
             timeout=60,
         )
         assert arrived
-        failed = namespace.consume(topics.DELIVERY_FAILED, 1)
+        # read in a thread: the delivery tasks share this event loop
+        failed = await asyncio.to_thread(namespace.consume, topics.DELIVERY_FAILED, 1)
+        audit = await asyncio.to_thread(namespace.consume, topics.AUDIT, 3)
         await asyncio.sleep(1.0)  # nothing more should arrive
 
     # the R5 source's Encounter reached the R4 recipient as valid R4
@@ -146,7 +148,7 @@ async def test_each_recipient_gets_its_release_and_an_unconvertible_record_fails
     assert orjson.loads(record.value() or b"") == UNCONVERTIBLE  # the original, for operators
     assert len(namespace.consume_all(topics.DELIVERY_FAILED, settle=1)) == 1
 
-    audits = [orjson.loads(m.value() or b"") for m in namespace.consume(topics.AUDIT, 3)]
+    audits = [orjson.loads(m.value() or b"") for m in audit]
     assert sorted(a["outcome"] for a in audits) == ["0", "0", "8"]
     [refused] = [a for a in audits if a["outcome"] != "0"]
     assert refused["outcomeDesc"] == "failed: unconvertible-no-equivalent-code"
