@@ -102,5 +102,5 @@ def test_org_add_declares_the_fhir_release(
 
     monkeypatch.setattr(admission, "org_add", fake_org_add)
     args = cli.build_parser().parse_args(["org", "add", "clinic", "--territory", "t", *given])
-    assert cli._org(args, Settings()) == 0  # noqa: SLF001 - the command's handler
+    assert cli._org(args, Settings()) == 0
     assert seen["fhir_release"] == expected
