@@ -669,3 +669,31 @@ def test_recipient_value(
         assert orjson.loads(out) == orjson.loads(expected)
     else:
         assert out == expected
+
+
+def test_contained_location_and_provenance_are_converted_both_ways() -> None:
+    phone = [{"system": "phone", "value": "+33 1 00 00 00 01"}]
+    r4 = _enc4(
+        contained=[
+            {"resourceType": "Location", "id": "l", "physicalType": CC, "telecom": phone},
+            {
+                "resourceType": "Provenance",
+                "id": "p",
+                "target": [{"reference": "Encounter/e1"}],
+                "recorded": "2026-11-02T08:00:00+01:00",
+                "reason": [CC],
+                "agent": [{"who": PRACTITIONER}],
+            },
+        ]
+    )
+    r5 = convert(r4, "R4", "R5")
+    assert not isinstance(r5, Unconvertible)
+    location, provenance = r5["contained"]
+    assert location == {
+        "resourceType": "Location",
+        "id": "l",
+        "form": CC,
+        "contact": [{"telecom": phone}],
+    }
+    assert provenance["authorization"] == [{"concept": CC}]
+    assert convert(r5, "R5", "R4") == r4

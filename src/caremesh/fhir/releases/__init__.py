@@ -70,8 +70,9 @@ FHIR_VERSION: Final[dict[Release, str]] = {"R4": "4.0", "R4B": "4.3", "R5": "5.0
 
 _CORE: Final = "http://hl7.org/fhir/StructureDefinition/"
 """Core profiles (vital signs...) have one canonical URL in every release."""
-CONTAINED_ONLY: Final = frozenset({"Medication", "Goal"})
-"""Types converted only when contained (a MedicationRequest's Medication, a CarePlan's Goal)."""
+CONTAINED_ONLY: Final = frozenset({"Medication", "Goal", "Location", "Provenance"})
+"""Types converted only when contained (a MedicationRequest's Medication, a CarePlan's Goal,
+an Encounter's Location, a Task's Provenance)."""
 _ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 

@@ -219,3 +219,35 @@ def goal_down(res: Json, path: str) -> None:
         res["outcomeCode"] = concepts
     if refs:
         res["outcomeReference"] = refs
+
+
+def location_up(res: Json, path: str) -> None:
+    rename(res, "physicalType", "form")
+    telecom = res.pop("telecom", None)
+    if telecom:
+        res["contact"] = [{"telecom": telecom}]
+
+
+def location_down(res: Json, path: str) -> None:
+    rename(res, "form", "physicalType")
+    contacts = res.pop("contact", None) or []
+    for index, contact in enumerate(contacts):
+        if set(contact) - {"telecom"}:
+            raise Refused("no-equivalent-element", f"{path}.contact[{index}]")
+        res.setdefault("telecom", []).extend(contact.get("telecom") or [])
+
+
+def provenance_up(res: Json, path: str) -> None:
+    reasons = res.pop("reason", None) or []
+    if reasons:
+        res["authorization"] = as_concepts(reasons)
+
+
+def provenance_down(res: Json, path: str) -> None:
+    concepts, refs = split_codeable_references(
+        res.pop("authorization", None) or [], f"{path}.authorization"
+    )
+    if refs:
+        raise Refused("no-equivalent-element", f"{path}.authorization")
+    if concepts:
+        res["reason"] = concepts

@@ -34,6 +34,8 @@ UP: Final[dict[str, _Rule]] = {
     "Practitioner": care.practitioner_up,
     "Medication": clinical.medication_up,
     "Goal": care.goal_up,
+    "Location": care.location_up,
+    "Provenance": care.provenance_up,
 }
 """R4/R4B → R5, one rule per carried type (FML `<Type>4to5`)."""
 
@@ -56,5 +58,7 @@ DOWN: Final[dict[str, _Rule]] = {
     "Practitioner": care.practitioner_down,
     "Medication": clinical.medication_down,
     "Goal": care.goal_down,
+    "Location": care.location_down,
+    "Provenance": care.provenance_down,
 }
 """R5 → R4/R4B, one rule per carried type (FML `<Type>5to4`)."""
