@@ -262,6 +262,7 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "for": SUBJECT,
             "reasonCode": CC,
             "performerType": [CC],
+            "statusReason": CC,
         },
         {
             "resourceType": "Task",
@@ -270,6 +271,7 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "for": SUBJECT,
             "reason": [{"concept": CC}],
             "requestedPerformer": [{"concept": CC}],
+            "statusReason": {"concept": CC},
         },
     ),
     (

@@ -62,11 +62,10 @@ CARRIED: Final = frozenset(
         "Practitioner",
     }
 )
-"""Resource types with a conversion (AuditEvent and Consent are not delivered across releases)."""
+"""Resource types with a conversion. AuditEvent (read from audit.v1 by auditors, never an outbox)
+and Consent (the consent ledger reads both releases) are refused as `unsupported-type`."""
 
 FAMILY: Final[dict[Release, Family]] = {"R4": "R4B", "R4B": "R4B", "R5": "R5"}
-FHIR_VERSION: Final[dict[Release, str]] = {"R4": "4.0", "R4B": "4.3", "R5": "5.0"}
-"""The `fhirVersion` MIME-type parameter of each release."""
 
 _CORE: Final = "http://hl7.org/fhir/StructureDefinition/"
 """Core profiles (vital signs...) have one canonical URL in every release."""

@@ -133,6 +133,8 @@ def task_up(res: Json, path: str) -> None:
         res["reason"] = reason
     if "performerType" in res:
         res["requestedPerformer"] = as_concepts(res.pop("performerType"))
+    if "statusReason" in res:
+        res["statusReason"] = {"concept": res["statusReason"]}
 
 
 def task_down(res: Json, path: str) -> None:
@@ -150,6 +152,11 @@ def task_down(res: Json, path: str) -> None:
         if refs:
             raise Refused("no-equivalent-element", f"{path}.requestedPerformer")
         res["performerType"] = concepts
+    if "statusReason" in res:
+        concepts, refs = split_codeable_references([res["statusReason"]], f"{path}.statusReason")
+        if refs:
+            raise Refused("no-equivalent-element", f"{path}.statusReason")
+        res["statusReason"] = concepts[0]
 
 
 # -- Organization, Practitioner ---------------------------------------------------------------
