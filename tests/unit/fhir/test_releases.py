@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from caremesh.fhir.releases import (
     CARRIED,
@@ -699,3 +701,34 @@ def test_contained_location_and_provenance_are_converted_both_ways() -> None:
     }
     assert provenance["authorization"] == [{"concept": CC}]
     assert convert(r5, "R5", "R4") == r4
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "x", "Patient/1"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["coding", "reference", "concept", "text"]), inner)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pair=st.sampled_from(PAIRS),
+    side=st.sampled_from(["R4", "R5"]),
+    data=st.data(),
+)
+def test_a_mislabelled_or_odd_shape_is_refused_never_raised(
+    pair: tuple[str, dict[str, Any], dict[str, Any]], side: Release, data: st.DataObject
+) -> None:
+    _, r4, r5 = pair
+    resource = copy.deepcopy(r4 if side == "R4" else r5)
+    keys = [k for k in resource if k != "resourceType"]
+    for key in data.draw(st.lists(st.sampled_from(keys), max_size=3)) if keys else []:
+        resource[key] = data.draw(JSON_VALUES)
+    for source in ("R4", "R5"):  # the right label and the wrong one
+        target: Release = "R5" if source == "R4" else "R4"
+        out = convert(resource, source, target)
+        if not isinstance(out, Unconvertible):
+            assert validation_problem(out, "R5" if target == "R5" else "R4B") is None

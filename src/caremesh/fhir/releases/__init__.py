@@ -22,6 +22,7 @@ information would be lost or its meaning would change:
 - `primitive-extension`: an extension on a primitive that a conversion restructures.
 - `release-specific-profile`: `meta.profile` claims a profile of the source release.
 - `unsupported-type`: a resource type outside the carried set.
+- `invalid-in-source`: the resource does not have the shape of the release it is labelled with.
 - `invalid-in-target`: the result does not validate with the target release's fhir.resources
   models (every result is validated; R4 with the R4B models, as the validate stage does).
 
@@ -94,6 +95,9 @@ def convert(resource: Json, source: Release, target: Release) -> Json | Unconver
         out = _convert(copy.deepcopy(resource), rtype, FAMILY[source], FAMILY[target])
     except Refused as refused:
         return Unconvertible(refused.reason_code, refused.element)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        # a shape its release label does not fit (a mislabelled record): never an exception
+        return Unconvertible("invalid-in-source", rtype)
     problem = validation_problem(out, FAMILY[target])
     return problem or out
 
@@ -164,4 +168,6 @@ def validation_problem(resource: Json, family: Family) -> Unconvertible | None:
             "no-equivalent-element" if first["type"] == "extra_forbidden" else "invalid-in-target"
         )
         return Unconvertible(code, where)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError, RecursionError):
+        return Unconvertible("invalid-in-target", str(resource.get("resourceType")))
     return None
