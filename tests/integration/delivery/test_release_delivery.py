@@ -20,6 +20,7 @@ from caremesh.metrics import Metrics
 from caremesh.settings import FhirRelease, OrganisationSettings, Settings
 from tests.integration.consent.servers import FhirEndpoint, serve
 from tests.integration.delivery.test_fhir_delivery import running
+from tests.support.hapi import Hapi
 from tests.support.kafka import Namespace
 
 pytestmark = pytest.mark.kafka
@@ -152,3 +153,62 @@ async def test_each_recipient_gets_its_release_and_an_unconvertible_record_fails
     assert sorted(a["outcome"] for a in audits) == ["0", "0", "8"]
     [refused] = [a for a in audits if a["outcome"] != "0"]
     assert refused["outcomeDesc"] == "failed: unconvertible-no-equivalent-code"
+
+
+async def test_real_fhir_servers_of_each_release_accept_what_delivery_converts(
+    namespace: Namespace, hapi_r4: Hapi, hapi_r5: Hapi
+) -> None:
+    """Through the broker to HAPI FHIR R4 and R5 servers (HAPI's validator on every write)."""
+    servers = {"org-a": hapi_r4, "org-b": hapi_r5}
+    patients = {org: hapi.unique("p") for org, hapi in servers.items()}
+    for org, hapi in servers.items():
+        response = hapi.put({"resourceType": "Patient", "id": patients[org], "gender": "female"})
+        assert response.status_code in (200, 201), response.text[:300]
+    from_r5 = R5_ENCOUNTER | {
+        "id": hapi_r4.unique("enc"),
+        "subject": {"reference": f"Patient/{patients['org-a']}"},
+    }
+    from_r5.pop("participant")  # the servers hold no practitioner
+    from_r4 = R4_ENCOUNTER | {
+        "id": hapi_r5.unique("enc"),
+        "subject": {"reference": f"Patient/{patients['org-b']}"},
+    }
+    from_r4.pop("participant")
+    refused = from_r5 | {"id": hapi_r4.unique("enc"), "status": "discontinued"}
+    namespace.produce(
+        topics.outbox_topic("org-a"),
+        [_record(from_r5, "R5", "2990175123456"), _record(refused, "R5", "2990175123456")],
+    )
+    namespace.produce(topics.outbox_topic("org-b"), [_record(from_r4, "R4", "1840275999888")])
+    settings = Settings(
+        organisations=[
+            OrganisationSettings(id=org, fhir_endpoint=hapi.base_url, fhir_release=hapi.release)
+            for org, hapi in servers.items()
+        ]
+    )
+    settings.kafka.bootstrap_servers = namespace.kafka
+    settings.kafka.topic_prefix = namespace.prefix
+    settings.delivery.max_attempts = 2
+    async with running(settings, Metrics()):
+        failed = await asyncio.to_thread(namespace.consume, topics.DELIVERY_FAILED, 1)
+        audit = await asyncio.to_thread(namespace.consume, topics.AUDIT, 3)
+
+    assert [a["outcome"] for a in map(_json, audit)].count("0") == 2, "both were accepted"
+    at_r4 = await asyncio.to_thread(hapi_r4.read, "Encounter", from_r5["id"])
+    assert at_r4 is not None
+    assert at_r4["class"] == AMB
+    assert at_r4["period"] == PERIOD
+    assert at_r4["status"] == "finished"
+    at_r5 = await asyncio.to_thread(hapi_r5.read, "Encounter", from_r4["id"])
+    assert at_r5 is not None
+    assert at_r5["class"] == [{"coding": [AMB]}]
+    assert at_r5["actualPeriod"] == PERIOD
+    assert at_r5["status"] == "completed"
+    assert await asyncio.to_thread(hapi_r4.read, "Encounter", refused["id"]) is None
+    [record] = failed
+    headers = headers_dict(record.headers() or [])
+    assert headers[envelope.H_ERROR_CODE] == "unconvertible-no-equivalent-code"
+
+
+def _json(message: Any) -> Any:
+    return orjson.loads(message.value() or b"")

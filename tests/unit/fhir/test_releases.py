@@ -33,6 +33,16 @@ CLINICAL = {
         {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
     ]
 }
+FRENCH = {"coding": [{"system": "urn:ietf:bcp:47", "code": "fr"}]}
+ALLERGY_ACTIVE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            "code": "active",
+        }
+    ]
+}
+MEMBER = {"resourceType": "Practitioner", "id": "member"}
 PERIOD = {"start": "2026-11-02T08:00:00+01:00", "end": "2026-11-02T09:30:00+01:00"}
 ENTERER = {
     "coding": [
@@ -120,6 +130,7 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "allergy",
         {
             "resourceType": "AllergyIntolerance",
+            "clinicalStatus": ALLERGY_ACTIVE,
             "patient": SUBJECT,
             "type": "allergy",
             "recorder": PRACTITIONER,
@@ -127,6 +138,7 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         },
         {
             "resourceType": "AllergyIntolerance",
+            "clinicalStatus": ALLERGY_ACTIVE,
             "patient": SUBJECT,
             "type": {
                 "coding": [
@@ -193,11 +205,12 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "care-team",
         {
             "resourceType": "CareTeam",
+            "contained": [MEMBER],
             "subject": SUBJECT,
             "participant": [
                 {
                     "role": [CC],
-                    "member": PRACTITIONER,
+                    "member": {"reference": "#member"},
                     "onBehalfOf": {"reference": "Organization/o1"},
                     "period": PERIOD,
                 }
@@ -207,11 +220,12 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         },
         {
             "resourceType": "CareTeam",
+            "contained": [MEMBER],
             "subject": SUBJECT,
             "participant": [
                 {
                     "role": CC,
-                    "member": PRACTITIONER,
+                    "member": {"reference": "#member"},
                     "onBehalfOf": {"reference": "Organization/o1"},
                     "coveragePeriod": PERIOD,
                 }
@@ -318,8 +332,8 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "practitioner",
-        {"resourceType": "Practitioner", "communication": [CC]},
-        {"resourceType": "Practitioner", "communication": [{"language": CC}]},
+        {"resourceType": "Practitioner", "communication": [FRENCH]},
+        {"resourceType": "Practitioner", "communication": [{"language": FRENCH}]},
     ),
     (
         "observation",
