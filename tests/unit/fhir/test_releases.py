@@ -241,7 +241,10 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "subject": SUBJECT,
             "topic": CC,
             "reasonCode": [CC],
-            "payload": [{"contentString": "synthetic alert text"}],
+            "payload": [
+                {"contentString": "synthetic alert text"},
+                {"contentAttachment": {"contentType": "text/plain", "size": 12}},
+            ],
         },
         {
             "resourceType": "Communication",
@@ -249,7 +252,10 @@ PAIRS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "subject": SUBJECT,
             "topic": CC,
             "reason": [{"concept": CC}],
-            "payload": [{"contentCodeableConcept": {"text": "synthetic alert text"}}],
+            "payload": [
+                {"contentCodeableConcept": {"text": "synthetic alert text"}},
+                {"contentAttachment": {"contentType": "text/plain", "size": "12"}},
+            ],
         },
     ),
     (
@@ -571,6 +577,39 @@ REFUSED: list[tuple[str, dict[str, Any], Release, Release, str, str]] = [
         "R5",
         "primitive-extension",
         "AllergyIntolerance.type",
+    ),
+    (
+        "r4-task-restriction-without-focus",
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "focus": {"reference": "ServiceRequest/s1"},
+            "restriction": {"repetitions": 1},
+        },
+        "R4",
+        "R5",
+        "no-equivalent-element",
+        "Task.restriction",
+    ),
+    (
+        "r5-allergy-without-clinical-status",
+        {"resourceType": "AllergyIntolerance", "patient": SUBJECT},
+        "R5",
+        "R4",
+        "required-element-missing",
+        "AllergyIntolerance.clinicalStatus",
+    ),
+    (
+        "r5-extension-of-an-r4b-type",
+        {
+            "resourceType": "Patient",
+            "extension": [{"url": "urn:synth:ext", "valueCodeableReference": {"concept": CC}}],
+        },
+        "R5",
+        "R4",
+        "no-equivalent-element",
+        "Patient.extension[0].valueCodeableReference",
     ),
     (
         "r4-profile",

@@ -92,7 +92,7 @@ def convert(resource: Json, source: Release, target: Release) -> Json | Unconver
     if source == target:
         return resource
     try:
-        out = _convert(copy.deepcopy(resource), rtype, FAMILY[source], FAMILY[target])
+        out = _convert(copy.deepcopy(resource), rtype, FAMILY[source], target)
     except Refused as refused:
         return Unconvertible(refused.reason_code, refused.element)
     except (AttributeError, KeyError, TypeError, IndexError, ValueError):
@@ -127,26 +127,68 @@ def recipient_value(
 _HEADER_RELEASES: Final[dict[str, Release]] = {"R4": "R4", "R4B": "R4B", "R5": "R5"}
 
 
-def _convert(res: Json, rtype: str, source: Family, target: Family) -> Json:
+def _convert(res: Json, rtype: str, source: Family, release: Release) -> Json:
+    target = FAMILY[release]
     meta = res.get("meta")
     profiles = meta.get("profile") if isinstance(meta, dict) else None
     if profiles and source != target and not all(str(p).startswith(_CORE) for p in profiles):
         raise Refused("release-specific-profile", f"{rtype}.meta.profile")
     contained = res.get("contained")
     if isinstance(contained, list):
-        res["contained"] = [_contained(item, rtype, source, target) for item in contained]
+        res["contained"] = [_contained(item, rtype, source, release) for item in contained]
     if source == target:
         return res
     rules = UP if target == "R5" else DOWN
     rules[rtype](res, rtype)
+    _datatypes(res, rtype, release, 0)
     return res
 
 
-def _contained(item: Any, parent: str, source: Family, target: Family) -> Any:
+_ATTACHMENT: Final = frozenset({"contentType", "data", "url", "hash", "title", "creation"})
+_NOT_IN_R4: Final = frozenset({"valueCodeableReference", "valueRatioRange", "valueInteger64"})
+"""Extension value types R4 does not have (R4B and R5 datatypes)."""
+_MAX_UNSIGNED: Final = 2**31 - 1
+
+
+def _datatypes(value: Any, path: str, target: Release, depth: int) -> None:
+    """Datatypes that changed between the releases, wherever they are (contained excepted).
+
+    Attachment.size is an R4 unsignedInt (a JSON number) and an R5 integer64 (a JSON string);
+    R4B models accept extension values of R4B types (CodeableReference, RatioRange) that R4
+    lacks, so a resource for R4 is refused when it has one.
+    """
+    if depth > 64:
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _datatypes(item, f"{path}[{index}]", target, depth + 1)
+        return
+    if not isinstance(value, dict):
+        return
+    if "size" in value and _ATTACHMENT & value.keys():
+        value["size"] = _size(value["size"], f"{path}.size", target)
+    for key, item in value.items():
+        if key == "contained":
+            continue
+        if target == "R4" and key in _NOT_IN_R4:
+            raise Refused("no-equivalent-element", f"{path}.{key}")
+        _datatypes(item, f"{path}.{key}", target, depth + 1)
+
+
+def _size(size: Any, path: str, target: Release) -> Any:
+    if target == "R5":
+        return str(size) if isinstance(size, int) else size
+    number = int(size) if isinstance(size, str) and size.isdigit() else size
+    if isinstance(number, int) and 0 <= number <= _MAX_UNSIGNED:
+        return number
+    raise Refused("no-equivalent-element", path)
+
+
+def _contained(item: Any, parent: str, source: Family, release: Release) -> Any:
     ctype = item.get("resourceType") if isinstance(item, dict) else None
     if not isinstance(ctype, str) or ctype not in CARRIED | CONTAINED_ONLY:
         raise Refused("unsupported-type", f"{parent}.contained")
-    return _convert(item, ctype, source, target)
+    return _convert(item, ctype, source, release)
 
 
 def validation_problem(resource: Json, family: Family) -> Unconvertible | None:

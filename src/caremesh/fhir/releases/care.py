@@ -3,7 +3,7 @@ Practitioner between R4 and R5 (FML `<Type>4to5` / `<Type>5to4`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from caremesh.fhir.releases.common import (
     Json,
@@ -125,7 +125,19 @@ def communication_down(res: Json, path: str) -> None:
             payload["contentString"] = concept["text"]
 
 
+_TASK_CODE: Final = "http://hl7.org/fhir/CodeSystem/task-code"
+
+
+def _seeks_fulfillment(task: Json) -> bool:
+    """R5 tsk-1: a restriction needs a focus and the code `fulfill`."""
+    codings = (task.get("code") or {}).get("coding") or []
+    fulfill = any(c.get("system") == _TASK_CODE and c.get("code") == "fulfill" for c in codings)
+    return fulfill and "focus" in task
+
+
 def task_up(res: Json, path: str) -> None:
+    if "restriction" in res and not _seeks_fulfillment(res):  # R5 invariant tsk-1
+        raise Refused("no-equivalent-element", f"{path}.restriction")
     reason = as_concepts([res.pop("reasonCode")] if "reasonCode" in res else []) + as_references(
         [res.pop("reasonReference")] if "reasonReference" in res else []
     )

@@ -88,6 +88,10 @@ def allergy_up(res: Json, path: str) -> None:
 
 
 def allergy_down(res: Json, path: str) -> None:
+    verification = (res.get("verificationStatus") or {}).get("coding") or []
+    erroneous = any(c.get("code") == "entered-in-error" for c in verification)
+    if "clinicalStatus" not in res and not erroneous:  # R4 invariant ait-1
+        raise Refused("required-element-missing", f"{path}.clinicalStatus")
     kind = res.pop("type", None)
     if kind is not None:
         codings = kind.get("coding") or []
