@@ -27,6 +27,10 @@ information would be lost or its meaning would change:
   models (every result is validated; R4 with the R4B models, as the validate stage does).
 
 R4 and R4B are the same for the carried types, so R4 ↔ R4B is the identity (validated).
+
+Known limit: a converted resource is re-serialised from parsed JSON, so a decimal keeps its
+value but not its written precision (`1.50` becomes `1.5`, `1.0e18` an integer literal).
+Unconverted records are delivered byte for byte.
 """
 
 from __future__ import annotations
