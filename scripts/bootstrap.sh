@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install caremesh with its test, dev and bench extras (the bench's Faust rows
-# and their tests need faust-streaming); fetch the Kafka jars.
-# Idempotent: reinstalls only when pyproject.toml changed.
+# and their tests need faust-streaming); fetch the Kafka jars. Build the local HAPI FHIR server
+# (deploy/hapi) once. Idempotent: reinstalls only when pyproject.toml changed, rebuilds the
+# server only when its sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -19,6 +20,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 .venv/bin/caremesh kafka fetch >/dev/null
+.venv/bin/python -m caremesh.local.hapi build >/dev/null
 # The pseudonymisation engine's hot modules, compiled with mypyc (about a minute, only when
 # their sources changed); without a compiler the pure Python engine runs, slower.
 if ! .venv/bin/caremesh native build --quiet; then

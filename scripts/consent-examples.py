@@ -29,8 +29,8 @@ import httpx
 from pydantic import SecretStr
 
 from caremesh import topics
-from caremesh.kafka import admin as kafka_admin
 from caremesh.connectors.consent_api import create_app
+from caremesh.kafka import admin as kafka_admin
 from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings

@@ -2,6 +2,8 @@
 
 Tests that need Kafka take the `kafka` fixture. When no broker answers they are skipped on a
 developer machine, and fail under CI=true: CI never passes because a broker was missing.
+Tests that need a provider's real FHIR server take `hapi_r4` or `hapi_r5` (tests/support/hapi.py),
+under the same rule.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+
+pytest_plugins = ["tests.support.hapi"]  # the HAPI FHIR fixtures: hapi_r4, hapi_r5
 
 BOOTSTRAP = os.environ.get("CAREMESH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 

@@ -7,6 +7,7 @@ never payloads, patient identifiers, pseudonyms or keys.
     ├── ConfigurationError          bad settings, rule files, pathway definitions, command usage
     ├── KafkaUnavailableError       the broker did not answer or refused a write (transient)
     ├── LocalKafkaError             the local broker under deploy/kafka could not be run
+    ├── LocalHapiError              the local HAPI FHIR server under deploy/hapi could not be run
     ├── TopicMismatchError          an existing topic differs from the catalogue
     ├── RejectedInputError          input that can never be processed (goes to deadletter.v1)
     │   ├── InvalidFhirError        not FHIR, or fails validation
@@ -43,6 +44,10 @@ class KafkaUnavailableError(CaremeshError):
 
 class LocalKafkaError(CaremeshError):
     """The local single-node broker could not be fetched, formatted, started or stopped."""
+
+
+class LocalHapiError(CaremeshError):
+    """The local HAPI FHIR server (deploy/hapi) could not be built, started or stopped."""
 
 
 class TopicMismatchError(CaremeshError):

@@ -26,6 +26,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+FhirRelease = Literal["R4", "R4B", "R5"]
+"""The FHIR releases the platform reads and delivers: R4 4.0.1, R4B 4.3.0, R5 5.0.0."""
+
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -151,6 +154,9 @@ class OrganisationSettings(_Section):
     """How `caremesh deliver` sends to `fhir_endpoint`: `rest` (an update per resource at its
     recipient id, a Patient before what references it) or `transaction` (a transaction Bundle
     per patient batch, conditional on identifiers, so the receiver's own patient is matched)."""
+    fhir_release: FhirRelease = "R4"
+    """FHIR release its endpoint takes (R4, R4B, R5): delivery converts to it
+    (`CAREMESH_ORGANISATIONS`, each entry's `fhir_release`)."""
 
     @field_validator("id")
     @classmethod

@@ -220,6 +220,7 @@ def _org(args: argparse.Namespace, settings: Settings) -> int:
             endpoint=args.endpoint,
             subscriptions=args.subscribe,
             mode=args.mode,
+            fhir_release=args.fhir_release,
         )
         print(
             f"organisation {done.org}: topic {done.topic} {done.topic_action}, principal "
@@ -464,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     org.add_argument("name", help="organisation id (letters, digits, '-', '_')")
     org.add_argument("--territory", default=None, help="the territory it joins (add)")
     org.add_argument("--endpoint", default=None, help="its FHIR endpoint base URL (add)")
+    org.add_argument(
+        "--fhir-release",
+        choices=["R4", "R4B", "R5"],
+        default="R4",
+        help="the FHIR release its endpoint takes; delivery converts to it (add; default R4)",
+    )
     org.add_argument(
         "--subscribe",
         action="append",

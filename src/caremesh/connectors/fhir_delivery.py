@@ -18,6 +18,10 @@ Contract (DESIGN §4, §8):
   receiver's own record is matched, not duplicated; references to the Bundle's Patient point to
   its entry, other references to a patient by INS are conditional. All its records share the
   transaction's outcome; each still gets its AuditEvent, and its failed-topic record.
+- Each record is sent in the organisation's `fhir_release` (R4 default, R4B, R5), converted from
+  the release of its `caremesh-fhir-release` header by `caremesh.fhir.releases`; a record with
+  no faithful conversion is not sent and goes to delivery.failed.v1 at once with the code
+  `unconvertible-<reason>` and the element named in the reason (never a value).
 - 2xx is delivered. 5xx, 408, 429, timeouts and connection errors are retried with exponential
   backoff and jitter (`delivery.backoff_base_seconds` doubling up to `backoff_max_seconds`);
   any other status is a permanent failure. After `delivery.max_attempts` tries, or at once for a
@@ -68,6 +72,7 @@ from caremesh.envelope import Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import ConfigurationError, KafkaUnavailableError
 from caremesh.fhir.patient_key import INS_SYSTEM, find_ins
 from caremesh.fhir.recipient_ids import SOURCE_SYSTEM_PREFIX
+from caremesh.fhir.releases import Unconvertible, recipient_value
 from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.client import AIOKafkaConsumer, ConsumerRecord
 from caremesh.kafka.client import AioKafkaError as KafkaError
@@ -279,6 +284,7 @@ class Attempt:
     code: str | None
     attempts: int
     resource: str | None = None
+    reason: str | None = None
 
 
 # -- one organisation -----------------------------------------------------------------------
@@ -393,7 +399,8 @@ class OrganisationDelivery:
         ce_id = envelope.header_value(record.headers, envelope.H_ID) or ""
         if self._duplicate(ce_id):
             return
-        result = await self._deliver(client, record.value, ce_id)
+        value, refused = self._in_release(record.value, list(record.headers or ()))
+        result = refused or await self._deliver(client, value, ce_id)
         await self._settle([record], result, started)
 
     async def _transaction(
@@ -408,8 +415,12 @@ class OrganisationDelivery:
             ce_id = envelope.header_value(record.headers, envelope.H_ID) or ""
             if self._duplicate(ce_id):
                 continue
+            value, refused = self._in_release(record.value, list(record.headers or ()))
+            if refused is not None:
+                await self._settle([record], refused, started)
+                continue
             try:
-                resource = orjson.loads(record.value) if record.value is not None else None
+                resource = orjson.loads(value) if value is not None else None
             except orjson.JSONDecodeError:
                 resource = None
             if delivery_request(self.endpoint, resource) is None or not isinstance(resource, dict):
@@ -455,6 +466,18 @@ class OrganisationDelivery:
                 record.partition,
                 record.offset,
             )
+
+    def _in_release(
+        self, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> tuple[bytes | None, Attempt | None]:
+        """The value in the organisation's FHIR release, or the failure when none is faithful."""
+        source = envelope.header_value(headers, envelope.H_FHIR_RELEASE)
+        out = recipient_value(value, source, self.org.fhir_release)
+        if not isinstance(out, Unconvertible):
+            return out, None
+        origin = source or "R4"
+        reason = f"no faithful {origin}-to-{self.org.fhir_release} conversion of {out.element}"
+        return value, Attempt(f"unconvertible-{out.reason_code}", 0, reason=reason)
 
     async def _deliver(self, client: httpx.AsyncClient, value: bytes | None, ce_id: str) -> Attempt:
         try:
@@ -545,7 +568,7 @@ class OrganisationDelivery:
         result: Attempt,
     ) -> Output:
         code = result.code or "unknown"
-        reason = f"{code} after {result.attempts} attempt(s)"
+        reason = result.reason or f"{code} after {result.attempts} attempt(s)"
         extra: list[tuple[str, str | bytes | None]] = [
             (envelope.H_ERROR_CODE, code.encode()),
             (envelope.H_ERROR_STAGE, COMPONENT.encode()),

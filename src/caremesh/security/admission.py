@@ -36,7 +36,7 @@ from caremesh.security.acl import AclRule
 from caremesh.security.apply import apply_acls, existing_acls
 from caremesh.security.commands import platform
 from caremesh.security.principals import organisation_name
-from caremesh.settings import DeliveryMode, OrganisationSettings, Settings
+from caremesh.settings import DeliveryMode, FhirRelease, OrganisationSettings, Settings
 from caremesh.tables.organisations import Registration, effective, publish, read_registrations
 from caremesh.topics import (
     BASE_TOPICS,
@@ -154,6 +154,7 @@ def org_add(
     endpoint: str | None,
     subscriptions: list[str] | None = None,
     mode: DeliveryMode = "rest",
+    fhir_release: FhirRelease = "R4",
 ) -> Admission:
     """Admit an organisation (idempotent: a re-run changes nothing and keeps its password)."""
     org = OrganisationSettings(
@@ -161,6 +162,7 @@ def org_add(
         fhir_endpoint=endpoint,
         subscriptions=list(subscriptions or DEFAULT_SUBSCRIPTIONS),
         delivery_mode=mode,
+        fhir_release=fhir_release,
     )
     user = organisation_name(org.id)
     secret_file = secret_path(settings, org.id)
@@ -190,6 +192,7 @@ def org_add(
         fhir_endpoint=org.fhir_endpoint,
         subscriptions=tuple(org.subscriptions),
         delivery_mode=org.delivery_mode,
+        fhir_release=org.fhir_release,
     )
     before = registered.get(org.id)
     if before is None or replace(before, changed_at="") != replace(registration, changed_at=""):

@@ -2,8 +2,9 @@
 what every share stage and delivery connector follows, on whichever host it runs.
 
 A record is keyed by the organisation id; its value is the organisation's public registration,
-JSON `{id, name, territory, fhir_endpoint, subscriptions, delivery_mode, status, changed_at}`
-with `status` `active` or `removed`. No secret goes there (the endpoint token stays in the
+JSON `{id, name, territory, fhir_endpoint, subscriptions, delivery_mode, fhir_release, status,
+changed_at}` with `status` `active` or `removed` (one without `delivery_mode` is `rest`, one
+without `fhir_release` is R4). No secret goes there (the endpoint token stays in the
 configuration, the SCRAM password in the admin's secret file). The topic is compacted with one
 partition, so the latest registration of each organisation is kept for ever, in the order it was
 written; a `removed` record (rather than a tombstone) keeps a revocation in force for processes
@@ -34,12 +35,13 @@ from caremesh.errors import KafkaUnavailableError
 from caremesh.kafka.client import AioKafkaError as KafkaError
 from caremesh.kafka.config import KafkaTarget, confluent_config
 from caremesh.kafka.reading import open_from_beginning
-from caremesh.settings import DeliveryMode, OrganisationSettings, Settings
+from caremesh.settings import DeliveryMode, FhirRelease, OrganisationSettings, Settings
 
 log = logging.getLogger(__name__)
 
 Status = Literal["active", "removed"]
 RETRY_SECONDS: Final = 2.0
+_RELEASES: Final[dict[object, FhirRelease]] = {"R4": "R4", "R4B": "R4B", "R5": "R5"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class Registration:
     fhir_endpoint: str | None = None
     subscriptions: tuple[str, ...] = ()
     delivery_mode: DeliveryMode = "rest"
+    fhir_release: FhirRelease = "R4"
     changed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
@@ -68,6 +71,7 @@ class Registration:
                 "fhir_endpoint": self.fhir_endpoint,
                 "subscriptions": list(self.subscriptions),
                 "delivery_mode": self.delivery_mode,
+                "fhir_release": self.fhir_release,
                 "status": self.status,
                 "changed_at": self.changed_at,
             }
@@ -81,6 +85,7 @@ class Registration:
             fhir_endpoint=self.fhir_endpoint,
             subscriptions=list(self.subscriptions),
             delivery_mode=self.delivery_mode,
+            fhir_release=self.fhir_release,
         )
 
     @classmethod
@@ -101,12 +106,14 @@ class Registration:
         subscriptions = data.get("subscriptions") or []
         endpoint = data.get("fhir_endpoint")
         mode = data.get("delivery_mode") or "rest"
+        release = data.get("fhir_release") or "R4"  # registrations written before it: R4
         if (
             mode not in ("rest", "transaction")
             or status not in ("active", "removed")
             or not isinstance(subscriptions, list)
             or not all(isinstance(s, str) for s in subscriptions)
             or not (endpoint is None or isinstance(endpoint, str))
+            or release not in _RELEASES
         ):
             log.warning("organisation registry record skipped: invalid-registration")
             return None
@@ -118,6 +125,7 @@ class Registration:
             fhir_endpoint=endpoint,
             subscriptions=tuple(subscriptions),
             delivery_mode="transaction" if mode == "transaction" else "rest",
+            fhir_release=_RELEASES[release],
             changed_at=str(data.get("changed_at") or ""),
         )
         try:

@@ -71,3 +71,36 @@ def test_a_care_team_names_an_organisation_before_it_is_a_member() -> None:
     assert sharing.recipients(state, "Observation", {"clinic-new": frozenset({"Observation"})}) == [
         "clinic-new"
     ]
+
+
+def test_a_registration_carries_the_release_the_organisation_takes() -> None:
+    registry = OrganisationRegistry()
+    registry.apply(*_record(Registration("clinic-r5", fhir_release="R5")))
+    assert registry.organisations["clinic-r5"].fhir_release == "R5"
+    older = {"id": "clinic-old", "status": "active", "subscriptions": []}  # written before it
+    registry.apply(b"clinic-old", orjson.dumps(older))
+    assert registry.organisations["clinic-old"].fhir_release == "R4"
+    bad = {"id": "clinic-bad", "status": "active", "fhir_release": "R6"}
+    assert Registration.parse(b"clinic-bad", orjson.dumps(bad)) is None
+
+
+@pytest.mark.parametrize(("given", "expected"), [([], "R4"), (["--fhir-release", "R5"], "R5")])
+def test_org_add_declares_the_fhir_release(
+    monkeypatch: pytest.MonkeyPatch, given: list[str], expected: str
+) -> None:
+    from pathlib import Path
+
+    from caremesh.cli import main as cli
+    from caremesh.security import admission
+    from caremesh.settings import Settings
+
+    seen: dict[str, object] = {}
+
+    def fake_org_add(settings: Settings, org_id: str, **kwargs: object) -> admission.Admission:
+        seen.update(kwargs)
+        return admission.Admission(org_id, f"org-{org_id}", Path("x"), "t", "kept", False, 0)
+
+    monkeypatch.setattr(admission, "org_add", fake_org_add)
+    args = cli.build_parser().parse_args(["org", "add", "clinic", "--territory", "t", *given])
+    assert cli._org(args, Settings()) == 0
+    assert seen["fhir_release"] == expected
