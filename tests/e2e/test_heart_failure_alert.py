@@ -80,7 +80,14 @@ def test_weight_gain_posted_over_http_reaches_the_coordinator_in_the_browser(
     diagnosis = {
         "resourceType": "Condition",
         "id": "hf-dx",
-        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I50.0"}]},
         "subject": {"identifier": {"system": INS, "value": PATIENT}},
         "onsetDateTime": (now - timedelta(days=200)).isoformat(),

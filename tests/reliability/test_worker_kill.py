@@ -65,7 +65,14 @@ def _copd(p: int, now: datetime) -> dict[str, object]:
     return {
         "resourceType": "Condition",
         "id": f"dx-{p}",
-        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "J44.1"}]},
         "subject": _subject(p),
         "onsetDateTime": (now - timedelta(days=30)).isoformat(),

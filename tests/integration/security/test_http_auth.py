@@ -263,8 +263,9 @@ def test_static_tokens_and_es256_tokens_keep_working(servers: Servers, keys: Key
     by_name = {r.name: r for r in ROUTES}
     assert _call(servers, by_name["ingest-resource"], SOURCE_TOKEN).status_code == 202
     assert _call(servers, by_name["consent-list"], ADMIN_TOKEN).status_code == 200
-    # a source's static token is no consent administrator's token, and the reverse
-    assert _call(servers, by_name["consent-list"], SOURCE_TOKEN).status_code == 401
+    # a source's static token is no consent administrator's token, and the reverse: the consent
+    # API knows a source (it may record its own Consents) but refuses it the listing (403)
+    assert _call(servers, by_name["consent-list"], SOURCE_TOKEN).status_code == 403
     assert _call(servers, by_name["ingest-resource"], ADMIN_TOKEN).status_code == 401
     es256 = keys.token(["auditor"], signer="ec")
     assert _call(servers, by_name["consent-list"], es256).status_code == 200
