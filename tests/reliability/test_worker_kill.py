@@ -25,6 +25,7 @@ import pytest
 
 from caremesh import envelope
 from caremesh.envelope import Envelope, child_message_id, message_id
+from caremesh.fhir.recipient_ids import SOURCE_SYSTEM_PREFIX
 from tests.reliability.pipeline import (
     MASTER_KEY,
     STUDIES,
@@ -45,6 +46,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.reliability]
 KILLS = size(5, 5, "CAREMESH_RELIABILITY_KILLS")
 SESSION_TIMEOUT = "6"
 ORGS = json.dumps([{"id": "org-a", "subscriptions": ["Observation"]}])
+
+
+def _source_id(resource: dict[str, object]) -> str:
+    """The id the source gave a resource: recipients get it as an identifier (DESIGN §8)."""
+    for identifier in resource.get("identifier") or []:  # type: ignore[attr-defined]
+        if str(identifier.get("system", "")).startswith(SOURCE_SYSTEM_PREFIX):
+            return str(identifier["value"])
+    return str(resource["id"])
 
 
 def _subject(p: int) -> dict[str, object]:
@@ -192,7 +201,7 @@ def test_worker_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(
             "pathway.alerts.v1",
         ):
             outputs[name] = read_all(ns.kafka, ns.topic(name), settle=2)
-        outbox_ids = {orjson.loads(m.value())["id"] for m in outputs["outbox.org-a.v1"]}
+        outbox_ids = {_source_id(orjson.loads(m.value())) for m in outputs["outbox.org-a.v1"]}
         research = {header(m, envelope.H_ID) for m in outputs["research.study-b.v1"]}
         alerted = {m.key() for m in outputs["pathway.alerts.v1"]}
         status[0] = (
@@ -215,7 +224,7 @@ def test_worker_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(
     research, alerts = outputs["research.study-b.v1"], outputs["pathway.alerts.v1"]
 
     def rid(m: object) -> str:
-        return str(orjson.loads(m.value())["id"])  # type: ignore[attr-defined]
+        return _source_id(orjson.loads(m.value()))  # type: ignore[attr-defined]
 
     def obs_seq(m: object) -> int | None:
         resource_id = rid(m)
