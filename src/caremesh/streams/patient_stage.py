@@ -10,8 +10,11 @@ reading topics keyed by the patient key. This module gives them:
   patient-keyed topics;
 - audit records for `audit.v1`;
 - dead letters sealed under the patient's vault data key (`caremesh.tables.deadletters`), so the
-  erasure
-  tombstone shreds them, or written with neither key nor value when the patient is erased.
+  erasure tombstone shreds them, or written with neither key nor value when the patient is erased;
+- their records as plain data (`Record`): the runner turns each consumed message into one, and
+  decodes a clinical.fhir.v1 record's resource once for every stage (a record that is not a FHIR
+  resource goes to the dead letters before any stage code runs). Stage handlers are module-level
+  functions of a context and a `Record`, unit-tested without a broker.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -31,7 +35,7 @@ from caremesh.consent import ConsentPolicy, Decision, DecisionQuery, evaluate
 from caremesh.consent.erasure import VAULT_RECORD_TYPE
 from caremesh.consent.model import ERASURE_ID, Consent
 from caremesh.envelope import KeyId, PatientKey
-from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.errors import ConfigurationError, KafkaUnavailableError, RejectedInputError
 from caremesh.kafka import config as kafka_config
 from caremesh.kafka.admin import ensure_compacted
 from caremesh.kafka.client import Message, Producer
@@ -39,11 +43,11 @@ from caremesh.kafka.io import Output
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.settings import Settings
-from caremesh.streams.batch import BatchRunner, Handler
+from caremesh.streams.batch import BatchRunner
 from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
 from caremesh.tables.deadletters import Origin, PatientKeyStore, protect
 from caremesh.tables.state import PartitionState
-from caremesh.topics import AUDIT, DEADLETTER, KEYS_PATIENT
+from caremesh.topics import AUDIT, CLINICAL_FHIR, DEADLETTER, KEYS_PATIENT
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,93 @@ def patient_of(msg: Message) -> str:
 def text_headers(msg: Message) -> dict[str, str]:
     """A record's Kafka headers as text."""
     return envelope.headers_dict(msg.headers() or [])  # type: ignore[arg-type]
+
+
+RecordHeaders = tuple[tuple[str, str | bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record as plain data: what a stage handler is given.
+
+    `topic` is the catalogue name (`clinical.fhir.v1`), without the deployment's prefix;
+    `resource` is the decoded FHIR resource of a clinical.fhir.v1 record (None elsewhere)."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    headers: RecordHeaders = ()
+    partition: int = 0
+    offset: int = 0
+    time: float = 0.0
+    resource: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def patient(self) -> str:
+        """The patient key the record is keyed by."""
+        return self.key.decode("utf-8", "replace")
+
+    @property
+    def text_headers(self) -> dict[str, str]:
+        """The record's headers as text."""
+        return envelope.headers_dict(self.headers)
+
+    @property
+    def clinical(self) -> dict[str, Any]:
+        """The decoded resource of a clinical record (a stage bug if there is none)."""
+        if self.resource is None:
+            raise RejectedInputError("invalid-record", f"a {self.topic} record has no resource")
+        return self.resource
+
+
+RecordHandler = Callable[[Record], list[Output]]
+
+
+class ConsentGate(Protocol):
+    """What a stage handler asks of consent: the patient's consents, and an audited decision
+    (`PatientStage` is one; a unit test builds one over a fixed set of consents)."""
+
+    def consents(self, patient: str) -> tuple[Consent, ...]:
+        """The patient's consents as folded so far."""
+        ...
+
+    def decide(
+        self,
+        consents: Sequence[Consent],
+        query: DecisionQuery,
+        policy: ConsentPolicy,
+        audit_id: str,
+        now: datetime,
+    ) -> tuple[Decision, Output]:
+        """A consent decision and its AuditEvent for audit.v1."""
+        ...
+
+
+def decode_clinical(value: bytes | None) -> dict[str, Any]:
+    """A clinical.fhir.v1 value as a FHIR resource; a value that is not one is rejected."""
+    try:
+        resource = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
+    if not isinstance(resource, dict):
+        raise RejectedInputError("invalid-record", "clinical record is not a FHIR resource")
+    return resource
+
+
+def to_record(msg: Message, prefix: str) -> Record:
+    """A consumed message as a `Record` (a clinical record's resource decoded)."""
+    topic = (msg.topic() or "").removeprefix(prefix)
+    value = msg.value()
+    return Record(
+        topic=topic,
+        key=msg.key() or b"",
+        value=value,
+        headers=tuple(msg.headers() or ()),  # type: ignore[arg-type]
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        time=record_time(msg),
+        resource=decode_clinical(value) if topic == CLINICAL_FHIR else None,
+    )
 
 
 class PatientStage:
@@ -212,7 +303,7 @@ class PatientStage:
         self,
         *,
         sources: Sequence[str],
-        handler: Handler,
+        handler: RecordHandler,
         states: Sequence[PartitionState] = (),
         on_batch_start: Callable[[list[Message]], None] | None = None,
         on_tick: Callable[[], list[Output]] | None = None,
@@ -220,8 +311,14 @@ class PatientStage:
         prepare: Callable[[], None] | None = None,
     ) -> BatchRunner:
         """The stage's batch runner: its group, its states created and loaded, the ledger
-        followed and caught up before each batch, dead letters sealed."""
+        followed and caught up before each batch, each message given to `handler` as a `Record`,
+        dead letters sealed."""
         settings = self.settings
+        prefix = self.prefix
+
+        def handle(msg: Message) -> list[Output]:
+            return handler(to_record(msg, prefix))
+
         prepared: list[bool] = []
 
         def prepare_all() -> None:
@@ -247,7 +344,7 @@ class PatientStage:
             bootstrap=settings.kafka,
             group_id=f"{settings.worker.app_id}-{self.stage}",
             source=[self.prefix + s for s in sources],
-            handler=handler,
+            handler=handle,
             metrics=self.metrics,
             deadletter_topic=self.prefix + DEADLETTER,
             states=states,

@@ -20,13 +20,18 @@ written and the input committed, so every published pseudonym can be re-identifi
 audited route until the patient is erased. On an erasure it writes the key tombstone too
 (idempotent with the consent API's), after the retractions, so a vault record written by a race
 just before the erasure is shredded as well.
+
+The handlers are module-level functions of the stage's context (`ResearchContext`) and a
+`Record`, unit-tested without a broker (tests/unit/streams/test_research_stage.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,9 +51,9 @@ from caremesh.consent.erasure import (
 from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import Envelope, KeyId, PatientKey
-from caremesh.errors import ConfigurationError, RejectedInputError
-from caremesh.kafka.client import Message
+from caremesh.errors import ConfigurationError
 from caremesh.kafka.io import Output
+from caremesh.metrics import Metrics
 from caremesh.pseudonym import native
 from caremesh.pseudonym.engine import Anonymizer
 from caremesh.pseudonym.keys import Keyring, VaultKeys, master_key_bytes, vault_keys
@@ -60,7 +65,8 @@ from caremesh.research.records import RETRACTION, retraction_value
 from caremesh.settings import Settings, StudySettings
 from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import WorkerApp
-from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
+from caremesh.streams.patient_stage import ConsentGate, PatientStage, Record
+from caremesh.tables.state import PartitionState
 from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, research_topic
 
 log = logging.getLogger(__name__)
@@ -124,6 +130,175 @@ def study_runtimes(settings: Settings) -> list[StudyRuntime]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ResearchContext:
+    """What the research handlers work with: the studies, their topics, the released studies
+    per patient, the vault keys, consent."""
+
+    studies: Sequence[StudyRuntime]
+    topics: Mapping[str, str]
+    """Study id → its (prefixed) research topic."""
+    keys_topic: str
+    sealing: VaultKeys
+    released: PartitionState
+    gate: ConsentGate
+    data_key: Callable[[PatientKey], bytes | None]
+    """The data key of the patient's current vault record (kept when it is re-sealed)."""
+    wait_folded: Callable[[int, int], None]
+    """Wait until the consent ledger has folded (partition, offset)."""
+    metrics: Metrics
+
+
+def _released_to(ctx: ResearchContext, partition: int, patient: str) -> set[str]:
+    raw = ctx.released.get(partition, patient.encode()) or b""
+    return set(filter(None, raw.decode().split(",")))
+
+
+def _register(ctx: ResearchContext, patient: str, study_ids: set[str], ce_id: str) -> Output:
+    """The patient's sealed vault record, written ahead of the patient's first research
+    record (the runner has both acknowledged before it stores `released` and commits)."""
+    key = PatientKey(patient)
+    vault = ctx.studies[0].vault
+    pseudonyms = {sid: vault.pseudonym_for(sid, key) for sid in sorted(study_ids)}
+    env = Envelope(
+        envelope.child_message_id(ce_id or str(uuid.uuid4()), "vault"),
+        "urn:caremesh:stage:research",
+        VAULT_RECORD_TYPE,
+        content_type="application/json",
+    )
+    data_key = ctx.data_key(key)  # keep it: dead letters are sealed with it
+    return Output(
+        ctx.keys_topic,
+        patient.encode(),
+        seal_record(ctx.sealing, key, pseudonyms, data_key=data_key),
+        env.headers(),
+    )
+
+
+def on_clinical(ctx: ResearchContext, rec: Record) -> list[Output]:
+    """A clinical record to every study whose consent decision permits it, pseudonymised."""
+    patient = rec.patient
+    partition = rec.partition
+    resource = rec.clinical
+    consents = ctx.gate.consents(patient)
+    ce_id = rec.text_headers.get(envelope.H_ID, "")
+    rtype = str(resource.get("resourceType", ""))
+    labels = sharing.security_labels(resource)
+    now = datetime.now(UTC)
+    outputs: list[Output] = []
+    permitted: list[StudyRuntime] = []
+    for study in ctx.studies:
+        sid = study.settings.id
+        query = DecisionQuery(
+            patient=PatientKey(patient),
+            purpose=study.settings.purpose,
+            now=now,
+            actor=study.actor,
+            resource_type=rtype,
+            security_labels=labels,
+        )
+        audit_id = envelope.child_message_id(ce_id or patient, f"research:{sid}")
+        decision, audit = ctx.gate.decide(consents, query, study.policy, audit_id, now)
+        outputs.append(audit)
+        if decision.permitted:
+            permitted.append(study)
+    if not permitted:
+        return outputs
+    had = _released_to(ctx, partition, patient)
+    wanted = had | {s.settings.id for s in permitted}
+    if wanted != had:
+        outputs.append(_register(ctx, patient, wanted, ce_id))
+    for study in permitted:
+        sid = study.settings.id
+        result = study.anonymizer.anonymize(resource, patient_key=patient)
+        pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
+        env = Envelope(
+            envelope.child_message_id(ce_id or pseudonym, sid),
+            f"urn:caremesh:study:{sid}",
+            envelope.fhir_event_type(rtype),
+            extra={envelope.H_KEY_ID: str(result.key_id or study.key_id)},
+        )
+        outputs.append(
+            Output(
+                ctx.topics[sid], pseudonym.encode(), orjson.dumps(result.resource), env.headers()
+            )
+        )
+        ctx.metrics.research_records.labels(sid, "resource").inc()
+        ctx.metrics.messages_out.labels(STAGE).inc()
+    if wanted != had:
+        outputs.append(
+            ctx.released.put(partition, patient.encode(), ",".join(sorted(wanted)).encode())
+        )
+    return outputs
+
+
+def on_consent(ctx: ResearchContext, rec: Record) -> list[Output]:
+    """A consent event: a retraction to each released study the patient's consent now denies
+    (and the key tombstone after an erasure)."""
+    patient = rec.patient
+    partition = rec.partition
+    had = _released_to(ctx, partition, patient)
+    if not had:
+        return []
+    # the batch waited for the ledger as of this record's timestamp, which is set before
+    # the broker appends it: wait for the record itself to be folded
+    ctx.wait_folded(partition, rec.offset)
+    consents = ctx.gate.consents(patient)
+    now = datetime.now(UTC)
+    outputs: list[Output] = []
+    retracted: set[str] = set()
+    erased = False
+    for study in ctx.studies:
+        sid = study.settings.id
+        if sid not in had:
+            continue
+        query = DecisionQuery(
+            patient=PatientKey(patient),
+            purpose=study.settings.purpose,
+            now=now,
+            actor=study.actor,
+        )
+        decision = evaluate_consent(consents, query, study.policy)
+        if decision.permitted:
+            continue
+        pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
+        env = Envelope(
+            envelope.child_message_id(pseudonym, f"retraction:{rec.offset}"),
+            f"urn:caremesh:study:{sid}",
+            "org.caremesh.research.retraction",
+            content_type="application/json",
+        )
+        reason = retraction_reason(decision)
+        erased = erased or reason == REASON_ERASURE
+        outputs.append(
+            Output(
+                ctx.topics[sid],
+                pseudonym.encode(),
+                retraction_value(sid, pseudonym, now, reason),
+                env.headers(),
+            )
+        )
+        ctx.metrics.research_records.labels(sid, RETRACTION).inc()
+        retracted.add(sid)
+    if erased:
+        env = Envelope(
+            str(uuid.uuid4()),
+            "urn:caremesh:stage:research",
+            KEY_TOMBSTONE_TYPE,
+            content_type="application/octet-stream",
+        )
+        outputs.append(Output(ctx.keys_topic, patient.encode(), None, env.headers()))
+    if retracted:
+        left = ",".join(sorted(had - retracted)).encode()
+        outputs.append(ctx.released.put(partition, patient.encode(), left or None))
+    return outputs
+
+
+def handle(ctx: ResearchContext, rec: Record) -> list[Output]:
+    """One record of the stage's sources."""
+    return on_consent(ctx, rec) if rec.topic == CONSENT_EVENTS else on_clinical(ctx, rec)
+
+
 def install(app: WorkerApp, settings: Settings) -> None:
     """Register the research stage (clinical records and consent events) on the worker."""
     studies = study_runtimes(settings)
@@ -137,161 +312,23 @@ def install(app: WorkerApp, settings: Settings) -> None:
     )
     stage = PatientStage(settings, STAGE, app.metrics)
     prefix = settings.kafka.topic_prefix
-    consent_topic = prefix + CONSENT_EVENTS
-    topics = {s.settings.id: prefix + research_topic(s.settings.id) for s in studies}
-    keys_topic = prefix + KEYS_PATIENT
-    sealing = stage_vault_keys(settings)
-    vault = studies[0].vault
     released = stage.state("released")
-    metrics = stage.metrics
-
-    def released_to(partition: int, patient: str) -> set[str]:
-        raw = released.get(partition, patient.encode()) or b""
-        return set(filter(None, raw.decode().split(",")))
-
-    def on_clinical(msg: Message) -> list[Output]:
-        patient = patient_of(msg)
-        partition = msg.partition() or 0
-        try:
-            resource: dict[str, Any] = orjson.loads(msg.value() or b"")
-        except orjson.JSONDecodeError:
-            raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
-        consents = stage.consents(patient)
-        ce_id = text_headers(msg).get(envelope.H_ID, "")
-        rtype = str(resource.get("resourceType", ""))
-        labels = sharing.security_labels(resource)
-        now = datetime.now(UTC)
-        outputs: list[Output] = []
-        permitted: list[StudyRuntime] = []
-        for study in studies:
-            sid = study.settings.id
-            query = DecisionQuery(
-                patient=PatientKey(patient),
-                purpose=study.settings.purpose,
-                now=now,
-                actor=study.actor,
-                resource_type=rtype,
-                security_labels=labels,
-            )
-            audit_id = envelope.child_message_id(ce_id or patient, f"research:{sid}")
-            decision, audit = stage.decide(consents, query, study.policy, audit_id, now)
-            outputs.append(audit)
-            if decision.permitted:
-                permitted.append(study)
-        if not permitted:
-            return outputs
-        had = released_to(partition, patient)
-        wanted = had | {s.settings.id for s in permitted}
-        if wanted != had:
-            outputs.append(register(patient, wanted, ce_id))
-        for study in permitted:
-            sid = study.settings.id
-            result = study.anonymizer.anonymize(resource, patient_key=patient)
-            pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
-            env = Envelope(
-                envelope.child_message_id(ce_id or pseudonym, sid),
-                f"urn:caremesh:study:{sid}",
-                envelope.fhir_event_type(rtype),
-                extra={envelope.H_KEY_ID: str(result.key_id or study.key_id)},
-            )
-            outputs.append(
-                Output(
-                    topics[sid], pseudonym.encode(), orjson.dumps(result.resource), env.headers()
-                )
-            )
-            metrics.research_records.labels(sid, "resource").inc()
-            metrics.messages_out.labels(STAGE).inc()
-        if wanted != had:
-            outputs.append(
-                released.put(partition, patient.encode(), ",".join(sorted(wanted)).encode())
-            )
-        return outputs
-
-    def register(patient: str, study_ids: set[str], ce_id: str) -> Output:
-        """The patient's sealed vault record, written ahead of the patient's first research
-        record (the runner has both acknowledged before it stores `released` and commits)."""
-        key = PatientKey(patient)
-        pseudonyms = {sid: vault.pseudonym_for(sid, key) for sid in sorted(study_ids)}
-        env = Envelope(
-            envelope.child_message_id(ce_id or str(uuid.uuid4()), "vault"),
-            "urn:caremesh:stage:research",
-            VAULT_RECORD_TYPE,
-            content_type="application/json",
-        )
-        data_key = stage.current_data_key(key)  # keep it: dead letters are sealed with it
-        return Output(
-            keys_topic,
-            patient.encode(),
-            seal_record(sealing, key, pseudonyms, data_key=data_key),
-            env.headers(),
-        )
-
-    def on_consent(msg: Message) -> list[Output]:
-        patient = patient_of(msg)
-        partition = msg.partition() or 0
-        had = released_to(partition, patient)
-        if not had:
-            return []
-        # the batch waited for the ledger as of this record's timestamp, which is set before
-        # the broker appends it: wait for the record itself to be folded
-        stage.ledger.wait_folded(partition, msg.offset() or 0)
-        consents = stage.consents(patient)
-        now = datetime.now(UTC)
-        outputs: list[Output] = []
-        retracted: set[str] = set()
-        erased = False
-        for study in studies:
-            sid = study.settings.id
-            if sid not in had:
-                continue
-            query = DecisionQuery(
-                patient=PatientKey(patient),
-                purpose=study.settings.purpose,
-                now=now,
-                actor=study.actor,
-            )
-            decision = evaluate_consent(consents, query, study.policy)
-            if decision.permitted:
-                continue
-            pseudonym = study.vault.pseudonym_for(sid, PatientKey(patient))
-            env = Envelope(
-                envelope.child_message_id(pseudonym, f"retraction:{msg.offset()}"),
-                f"urn:caremesh:study:{sid}",
-                "org.caremesh.research.retraction",
-                content_type="application/json",
-            )
-            reason = retraction_reason(decision)
-            erased = erased or reason == REASON_ERASURE
-            outputs.append(
-                Output(
-                    topics[sid],
-                    pseudonym.encode(),
-                    retraction_value(sid, pseudonym, now, reason),
-                    env.headers(),
-                )
-            )
-            metrics.research_records.labels(sid, RETRACTION).inc()
-            retracted.add(sid)
-        if erased:
-            env = Envelope(
-                str(uuid.uuid4()),
-                "urn:caremesh:stage:research",
-                KEY_TOMBSTONE_TYPE,
-                content_type="application/octet-stream",
-            )
-            outputs.append(Output(keys_topic, patient.encode(), None, env.headers()))
-        if retracted:
-            left = ",".join(sorted(had - retracted)).encode()
-            outputs.append(released.put(partition, patient.encode(), left or None))
-        return outputs
-
-    def handle(msg: Message) -> list[Output]:
-        return on_consent(msg) if msg.topic() == consent_topic else on_clinical(msg)
-
+    ctx = ResearchContext(
+        studies=studies,
+        topics={s.settings.id: prefix + research_topic(s.settings.id) for s in studies},
+        keys_topic=prefix + KEYS_PATIENT,
+        sealing=stage_vault_keys(settings),
+        released=released,
+        gate=stage,
+        data_key=stage.current_data_key,
+        # the ledger follower is made when the runner prepares, not at install
+        wait_folded=lambda partition, offset: stage.ledger.wait_folded(partition, offset),  # noqa: PLW0108
+        metrics=stage.metrics,
+    )
     app.stages.append(
         stage.runner(
             sources=[CLINICAL_FHIR, CONSENT_EVENTS],
-            handler=handle,
+            handler=functools.partial(handle, ctx),
             states=[released],
             on_batch_start=stage.fold_keys,
             prepare=lambda: warm_up(studies),

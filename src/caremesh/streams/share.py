@@ -35,7 +35,6 @@ from caremesh.consent import DecisionQuery
 from caremesh.consent.model import ActorRef
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import PatientKey
-from caremesh.errors import RejectedInputError
 from caremesh.fhir.elements import clinical_date
 from caremesh.fhir.golden_patient import merge_patient
 from caremesh.fhir.patient_key import source_patient_key
@@ -46,12 +45,11 @@ from caremesh.fhir.recipient_ids import (
     for_recipients,
     ins_of_key,
 )
-from caremesh.kafka.client import Message
 from caremesh.kafka.io import Output
 from caremesh.settings import Settings
 from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import WorkerApp
-from caremesh.streams.patient_stage import PatientStage, patient_of, text_headers
+from caremesh.streams.patient_stage import PatientStage, Record
 from caremesh.tables.organisations import OrganisationRegistry, follow
 from caremesh.topics import CLINICAL_FHIR, ORGANISATIONS, outbox_topic
 
@@ -85,17 +83,12 @@ def install(app: WorkerApp, settings: Settings) -> None:
     metrics = stage.metrics
     out = metrics.messages_out.labels(STAGE)
 
-    def share_one(msg: Message) -> list[Output]:
-        value: bytes = msg.value() or b""
-        patient = patient_of(msg)
-        partition = msg.partition() or 0
-        try:
-            resource: dict[str, Any] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
-        if not isinstance(resource, dict):
-            raise RejectedInputError("invalid-record", "clinical record is not a FHIR resource")
-        headers = text_headers(msg)
+    def share_one(rec: Record) -> list[Output]:
+        value: bytes = rec.value or b""
+        patient = rec.patient
+        partition = rec.partition
+        resource = rec.clinical
+        headers = rec.text_headers
         ce_id = headers.get(envelope.H_ID, "")
         outputs: list[Output] = []
         raw_team = teams.get(partition, patient.encode())
@@ -173,7 +166,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
         else:
             targets = sharing.recipients(team, rtype, registry.subscriptions)
         out_headers: list[tuple[str, str | bytes | None]] = [
-            (str(h[0]), h[1]) for h in (msg.headers() or []) if h[0] != envelope.H_CONSENT_DECISIONS
+            (str(h[0]), h[1]) for h in rec.headers if h[0] != envelope.H_CONSENT_DECISIONS
         ]
         for org in targets:
             if rtype != PATIENT:
