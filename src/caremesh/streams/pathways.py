@@ -48,7 +48,8 @@ from caremesh.pathways import evaluate as evaluate_pathway
 from caremesh.pathways import tick as tick_pathway
 from caremesh.settings import Settings
 from caremesh.streams.batch import WorkerApp
-from caremesh.streams.patient_stage import ConsentGate, PatientStage, Record
+from caremesh.streams.patient_stage import ConsentGate, PatientStage
+from caremesh.streams.record import Record
 from caremesh.tables.state import PartitionState
 from caremesh.topics import CLINICAL_FHIR, PATHWAY_ACTIONS, PATHWAY_ALERTS
 

@@ -11,19 +11,17 @@ reading topics keyed by the patient key. This module gives them:
 - audit records for `audit.v1`;
 - dead letters sealed under the patient's vault data key (`caremesh.tables.deadletters`), so the
   erasure tombstone shreds them, or written with neither key nor value when the patient is erased;
-- their records as plain data (`Record`): the runner turns each consumed message into one, and
-  decodes a clinical.fhir.v1 record's resource once for every stage (a record that is not a FHIR
-  resource goes to the dead letters before any stage code runs). Stage handlers are module-level
-  functions of a context and a `Record`, unit-tested without a broker.
+- their records as plain data (`caremesh.streams.record.Record`): the runner turns each consumed
+  message into one, and decodes a clinical.fhir.v1 record's resource once for every stage (a
+  record that is not a FHIR resource goes to the dead letters before any stage code runs). Stage
+  handlers are module-level functions of a context and a `Record`, unit-tested without a broker.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,7 +33,7 @@ from caremesh.consent import ConsentPolicy, Decision, DecisionQuery, evaluate
 from caremesh.consent.erasure import VAULT_RECORD_TYPE
 from caremesh.consent.model import ERASURE_ID, Consent
 from caremesh.envelope import KeyId, PatientKey
-from caremesh.errors import ConfigurationError, KafkaUnavailableError, RejectedInputError
+from caremesh.errors import ConfigurationError, KafkaUnavailableError
 from caremesh.kafka import config as kafka_config
 from caremesh.kafka.admin import ensure_compacted
 from caremesh.kafka.client import Message, Producer
@@ -44,10 +42,11 @@ from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.settings import Settings
 from caremesh.streams.batch import BatchRunner
+from caremesh.streams.record import RecordHandler, patient_of, record_time, to_record
 from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
 from caremesh.tables.deadletters import Origin, PatientKeyStore, protect
 from caremesh.tables.state import PartitionState
-from caremesh.topics import AUDIT, CLINICAL_FHIR, DEADLETTER, KEYS_PATIENT
+from caremesh.topics import AUDIT, DEADLETTER, KEYS_PATIENT
 
 log = logging.getLogger(__name__)
 
@@ -74,62 +73,6 @@ def patient_key_store(settings: Settings) -> PatientKeyStore | None:
     return store
 
 
-def record_time(msg: Message) -> float:
-    """A record's timestamp in epoch seconds (now when it has none)."""
-    _, ms = msg.timestamp()
-    return ms / 1000.0 if ms and ms > 0 else time.time()
-
-
-def patient_of(msg: Message) -> str:
-    """The patient key a record is keyed by."""
-    return (msg.key() or b"").decode("utf-8", "replace")
-
-
-def text_headers(msg: Message) -> dict[str, str]:
-    """A record's Kafka headers as text."""
-    return envelope.headers_dict(msg.headers() or [])  # type: ignore[arg-type]
-
-
-RecordHeaders = tuple[tuple[str, str | bytes | None], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed record as plain data: what a stage handler is given.
-
-    `topic` is the catalogue name (`clinical.fhir.v1`), without the deployment's prefix;
-    `resource` is the decoded FHIR resource of a clinical.fhir.v1 record (None elsewhere)."""
-
-    topic: str
-    key: bytes
-    value: bytes | None
-    headers: RecordHeaders = ()
-    partition: int = 0
-    offset: int = 0
-    time: float = 0.0
-    resource: dict[str, Any] | None = field(default=None, compare=False)
-
-    @property
-    def patient(self) -> str:
-        """The patient key the record is keyed by."""
-        return self.key.decode("utf-8", "replace")
-
-    @property
-    def text_headers(self) -> dict[str, str]:
-        """The record's headers as text."""
-        return envelope.headers_dict(self.headers)
-
-    @property
-    def clinical(self) -> dict[str, Any]:
-        """The decoded resource of a clinical record (a stage bug if there is none)."""
-        if self.resource is None:
-            raise RejectedInputError("invalid-record", f"a {self.topic} record has no resource")
-        return self.resource
-
-
-RecordHandler = Callable[[Record], list[Output]]
-
-
 class ConsentGate(Protocol):
     """What a stage handler asks of consent: the patient's consents, and an audited decision
     (`PatientStage` is one; a unit test builds one over a fixed set of consents)."""
@@ -148,33 +91,6 @@ class ConsentGate(Protocol):
     ) -> tuple[Decision, Output]:
         """A consent decision and its AuditEvent for audit.v1."""
         ...
-
-
-def decode_clinical(value: bytes | None) -> dict[str, Any]:
-    """A clinical.fhir.v1 value as a FHIR resource; a value that is not one is rejected."""
-    try:
-        resource = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        raise RejectedInputError("invalid-json", "clinical record is not JSON") from None
-    if not isinstance(resource, dict):
-        raise RejectedInputError("invalid-record", "clinical record is not a FHIR resource")
-    return resource
-
-
-def to_record(msg: Message, prefix: str) -> Record:
-    """A consumed message as a `Record` (a clinical record's resource decoded)."""
-    topic = (msg.topic() or "").removeprefix(prefix)
-    value = msg.value()
-    return Record(
-        topic=topic,
-        key=msg.key() or b"",
-        value=value,
-        headers=tuple(msg.headers() or ()),  # type: ignore[arg-type]
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        time=record_time(msg),
-        resource=decode_clinical(value) if topic == CLINICAL_FHIR else None,
-    )
 
 
 class PatientStage:

@@ -65,7 +65,8 @@ from caremesh.research.records import RETRACTION, retraction_value
 from caremesh.settings import Settings, StudySettings
 from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import WorkerApp
-from caremesh.streams.patient_stage import ConsentGate, PatientStage, Record
+from caremesh.streams.patient_stage import ConsentGate, PatientStage
+from caremesh.streams.record import Record
 from caremesh.tables.state import PartitionState
 from caremesh.topics import CLINICAL_FHIR, CONSENT_EVENTS, KEYS_PATIENT, research_topic
 

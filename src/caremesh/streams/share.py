@@ -49,7 +49,8 @@ from caremesh.kafka.io import Output
 from caremesh.settings import Settings
 from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import WorkerApp
-from caremesh.streams.patient_stage import PatientStage, Record
+from caremesh.streams.patient_stage import PatientStage
+from caremesh.streams.record import Record
 from caremesh.tables.organisations import OrganisationRegistry, follow
 from caremesh.topics import CLINICAL_FHIR, ORGANISATIONS, outbox_topic
 

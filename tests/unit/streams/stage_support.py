@@ -17,10 +17,9 @@ from caremesh.consent.model import Consent
 from caremesh.kafka.io import Output
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings
-from caremesh.streams.patient_stage import PatientStage, Record, to_record
+from caremesh.streams.patient_stage import PatientStage
+from caremesh.streams.record import Record
 from caremesh.topics import CLINICAL_FHIR
-
-__all__ = ["FixedConsents", "clinical", "to_record"]
 
 
 class FixedConsents:

@@ -17,7 +17,7 @@ from caremesh.metrics import Metrics
 from caremesh.pathways import action_value, load_shipped_pathways, make_action
 from caremesh.settings import Settings
 from caremesh.streams import pathways as stage
-from caremesh.streams.patient_stage import Record
+from caremesh.streams.record import Record
 from caremesh.tables.state import PartitionState
 from caremesh.topics import PATHWAY_ACTIONS
 from tests.unit.consent.consent_builders import provision as consent_provision

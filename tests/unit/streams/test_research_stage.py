@@ -15,7 +15,7 @@ from caremesh.kafka.io import Output
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, StudySettings
 from caremesh.streams import research as stage
-from caremesh.streams.patient_stage import Record
+from caremesh.streams.record import Record
 from caremesh.tables.state import PartitionState
 from caremesh.topics import CONSENT_EVENTS
 from tests.unit.consent.consent_builders import provision, r4_consent

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from caremesh.errors import RejectedInputError
-from caremesh.streams.patient_stage import decode_clinical
+from caremesh.streams.record import decode_clinical
 
 
 def test_a_clinical_value_decodes_to_its_resource() -> None:
