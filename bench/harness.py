@@ -76,7 +76,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu": _cpu_model(),
         "java": java.splitlines()[0] if java else "?",
-        "kafka": "4.1.1 (deploy/kafka/pom.xml)",
+        "kafka": "4.1.1 (src/caremesh/kafka/broker/pom.xml)",
         "versions": {
             m: version(m)
             for m in (

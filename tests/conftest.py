@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def kafka() -> str:
-    """The bootstrap address of the real broker (deploy/kafka)."""
+    """The bootstrap address of the real broker (`caremesh kafka up`)."""
     if not _broker_answers(BOOTSTRAP):
         message = f"no Kafka broker answers on {BOOTSTRAP}; run `caremesh kafka up`"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:

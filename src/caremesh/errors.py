@@ -6,7 +6,7 @@ never payloads, patient identifiers, pseudonyms or keys.
     CaremeshError
     ├── ConfigurationError          bad settings, rule files, pathway definitions, command usage
     ├── KafkaUnavailableError       the broker did not answer or refused a write (transient)
-    ├── LocalKafkaError             the local broker under deploy/kafka could not be run
+    ├── LocalKafkaError             the local broker (caremesh kafka up) could not be run
     ├── LocalHapiError              the local HAPI FHIR server under deploy/hapi could not be run
     ├── TopicMismatchError          an existing topic differs from the catalogue
     ├── RejectedInputError          input that can never be processed (goes to deadletter.v1)

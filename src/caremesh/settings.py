@@ -7,6 +7,7 @@ reads settings itself: the CLI builds one `Settings` and passes the parts down.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,7 +30,7 @@ from pydantic_settings import (
 FhirRelease = Literal["R4", "R4B", "R5"]
 """The FHIR releases the platform reads and delivers: R4 4.0.1, R4B 4.3.0, R5 5.0.0."""
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def _lower(value: object) -> object:
@@ -60,11 +61,21 @@ class _Section(BaseModel):
 
 
 def _default_kafka_home() -> Path:
-    return _REPO_ROOT / "deploy" / "kafka"
+    """The broker's pom and config templates, shipped inside the package (an installed wheel
+    has them too)."""
+    return _PACKAGE / "kafka" / "broker"
+
+
+def _default_cache_dir() -> Path:
+    """Downloaded jars: `$XDG_CACHE_HOME/caremesh` (default ~/.cache/caremesh)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "caremesh"
 
 
 def _default_state_dir() -> Path:
-    return _REPO_ROOT / ".caremesh"
+    """Pid files, data and logs of local processes: `$CAREMESH_STATE_DIR`, else `.caremesh` in
+    the working directory (read here too, so the sections' defaults follow it)."""
+    return Path(os.environ.get("CAREMESH_STATE_DIR") or Path.cwd() / ".caremesh")
 
 
 class KafkaSettings(_Section):
@@ -80,6 +91,8 @@ class KafkaSettings(_Section):
     """`CAREMESH_KAFKA__TOPIC_PREFIX`: prepended to every catalogue topic (tests, tenants)."""
     local_home: Path = Field(default_factory=_default_kafka_home)
     """`CAREMESH_KAFKA__LOCAL_HOME`: folder with the pom and configs of the local broker."""
+    local_cache_dir: Path = Field(default_factory=lambda: _default_cache_dir() / "kafka")
+    """`CAREMESH_KAFKA__LOCAL_CACHE_DIR`: where Maven puts the local broker's jars, once."""
     local_data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "kafka")
     """`CAREMESH_KAFKA__LOCAL_DATA_DIR`: log dirs, pid file and logs of the local broker."""
     local_port: int = Field(default=9092, ge=1, le=65535)

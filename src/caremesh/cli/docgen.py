@@ -28,6 +28,8 @@ named by `CAREMESH_SECRETS_DIR` (one file per variable name, e.g. `caremesh_pseu
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is not None:
@@ -49,8 +51,11 @@ def _default(info: FieldInfo) -> str:
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, Path):
-        root = Path(__file__).resolve().parents[3]
-        return str(value.relative_to(root)) if value.is_relative_to(root) else str(value)
+        package = Path(__file__).resolve().parents[1]
+        for base, shown in ((package, "<package>"), (Path.cwd(), "."), (Path.home(), "~")):
+            if value.is_relative_to(base):
+                return f"{shown}/{value.relative_to(base)}"
+        return str(value)
     try:
         return json.dumps(value)
     except TypeError:

@@ -46,7 +46,7 @@ class LocalKafka:
         self.settings = settings
         self.home = settings.local_home
         self.data_dir = settings.local_data_dir
-        self.libs = self.home / ".cache" / "libs"
+        self.libs = settings.local_cache_dir / "libs"
         self.pid_file = self.data_dir / "broker.pid"
         self.bootstrap = f"127.0.0.1:{settings.local_port}"
 

@@ -16,7 +16,7 @@ from caremesh.security.apply import plan_acls
 from caremesh.security.commands import gdpr_record, k8s_topics
 from caremesh.settings import KafkaSettings, OrganisationSettings, Settings, StudySettings
 
-TEMPLATE = (Path(__file__).parents[3] / "deploy/kafka/server-secured.properties.in").read_text()
+TEMPLATE = (KafkaSettings().local_home / "server-secured.properties.in").read_text()
 
 
 def _sasl(**extra: object) -> KafkaSettings:

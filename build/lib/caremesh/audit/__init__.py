@@ -1,0 +1,1 @@
+"""Every FHIR AuditEvent the platform writes, built in one place."""

@@ -1,0 +1,1 @@
+"""The `caremesh` command and its subcommand modules."""

@@ -1,0 +1,1 @@
+"""What caremesh's HTTP services share: server setup, OperationOutcome, authentication."""

@@ -1,0 +1,1 @@
+"""The demo: the whole platform on the local broker, fed by a synthetic territory."""

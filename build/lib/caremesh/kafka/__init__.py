@@ -1,0 +1,1 @@
+"""The one wrapper over confluent-kafka: configuration, producing, reading, retries, the broker."""

@@ -1,0 +1,1 @@
+"""Research streams: the study topic's records, export."""

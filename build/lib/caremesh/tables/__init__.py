@@ -1,0 +1,1 @@
+"""Topics folded into memory: consent ledger, organisations, dead-letter keys."""
