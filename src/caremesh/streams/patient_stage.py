@@ -114,7 +114,7 @@ class PatientStage:
     def ledger(self) -> LedgerFollower:
         """The consent ledger follower (started by the runner's `prepare`)."""
         if self._ledger is None:
-            self._ledger = ledger_follower(self.settings)
+            self._ledger = ledger_follower(self.settings.kafka)
         return self._ledger
 
     def state(self, name: str) -> PartitionState:

@@ -58,9 +58,9 @@ def test_one_follower_per_process_and_topic(namespace: Namespace) -> None:
     settings = Settings()
     settings.kafka.bootstrap_servers = namespace.kafka
     settings.kafka.topic_prefix = namespace.prefix
-    first = ledger_follower(settings)
+    first = ledger_follower(settings.kafka)
     try:
-        assert ledger_follower(settings) is first
+        assert ledger_follower(settings.kafka) is first
         first.wait_caught_up(timeout=30)
     finally:
         first.stop()
