@@ -19,16 +19,23 @@ The rules, in order (DESIGN §5):
    v3 ActReason hierarchy; a `class`/`resourceType` is the query resource type; a
    `securityLabel` is among the query labels; `dataPeriod` contains the data date; an `action`
    is the query action or an equivalent (`ConsentPolicy.action_equivalents`: by default
-   caremesh treats `access` and `disclose` alike, since releasing data to a recipient is both).
+   caremesh treats `access` and `disclose` alike, since releasing data to a recipient is both);
+   a `data` reference (meaning `instance`) is the query resource, or (meaning `related`) the
+   query resource or one of the references it makes.
    Fail closed: a deny provision matches a query that does not say what one of its constraints
-   asks (no actor, no resource type, no data date), and a deny provision with constraints
-   caremesh cannot evaluate (`code`, `data`, `expression`, `documentType`) matches every query;
+   asks (no actor, no resource type, no data date, no resource, no references for `related`),
+   and a deny provision with constraints caremesh cannot evaluate (`code`, `data` meaning
+   `dependents` or `authoredby`, `expression`, `documentType`) matches every query;
    a permit provision with such a constraint is refused by the parser, and a permit whose
-   constraint the query does not answer does not match. An actor whose role is not a recipient
-   role (custodian CST, author AUT...) speaks of the data's origin, which a query does not say:
-   a deny naming one matches every query, a permit naming one never matches.
-   Ignoring part of a consent therefore
-   never permits more than the patient allowed.
+   constraint the query does not answer does not match. Actors are matched by role: recipient
+   roles (PRCP, IRCP... or none) to the query actor, the custodian role (CST) to the query's
+   custodian (who holds the data), each side that the provision names must match; a deny
+   matches a side the query leaves unsaid, a permit does not. Any other role (author AUT...)
+   speaks of the data's origin in a way no query says: a deny naming one matches every query,
+   a permit naming one never matches. A permit with a constraint caremesh cannot evaluate
+   never matches (it can only deny more); the parser refuses one only when nested denies
+   depend on it. Ignoring part of a consent therefore never permits more than the patient
+   allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
 5. Withdrawal (DESIGN §5: "a withdrawal stops all future releases for that purpose"): a
@@ -61,8 +68,10 @@ from caremesh.consent.model import (
     ActorRef,
     Consent,
     ConsentStatus,
+    DataMeaning,
     Outcome,
     Provision,
+    ProvisionActor,
     Withdrawal,
 )
 from caremesh.envelope import PatientKey
@@ -133,6 +142,12 @@ class DecisionQuery:
     security_labels: frozenset[str] = frozenset()
     data_date: datetime | None = None
     action: str = "disclose"
+    custodian: ActorRef | None = None
+    """Who holds the data asked about (the source organisation), when the caller knows it."""
+    resource: str | None = None
+    """The data asked about as `Type/id`, when the caller knows it."""
+    references: frozenset[str] | None = None
+    """The references (`Type/id`) that resource makes; None when the caller does not say."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "now", _utc(self.now))
@@ -159,25 +174,54 @@ class Decision:
 RECIPIENT_ROLES = frozenset({None, "PRCP", "IRCP", "GRANTEE", "DELEGATEE"})
 """Actor roles that name who receives the data (v3 ParticipationType PRCP, IRCP...; or none).
 
-Other roles (custodian CST, author AUT, informant INF...) name where the data comes from,
-which a query does not say: a deny naming one matches every query, a permit naming one never
-matches."""
+The custodian role (CST) names who holds the data: it is matched to the query's custodian when
+the query names one (a deny naming a custodian matches a query that does not; a permit does
+not). Other roles (author AUT, informant INF...) speak of the data's origin in ways no query
+says: a deny naming one matches every query, a permit naming one never matches."""
 
 
-def _actor_matches(provision: Provision, actor: ActorRef | None) -> bool:
+CUSTODIAN_ROLE = "CST"
+"""v3 ParticipationType custodian: the actor holds the data (matched to the query's custodian)."""
+
+
+def _side_matches(actors: Sequence[ProvisionActor], who: ActorRef | None, deny: bool) -> bool:
+    if who is None:
+        return deny
+    return any(a.who.matches(who) for a in actors)
+
+
+def _actor_matches(provision: Provision, query: DecisionQuery) -> bool:
+    deny = provision.outcome is Outcome.DENY
     recipients = [a for a in provision.actors if a.role in RECIPIENT_ROLES]
-    if len(recipients) < len(provision.actors):
-        return provision.outcome is Outcome.DENY
-    if actor is None:
-        return provision.outcome is Outcome.DENY
-    return any(a.who.matches(actor) for a in recipients)
+    custodians = [a for a in provision.actors if a.role == CUSTODIAN_ROLE]
+    if len(recipients) + len(custodians) < len(provision.actors):
+        return deny
+    return (not recipients or _side_matches(recipients, query.actor, deny)) and (
+        not custodians or _side_matches(custodians, query.custodian, deny)
+    )
+
+
+def _data_matches(p: Provision, query: DecisionQuery) -> bool:
+    deny = p.outcome is Outcome.DENY
+    if query.resource is None:
+        return deny
+    for item in p.data:
+        if query.resource == item.reference:
+            return True
+        if item.meaning is DataMeaning.RELATED:
+            if query.references is None:
+                if deny:
+                    return True
+            elif item.reference in query.references:
+                return True
+    return False
 
 
 def _constraints_match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
     deny = p.outcome is Outcome.DENY
     checks = (
         p.period is None or p.period.contains(query.now),
-        not p.actors or _actor_matches(p, query.actor),
+        not p.actors or _actor_matches(p, query),
         not p.actions or bool(p.actions & policy.actions_for(query.action)),
         not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
         not p.classes
@@ -187,6 +231,7 @@ def _constraints_match(p: Provision, query: DecisionQuery, policy: ConsentPolicy
         p.data_period is None
         or (query.data_date is None and deny)
         or (query.data_date is not None and p.data_period.contains(query.data_date)),
+        not p.data or _data_matches(p, query),
     )
     return all(checks)
 

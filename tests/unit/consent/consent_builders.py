@@ -166,6 +166,7 @@ def query(
     data_date: datetime | None = None,
     now: datetime = NOW,
     action: str = "disclose",
+    custodian: ActorRef | None = None,
 ) -> DecisionQuery:
     """A decision query for the synthetic patient."""
     return DecisionQuery(
@@ -177,4 +178,5 @@ def query(
         security_labels=frozenset(labels),
         data_date=data_date,
         action=action,
+        custodian=custodian,
     )
