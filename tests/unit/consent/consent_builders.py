@@ -167,6 +167,8 @@ def query(
     now: datetime = NOW,
     action: str = "disclose",
     custodian: ActorRef | None = None,
+    resource: str | None = None,
+    references: Iterable[str] | None = None,
 ) -> DecisionQuery:
     """A decision query for the synthetic patient."""
     return DecisionQuery(
@@ -179,4 +181,6 @@ def query(
         data_date=data_date,
         action=action,
         custodian=custodian,
+        resource=resource,
+        references=None if references is None else frozenset(references),
     )

@@ -60,6 +60,10 @@ def _custodian(org: str = "Organization/org-a") -> dict[str, Any]:
     return {"actor": [{"role": role, "reference": {"reference": org}}]}  # fmt: skip
 
 
+def _data(meaning: str, reference: str) -> dict[str, Any]:
+    return {"data": [{"meaning": meaning, "reference": {"reference": reference}}]}
+
+
 @dataclass(frozen=True)
 class Row:
     """One consent, one query, the decision the patient's words give."""
@@ -193,6 +197,42 @@ ROWS = [
         r5=True, extra={"actor": [{"role": {"coding": [{"code": "AUT"}]},
                                    "reference": {"reference": "Organization/org-a"}}]})]),
         query("TREAT", ORG_A, custodian=ORG_A), D, Rule.CONSENT_ROOT),
+    # -- provision.data: instance is that record, related also what refers to it -------------
+    Row("deny-data-instance-denies-that-record", r5_consent("c", "permit", [provision(
+        r5=True, extra=_data("instance", "Task/t1"))]), query("TREAT", resource="Task/t1",
+        references=[]), D, Rule.CONSENT_PROVISION),
+    Row("deny-data-instance-leaves-a-record-referring-to-it", r5_consent("c", "permit", [
+        provision(r5=True, extra=_data("instance", "Task/t1"))]), query("TREAT",
+        resource="Observation/o1", references=["Task/t1"]), P, Rule.CONSENT_ROOT),
+    Row("deny-data-related-denies-a-record-referring-to-it", r5_consent("c", "permit", [
+        provision(r5=True, extra=_data("related", "Task/t1"))]), query("TREAT",
+        resource="Observation/o1", references=["Task/t1"]), D, Rule.CONSENT_PROVISION),
+    Row("deny-data-related-leaves-an-unrelated-record", r5_consent("c", "permit", [provision(
+        r5=True, extra=_data("related", "Task/t1"))]), query("TREAT", resource="Observation/o2",
+        references=["Task/t2"]), P, Rule.CONSENT_ROOT),
+    Row("deny-data-related-matches-unsaid-references", r5_consent("c", "permit", [provision(
+        r5=True, extra=_data("related", "Task/t1"))]), query("TREAT", resource="Observation/o2"),
+        D, Rule.CONSENT_PROVISION),
+    Row("deny-data-matches-an-unsaid-record", r5_consent("c", "permit", [provision(
+        r5=True, extra=_data("instance", "Task/t1"))]), query("TREAT"), D,
+        Rule.CONSENT_PROVISION),
+    Row("permit-data-instance-permits-that-record", r5_consent("c", "deny", [provision(
+        r5=True, extra=_data("instance", "Task/t1"))]), query("TREAT", resource="Task/t1"), P,
+        Rule.CONSENT_PROVISION),
+    Row("permit-data-needs-the-record-said", r5_consent("c", "deny", [provision(
+        r5=True, extra=_data("instance", "Task/t1"))]), query("TREAT"), D, Rule.CONSENT_ROOT),
+    Row("permit-data-related-needs-the-references-said", r5_consent("c", "deny", [provision(
+        r5=True, extra=_data("related", "Task/t1"))]), query("TREAT", resource="Observation/o1"),
+        D, Rule.CONSENT_ROOT),
+    Row("permit-data-related-permits-a-record-referring-to-it", r5_consent("c", "deny", [
+        provision(r5=True, extra=_data("related", "Task/t1"))]), query("TREAT",
+        resource="Observation/o1", references=["Task/t1"]), P, Rule.CONSENT_PROVISION),
+    Row("permit-data-dependents-never-matches", r5_consent("c", "deny", [provision(
+        r5=True, extra=_data("dependents", "Task/t1"))]), query("TREAT", resource="Task/t1",
+        references=[]), D, Rule.CONSENT_ROOT),
+    Row("deny-data-authoredby-matches-a-said-record", r5_consent("c", "permit", [provision(
+        r5=True, extra=_data("authoredby", "Organization/x"))]), query("TREAT",
+        resource="Observation/o1", references=[]), D, Rule.CONSENT_PROVISION),
     # -- a permit scoped by an element caremesh does not evaluate never permits ---------------
     Row("permit-on-code-never-matches", r5_consent("c", "deny", [provision(
         r5=True, extra={"code": [{"coding": [{"code": "x"}]}]})]), query("TREAT"), D,
@@ -302,3 +342,26 @@ def test_unevaluated_widening_elements_refuse_the_consent(
     assert refused.detail.startswith(element + ":")
     assert "secret-code-9" not in str(refused)
     assert "z9" not in str(refused)
+
+
+def test_an_r4_untyped_root_with_conditions_is_read_as_the_exception_to_its_base() -> None:
+    consent = parse_consent(_r4_untyped("OPTIN", provision(actors=[ORG_A], sub=[provision()])))
+    root = consent.root
+    assert root is not None
+    assert (root.path, root.outcome) == ("Consent.policyRule", P)
+    (exception,) = root.provisions
+    assert (exception.path, exception.outcome) == ("Consent.provision", D)
+    assert [p.outcome for p in exception.provisions] == [P]
+
+
+def test_a_cda_shaped_r5_consent_is_accepted_and_its_unevaluated_permit_never_permits() -> None:
+    cda = provision(
+        r5=True,
+        extra={
+            "documentType": [{"system": "urn:ietf:bcp:13", "code": "application/hl7-cda+xml"}],
+            "code": [{"coding": [{"system": "http://loinc.org", "code": "34133-9"}]}],
+        },
+    )
+    consent = r5_consent("cda", "permit", [provision(actors=[ORG_A], r5=True, sub=[cda])])
+    decision = evaluate([parse_consent(consent)], query("TREAT", ORG_A))
+    assert (decision.outcome, decision.provision) == (D, "Consent.provision[0]")
