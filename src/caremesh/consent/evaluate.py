@@ -31,11 +31,13 @@ The rules, in order (DESIGN §5):
    roles (PRCP, IRCP... or none) to the query actor, the custodian role (CST) to the query's
    custodian (who holds the data), each side that the provision names must match; a deny
    matches a side the query leaves unsaid, a permit does not. Any other role (author AUT...)
-   speaks of the data's origin in a way no query says: a deny naming one matches every query,
-   a permit naming one never matches. A permit with a constraint caremesh cannot evaluate
-   never matches (it can only deny more); the parser refuses one only when nested denies
-   depend on it. Ignoring part of a consent therefore never permits more than the patient
-   allowed.
+   speaks of the data's origin in a way no query says: a deny naming one matches when the rest
+   of it matches, a permit naming one never matches. A permit with a constraint caremesh cannot
+   evaluate never matches (it can only deny more); the parser refuses one only when nested
+   denies depend on it. A deny that matches only because the query does not say what one of
+   its constraints asks, or because caremesh cannot evaluate one (an assumed match), decides:
+   its nested permits are not reached, since they would release data the deny may not cover.
+   Ignoring part of a consent therefore never permits more than the patient allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
 5. Withdrawal (DESIGN §5: "a withdrawal stops all future releases for that purpose"): a
@@ -184,63 +186,102 @@ CUSTODIAN_ROLE = "CST"
 """v3 ParticipationType custodian: the actor holds the data (matched to the query's custodian)."""
 
 
-def _side_matches(actors: Sequence[ProvisionActor], who: ActorRef | None, deny: bool) -> bool:
+Known = bool | None
+"""One constraint against a query: it holds, it does not, or the query does not say (None)."""
+
+
+def _all(results: Sequence[Known]) -> Known:
+    if any(r is False for r in results):
+        return False
+    return None if any(r is None for r in results) else True
+
+
+def _any(results: Sequence[Known]) -> Known:
+    if any(r is True for r in results):
+        return True
+    return None if any(r is None for r in results) else False
+
+
+def _side(actors: Sequence[ProvisionActor], who: ActorRef | None) -> Known:
+    if not actors:
+        return True
     if who is None:
-        return deny
+        return None
     return any(a.who.matches(who) for a in actors)
 
 
-def _actor_matches(provision: Provision, query: DecisionQuery) -> bool:
-    deny = provision.outcome is Outcome.DENY
+def _actors_known(provision: Provision, query: DecisionQuery) -> Known:
     recipients = [a for a in provision.actors if a.role in RECIPIENT_ROLES]
     custodians = [a for a in provision.actors if a.role == CUSTODIAN_ROLE]
-    if len(recipients) + len(custodians) < len(provision.actors):
-        return deny
-    return (not recipients or _side_matches(recipients, query.actor, deny)) and (
-        not custodians or _side_matches(custodians, query.custodian, deny)
-    )
+    others = len(provision.actors) - len(recipients) - len(custodians)
+    other: Known = None if others else True
+    return _all([_side(recipients, query.actor), _side(custodians, query.custodian), other])
 
 
-def _data_matches(p: Provision, query: DecisionQuery) -> bool:
-    deny = p.outcome is Outcome.DENY
+def _classes_known(p: Provision, query: DecisionQuery) -> Known:
+    if query.resource_type is None:
+        return None
+    if query.resource_type in p.classes:
+        return True
+    return None if any("|" in c for c in p.classes) else False
+
+
+def _data_known(p: Provision, query: DecisionQuery) -> Known:
     if query.resource is None:
-        return deny
+        return None
+    found: list[Known] = []
     for item in p.data:
         if query.resource == item.reference:
-            return True
-        if item.meaning is DataMeaning.RELATED:
-            if query.references is None:
-                if deny:
-                    return True
-            elif item.reference in query.references:
-                return True
-    return False
+            found.append(True)
+        elif item.meaning is DataMeaning.RELATED:
+            found.append(None if query.references is None else item.reference in query.references)
+        else:
+            found.append(False)
+    return _any(found)
 
 
-def _constraints_match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
-    deny = p.outcome is Outcome.DENY
-    checks = (
-        p.period is None or p.period.contains(query.now),
-        not p.actors or _actor_matches(p, query),
-        not p.actions or bool(p.actions & policy.actions_for(query.action)),
-        not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
-        not p.classes
-        or (deny and (query.resource_type is None or any("|" in c for c in p.classes)))
-        or query.resource_type in p.classes,
-        not p.security_labels or bool(p.security_labels & query.security_labels),
-        p.data_period is None
-        or (query.data_date is None and deny)
-        or (query.data_date is not None and p.data_period.contains(query.data_date)),
-        not p.data or _data_matches(p, query),
+def _known(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> Known:
+    """Whether every constraint of `p` holds for `query` (None: one the query does not say)."""
+    return _all(
+        [
+            p.period is None or p.period.contains(query.now),
+            not p.actors or _actors_known(p, query),
+            not p.actions or bool(p.actions & policy.actions_for(query.action)),
+            not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
+            not p.classes or _classes_known(p, query),
+            not p.security_labels or bool(p.security_labels & query.security_labels),
+            p.data_period is None
+            or (None if query.data_date is None else p.data_period.contains(query.data_date)),
+            not p.data or _data_known(p, query),
+            None if p.unsupported else True,
+        ]
     )
-    return all(checks)
+
+
+class Match(StrEnum):
+    """How a provision meets a query."""
+
+    NO = "no"
+    YES = "yes"
+    ASSUMED = "assumed"
+    """A deny taken to apply because the query does not say what one of its constraints asks,
+    or caremesh cannot evaluate it: it decides, and its nested permits are not reached (they
+    would release data the deny may not cover)."""
+
+
+def match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> Match:
+    """How provision `p` meets `query` (fail closed: see rule 3 of the module)."""
+    known = _known(p, query, policy)
+    if known is True:
+        return Match.YES
+    if known is None and p.outcome is Outcome.DENY:
+        return Match.ASSUMED
+    return Match.NO
 
 
 def matches(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
     """True when provision `p` applies to `query` (fail closed: see rule 3 of the module)."""
-    if not _constraints_match(p, query, policy):
-        return False
-    return not p.unsupported or p.outcome is Outcome.DENY
+    return match(p, query, policy) is not Match.NO
 
 
 def _deepest(
@@ -248,9 +289,11 @@ def _deepest(
 ) -> tuple[int, Provision]:
     best: tuple[int, Provision] = (depth, p)
     for child in p.provisions:
-        if not matches(child, query, policy):
+        how = match(child, query, policy)
+        if how is Match.NO:
             continue
-        found = _deepest(child, query, policy, depth + 1)
+        assumed = how is Match.ASSUMED
+        found = (depth + 1, child) if assumed else _deepest(child, query, policy, depth + 1)
         deeper = found[0] > best[0]
         tie_deny = found[0] == best[0] and found[1].outcome is Outcome.DENY
         if deeper or (tie_deny and best[1].outcome is Outcome.PERMIT):
@@ -382,7 +425,10 @@ def evaluate(
         default = Decision(rules.default_for(query.purpose), rule, query.purpose)
         return _restricted_check(default, None, query, rules)
     winner, root = max(speaking, key=lambda pair: _recency(pair[0]))
-    _, deciding = _deepest(root, query, rules, 0)
+    if match(root, query, rules) is Match.ASSUMED:
+        deciding = root
+    else:
+        _, deciding = _deepest(root, query, rules, 0)
     rule = Rule.CONSENT_ROOT if deciding is root else Rule.CONSENT_PROVISION
     decision = Decision(deciding.outcome, rule, query.purpose, (winner.id,), deciding.path)
     return _restricted_check(decision, deciding, query, rules)

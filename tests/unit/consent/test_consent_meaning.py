@@ -233,6 +233,29 @@ ROWS = [
     Row("deny-data-authoredby-matches-a-said-record", r5_consent("c", "permit", [provision(
         r5=True, extra=_data("authoredby", "Organization/x"))]), query("TREAT",
         resource="Observation/o1", references=[]), D, Rule.CONSENT_PROVISION),
+    # -- a deny that applies only because the query does not say: its permits are not reached -
+    Row("assumed-root-deny-does-not-reach-its-permits", r4_consent("c", provision("deny",
+        types=["Observation"], sub=[provision(actors=[ORG_A])])),
+        query("HRESCH", resource_type=None), D, Rule.CONSENT_ROOT),
+    Row("known-root-deny-reaches-its-permits", r4_consent("c", provision("deny",
+        types=["Observation"], sub=[provision(actors=[ORG_A])])),
+        query("HRESCH", resource_type="Observation"), P, Rule.CONSENT_PROVISION),
+    Row("unevaluated-root-deny-does-not-reach-its-permits", r4_consent("c", provision("deny",
+        extra={"code": [{"coding": [{"code": "x"}]}]}, sub=[provision(actors=[ORG_A])])),
+        query("HRESCH"), D, Rule.CONSENT_ROOT),
+    Row("assumed-nested-deny-decides", r5_consent("c", "permit", [provision(r5=True,
+        data_period=("2020-01-01", "2021-01-01"), sub=[provision(actors=[ORG_A], r5=True)])]),
+        query("TREAT"), D, Rule.CONSENT_PROVISION),
+    Row("deny-author-role-still-needs-its-recipient", r5_consent("c", "permit", [provision(
+        r5=True, extra={"actor": [{"role": {"coding": [{"code": "AUT"}]},
+                                   "reference": {"reference": "Organization/x"}},
+                                  *provision(actors=[ORG_A])["actor"]]})]),
+        query("TREAT", ORG_B), P, Rule.CONSENT_ROOT),
+    Row("deny-author-role-with-its-recipient-is-assumed", r5_consent("c", "permit", [provision(
+        r5=True, extra={"actor": [{"role": {"coding": [{"code": "AUT"}]},
+                                   "reference": {"reference": "Organization/x"}},
+                                  *provision(actors=[ORG_A])["actor"]]})]),
+        query("TREAT", ORG_A), D, Rule.CONSENT_PROVISION),
     # -- a permit scoped by an element caremesh does not evaluate never permits ---------------
     Row("permit-on-code-never-matches", r5_consent("c", "deny", [provision(
         r5=True, extra={"code": [{"coding": [{"code": "x"}]}]})]), query("TREAT"), D,
