@@ -4,8 +4,9 @@ The rules, in order (DESIGN §5):
 
 1. A consent applies when its status is `active`, its period (R5 `Consent.period`, R4 root
    `provision.period`) contains `now`, it has no withdrawal effective at `now` for the query's
-   purpose, and it speaks to the query: its root matches (R4 root constraints; the R5 root has
-   none) and the query's purpose is among what the consent declares it covers
+   purpose, and it speaks to the query: its root matches (a typed R4 root's constraints; the
+   R5 root, and the R4 root standing for `policyRule` when the written root is its exception,
+   have none) and the query's purpose is among what the consent declares it covers
    (`declared_purposes`): the root's purposes when it names some, else research purposes
    (HRESCH and below) for a consent declared as research (R4 `scope` research, R5 `category` or
    `regulatoryBasis` research), else every purpose. What the consent covers is never inferred
@@ -15,7 +16,7 @@ The rules, in order (DESIGN §5):
 3. Within it, the deepest matching provision decides (nested exceptions override their parent);
    between matching siblings at the same depth, deny wins. A provision matches when every
    constraint it has matches: `period` contains `now`; an `actor` is the query actor (by
-   reference or identifier; roles are not matched); a `purpose` implies the query purpose in the
+   reference or identifier; by role, see below); a `purpose` implies the query purpose in the
    v3 ActReason hierarchy; a `class`/`resourceType` is the query resource type; a
    `securityLabel` is among the query labels; `dataPeriod` contains the data date; an `action`
    is the query action or an equivalent (`ConsentPolicy.action_equivalents`: by default
@@ -23,21 +24,20 @@ The rules, in order (DESIGN §5):
    a `data` reference (meaning `instance`) is the query resource, or (meaning `related`) the
    query resource or one of the references it makes.
    Fail closed: a deny provision matches a query that does not say what one of its constraints
-   asks (no actor, no resource type, no data date, no resource, no references for `related`),
-   and a deny provision with constraints caremesh cannot evaluate (`code`, `data` meaning
-   `dependents` or `authoredby`, `expression`, `documentType`) matches every query;
-   a permit provision with such a constraint is refused by the parser, and a permit whose
-   constraint the query does not answer does not match. Actors are matched by role: recipient
-   roles (PRCP, IRCP... or none) to the query actor, the custodian role (CST) to the query's
-   custodian (who holds the data), each side that the provision names must match; a deny
-   matches a side the query leaves unsaid, a permit does not. Any other role (author AUT...)
-   speaks of the data's origin in a way no query says: a deny naming one matches when the rest
-   of it matches, a permit naming one never matches. A permit with a constraint caremesh cannot
-   evaluate never matches (it can only deny more); the parser refuses one only when nested
-   denies depend on it. A deny that matches only because the query does not say what one of
-   its constraints asks, or because caremesh cannot evaluate one (an assumed match), decides:
-   its nested permits are not reached, since they would release data the deny may not cover.
-   Ignoring part of a consent therefore never permits more than the patient allowed.
+   asks (no actor, no custodian, no resource type, no data date, no resource, no references for
+   `related`), and a deny provision with constraints caremesh cannot evaluate (`code`, `data`
+   meaning `dependents` or `authoredby`, `expression`, `documentType`) matches every query that
+   its other constraints match; a permit whose constraint the query does not answer does not
+   match. Actors are matched by role: recipient roles (PRCP, IRCP... or none) to the query
+   actor, the custodian role (CST) to the query's custodian (who holds the data); each side a
+   provision names must match. Any other role (author AUT...) speaks of the data's origin in a
+   way no query says: a deny naming one is taken to match, a permit naming one never matches.
+   A permit with a constraint caremesh cannot evaluate never matches (it can only deny more);
+   the parser refuses one only when nested denies depend on it. A deny that matches only
+   because the query does not say what one of its constraints asks, or because caremesh cannot
+   evaluate one (an assumed match), decides: its nested permits are not reached, since they
+   would release data the deny may not cover. Ignoring part of a consent therefore never
+   permits more than the patient allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
 5. Withdrawal (DESIGN §5: "a withdrawal stops all future releases for that purpose"): a
