@@ -182,6 +182,16 @@ def test_decisions_without_consent_follow_the_configured_defaults(api: Api) -> N
     bad = api.get("/decision", patient=PATIENT, purpose="NOT-A-PURPOSE")
     assert bad.status_code == 400
     assert bad.json()["issue"][0]["details"]["coding"][0]["code"] == "invalid-purpose"
+    for param, value, code in [
+        ("resource", "not/a/ref-synth-9", "invalid-resource"),
+        ("references", "Task/t1,synth-9", "invalid-references"),
+        ("dataDate", "2015-13-09", "invalid-date"),
+    ]:
+        refused = api.get("/decision", patient=PATIENT, purpose="TREAT", **{param: value})
+        assert refused.status_code == 400, param
+        assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == code
+        assert "synth-9" not in refused.text
+        assert "2015-13-09" not in refused.text
 
 
 def test_withdrawing_a_consent_the_patient_does_not_have_is_404(api: Api) -> None:

@@ -3,7 +3,8 @@
 A patient of source hosp-a (named `Patient/p1`, no INS) denies everything except one research
 study: care organisations get deny for TREAT and nothing on their outboxes, the study still
 receives the patient's Observations. A Consent with an element caremesh does not evaluate,
-where ignoring it would permit more, is refused with an OperationOutcome naming the element.
+where ignoring it would permit more (a permit scoped by it that holds a nested deny), is refused
+with an OperationOutcome naming the element.
 """
 
 from __future__ import annotations
@@ -176,7 +177,14 @@ def test_a_consent_scoped_by_an_unevaluated_element_is_refused_naming_it(consent
     scoped = r5_consent(
         "scoped-by-code",
         "deny",
-        [provision(r5=True, extra={"code": [{"coding": [{"code": "synthetic-code-77"}]}]})],
+        [
+            provision(
+                r5=True,
+                extra={"code": [{"coding": [{"code": "synthetic-code-77"}]}]},
+                # a deny nested in the unevaluated permit: dropping the permit would drop it too
+                sub=[provision(actors=[ActorRef(reference="Organization/org-b")], r5=True)],
+            )
+        ],
     )
     refused = _post_as_source(consent_api, scoped)
     assert refused.status_code == 422

@@ -166,6 +166,9 @@ def query(
     data_date: datetime | None = None,
     now: datetime = NOW,
     action: str = "disclose",
+    custodian: ActorRef | None = None,
+    resource: str | None = None,
+    references: Iterable[str] | None = None,
 ) -> DecisionQuery:
     """A decision query for the synthetic patient."""
     return DecisionQuery(
@@ -177,4 +180,7 @@ def query(
         security_labels=frozenset(labels),
         data_date=data_date,
         action=action,
+        custodian=custodian,
+        resource=resource,
+        references=None if references is None else frozenset(references),
     )

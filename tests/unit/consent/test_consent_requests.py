@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from caremesh.consent.requests import ConsentRequestError, check_consent, patient_param
+from caremesh.consent.requests import (
+    ConsentRequestError,
+    check_consent,
+    date_param,
+    patient_param,
+    references_param,
+    resource_param,
+)
 from caremesh.envelope import PatientKey
 from tests.unit.consent.consent_builders import INS, PATIENT, provision, r4_consent, r5_consent
 
@@ -110,3 +117,29 @@ def test_a_consent_by_reference_without_a_source_needs_a_patient_key() -> None:
         check_consent(_BY_REFERENCE, None, None, None)
     assert caught.value.code == "patient-key-required"
     assert "p-1" not in caught.value.detail
+
+
+def test_references_absent_are_unknown_and_present_even_empty_are_all_there_is() -> None:
+    assert references_param(None) is None
+    assert references_param("") == frozenset()
+    assert references_param("Task/t1,ServiceRequest/s2") == {"Task/t1", "ServiceRequest/s2"}
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        pytest.param(lambda: resource_param("not a reference"), "invalid-resource", id="resource"),
+        pytest.param(lambda: references_param("Task/t1,../x"), "invalid-references", id="refs"),
+        pytest.param(lambda: date_param("2015-13-01", "dataDate"), "invalid-date", id="date"),
+    ],
+)
+def test_bad_data_parameters_are_refused_without_their_values(call: Any, code: str) -> None:
+    with pytest.raises(ConsentRequestError) as caught:
+        call()
+    assert caught.value.code == code
+    assert "../x" not in str(caught.value)
+    assert "2015-13-01" not in str(caught.value)
+
+
+def test_a_data_date_is_its_first_instant() -> None:
+    assert date_param("2015-01-15", "dataDate") == datetime(2015, 1, 15, tzinfo=UTC)

@@ -148,3 +148,12 @@ def test_unreadable_state_is_rejected(value: dict[str, object]) -> None:
     with pytest.raises(RejectedInputError) as caught:
         from_dict(value)
     assert caught.value.code == "consent-state-invalid"
+
+
+def test_the_codec_keeps_data_references_and_the_r4_exception_root() -> None:
+    data = {"data": [{"meaning": "related", "reference": {"reference": "Task/t1"}}]}
+    root = provision(actors=[ORG_A], extra=data)
+    consent = parse_consent(r4_consent("with-data", root))
+    assert consent.root is not None
+    assert consent.root.provisions[0].data
+    assert consent_from_dict(orjson.loads(orjson.dumps(consent_to_dict(consent)))) == consent
