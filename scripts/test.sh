@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: bootstrap, static checks, the local broker, the whole pytest suite.
+# The test command: bootstrap, static checks, the browser and HL7's example packages (fetched once,
+# outside git), the local broker, the whole pytest suite.
 # Starts the local broker unless one answers already, and stops it again if it started it.
 # Extra arguments go to pytest. Exit code 5 from pytest (no test ran) is a failure.
 set -uo pipefail
@@ -7,6 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
 bash scripts/check.sh || exit 1
 bash scripts/ensure-browser.sh || exit 1
+bash scripts/fetch-fhir-examples.sh || exit 1
 
 started=0
 if ! .venv/bin/caremesh kafka status >/dev/null 2>&1; then

@@ -53,13 +53,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CAREMESH_EXAMPLES_CACHE", default))
 
 
-def _tarball(release: str) -> Path:
+def _tarball(release: str, *, fetch: bool) -> Path:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     name, _, version = PACKAGES[release].partition("@")
     tgz = cache / f"{name}-{version}.tgz"
     if tgz.exists():
         return tgz
+    if not fetch:
+        raise ExamplesUnavailableError(
+            f"{tgz.name} is not in {cache}; scripts/fetch-fhir-examples.sh fetches it"
+        )
     npm = shutil.which("npm")
     if npm is None:
         raise ExamplesUnavailableError(f"npm not found; cannot fetch {PACKAGES[release]}")
@@ -73,9 +77,10 @@ def _tarball(release: str) -> Path:
     return tgz
 
 
-def consent_examples(release: str) -> dict[str, dict[str, Any]]:
-    """The Consent examples of one release's npm package, by id (fetched once into the cache)."""
-    tgz = _tarball(release)
+def consent_examples(release: str, *, fetch: bool = True) -> dict[str, dict[str, Any]]:
+    """The Consent examples of one release's npm package, by id (fetched once into the cache
+    unless `fetch` is false: tests read the cache the test command filled)."""
+    tgz = _tarball(release, fetch=fetch)
     out: dict[str, dict[str, Any]] = {}
     try:
         with tarfile.open(tgz) as archive:

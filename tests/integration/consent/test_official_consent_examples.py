@@ -1,7 +1,8 @@
 """HL7's official FHIR R4 and R5 Consent examples, through the real consent API and broker.
 
 Every Consent example of hl7.fhir.r4.examples@4.0.1 and hl7.fhir.r5.examples@5.0.0 (fetched
-with `npm pack` into the cache of scripts/consent-examples.py, outside git) is posted as it is,
+with `npm pack` by the test command, scripts/fetch-fhir-examples.sh, into a cache outside git;
+nothing is downloaded while the tests run) is posted as it is,
 by a source of its own, and must be accepted; then /decision must give, for each question the
 team wrote from the example's narrative (tests/data/fhir-consent-examples.json), the decision
 the narrative states. The known exceptions below are examples whose structure, read as FHIR
@@ -55,7 +56,7 @@ def _in_ci() -> bool:
 @pytest.fixture(scope="module")
 def examples() -> dict[str, dict[str, dict[str, Any]]]:
     try:
-        return {release: ex.consent_examples(release) for release in ex.PACKAGES}
+        return {release: ex.consent_examples(release, fetch=False) for release in ex.PACKAGES}
     except ex.ExamplesUnavailableError as exc:
         if _in_ci():
             pytest.fail(f"official Consent examples unavailable: {exc}")
