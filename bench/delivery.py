@@ -155,8 +155,10 @@ def mode_rate(
         settings = Settings(
             organisations=[OrganisationSettings(id=org, fhir_endpoint=url, delivery_mode=mode)]
         )
-        settings.kafka.bootstrap_servers = bootstrap
-        settings.kafka.topic_prefix = prefix
+        kafka = settings.kafka.model_copy(
+            update={"bootstrap_servers": bootstrap, "topic_prefix": prefix}
+        )
+        settings = settings.model_copy(update={"kafka": kafka})
         return asyncio.run(_deliver(settings, endpoint, len(records)))
 
 

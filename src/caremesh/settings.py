@@ -2,7 +2,8 @@
 
 Nesting uses `__` (`CAREMESH_KAFKA__BOOTSTRAP_SERVERS`). Secrets are `SecretStr` and come from the
 environment or from files (`CAREMESH_SECRETS_DIR`, one file per variable name). Library code never
-reads settings itself: the CLI builds one `Settings` and passes the parts down.
+reads settings itself: the CLI builds one `Settings` and passes the parts down. Settings are
+frozen: a component cannot change what another one reads (a changed copy is `model_copy`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def settings_problems(exc: ValidationError) -> str:
 class _Section(BaseModel):
     """A settings section; attribute docstrings become field descriptions (docs/)."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
 
 def _default_kafka_home() -> Path:
@@ -442,6 +443,7 @@ class Settings(BaseSettings):
         extra="ignore",
         use_attribute_docstrings=True,
         secrets_nested_delimiter="__",
+        frozen=True,
     )
 
     @classmethod

@@ -24,6 +24,7 @@ from caremesh.kafka import admin as kafka_admin
 from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
+from tests.support.settings import evolve
 
 PARTITIONS = 3
 HOSP_TOKEN = "tok-synth-hosp-5f1c2a"
@@ -52,11 +53,20 @@ def settings(kafka: str, unique: Callable[[str], str]) -> Iterator[Settings]:
             SourceSettings(id="synth-lab", token=SecretStr(LAB_TOKEN), fhir_release="R4"),
         ],
     )
-    cfg.kafka.bootstrap_servers = kafka
-    cfg.kafka.topic_prefix = prefix
-    cfg.http_ingest.max_body_bytes = MAX_BODY
-    cfg.mllp.port = free_port()
-    cfg.mllp.max_message_bytes = 64 * 1024
+    cfg = evolve(
+        cfg,
+        kafka__bootstrap_servers=kafka,
+        kafka__topic_prefix=prefix,
+    )
+    cfg = evolve(
+        cfg,
+        http_ingest__max_body_bytes=MAX_BODY,
+    )
+    cfg = evolve(
+        cfg,
+        mllp__port=free_port(),
+        mllp__max_message_bytes=64 * 1024,
+    )
     kafka_admin.ensure_topics(
         kafka, topics.catalogue(), partitions=PARTITIONS, replication_factor=1, prefix=prefix
     )

@@ -23,6 +23,7 @@ from tests.integration.connectors.conftest import (
     read_topic,
     serve,
 )
+from tests.support.settings import evolve
 from tests.unit.connectors.connectors_synth import (
     SYNTH_FAMILY,
     SYNTH_GIVEN,
@@ -240,7 +241,10 @@ def test_bad_input_gets_an_outcome_and_the_next_message_goes_through(
 
 def test_503_with_retry_after_when_kafka_cannot_take_the_write(settings: Settings) -> None:
     dead = closed_address()
-    settings.kafka.bootstrap_servers = dead
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=dead,
+    )
     producer = AsyncProducer(dead, **{"message.timeout.ms": 2000, "log_level": 0})
     try:
         with serve(create_app(settings, producer, Metrics())) as url:

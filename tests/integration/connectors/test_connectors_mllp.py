@@ -14,6 +14,7 @@ from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
 from tests.integration.connectors.conftest import closed_address, headers_of, read_topic
+from tests.support.settings import evolve
 from tests.unit.connectors.connectors_synth import hl7
 
 pytestmark = pytest.mark.kafka
@@ -161,7 +162,10 @@ async def test_kafka_down_answers_ae(settings: Settings) -> None:
 
 
 async def test_idle_connections_are_closed(settings: Settings, producer: AsyncProducer) -> None:
-    settings.mllp.idle_timeout_seconds = 0.3
+    settings = evolve(
+        settings,
+        mllp__idle_timeout_seconds=0.3,
+    )
     server = MllpServer(settings, producer, Metrics())
     await server.start()
     try:

@@ -27,6 +27,7 @@ import httpx
 from pydantic import SecretStr
 
 from caremesh.settings import Settings, SourceSettings
+from tests.support.settings import evolve
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = {"R4": "hl7.fhir.r4.examples@4.0.1", "R5": "hl7.fhir.r5.examples@5.0.0"}
@@ -117,10 +118,13 @@ def source_token(source: str) -> str:
 def settings_for(kafka: str, prefix: str, sources: list[str], admin_token: str) -> Settings:
     """Consent API settings: one source per example, one operator, topics under `prefix`."""
     settings = Settings()
-    settings.kafka.bootstrap_servers = kafka
-    settings.kafka.topic_prefix = prefix
-    settings.consent_api.admins = {"examples-operator": SecretStr(admin_token)}
-    settings.sources = [SourceSettings(id=s, token=SecretStr(source_token(s))) for s in sources]
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=kafka,
+        kafka__topic_prefix=prefix,
+        consent_api__admins={"examples-operator": SecretStr(admin_token)},
+        sources=[SourceSettings(id=s, token=SecretStr(source_token(s))) for s in sources],
+    )
     return settings
 
 

@@ -21,6 +21,7 @@ from caremesh.settings import Settings
 from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, free_port
+from tests.support.settings import evolve
 from tests.unit.consent.consent_builders import INS, provision, r4_consent, r5_consent
 
 pytestmark = pytest.mark.kafka
@@ -48,10 +49,13 @@ class Api:
 @pytest.fixture
 def api(namespace: Namespace) -> Iterator[Api]:
     settings = Settings()
-    settings.kafka.bootstrap_servers = namespace.kafka
-    settings.kafka.topic_prefix = namespace.prefix
-    settings.kafka.partitions = namespace.partitions
-    settings.consent_api.admins = {"alice": SecretStr(TOKEN), "bob": SecretStr(OTHER_TOKEN)}
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=namespace.kafka,
+        kafka__topic_prefix=namespace.prefix,
+        kafka__partitions=namespace.partitions,
+        consent_api__admins={"alice": SecretStr(TOKEN), "bob": SecretStr(OTHER_TOKEN)},
+    )
     producer = AsyncProducer(namespace.kafka)
     ledger = ConsentLedger(namespace.kafka, namespace.topic(topics.CONSENT_EVENTS))
     metrics = Metrics()

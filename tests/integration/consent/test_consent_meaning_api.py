@@ -29,6 +29,7 @@ from caremesh.settings import Settings, SourceSettings
 from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
+from tests.support.settings import evolve
 from tests.unit.consent.consent_builders import provision, r4_consent, r5_consent
 
 pytestmark = pytest.mark.kafka
@@ -86,12 +87,15 @@ def _obs(i: int) -> dict[str, Any]:
 @pytest.fixture
 def consent_api(namespace: Namespace) -> Iterator[str]:
     settings = Settings()
-    settings.kafka.bootstrap_servers = namespace.kafka
-    settings.kafka.topic_prefix = namespace.prefix
-    settings.kafka.partitions = namespace.partitions
-    settings.worker.app_id = namespace.prefix + "app"  # as namespace.env() gives the workers
-    settings.consent_api.admins = {"alice": SecretStr(ADMIN_TOKEN)}
-    settings.sources = [SourceSettings(id=SOURCE, token=SecretStr(SOURCE_TOKEN))]
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=namespace.kafka,
+        kafka__topic_prefix=namespace.prefix,
+        kafka__partitions=namespace.partitions,
+        worker__app_id=namespace.prefix + "app",
+        consent_api__admins={"alice": SecretStr(ADMIN_TOKEN)},
+        sources=[SourceSettings(id=SOURCE, token=SecretStr(SOURCE_TOKEN))],
+    )
     producer = AsyncProducer(namespace.kafka)
     ledger = ConsentLedger(namespace.kafka, namespace.topic(topics.CONSENT_EVENTS))
     with serve(create_app(settings, producer, ledger, Metrics())) as url:

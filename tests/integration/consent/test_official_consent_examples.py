@@ -28,6 +28,7 @@ from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent import official_examples as ex
 from tests.integration.consent.servers import serve
 from tests.support.kafka import make_namespace
+from tests.support.settings import evolve
 
 pytestmark = pytest.mark.kafka
 
@@ -71,7 +72,10 @@ def results(
     admin = uuid.uuid4().hex
     with make_namespace(kafka) as ns:
         settings = ex.settings_for(kafka, ns.prefix, sources, admin)
-        settings.kafka.partitions = ns.partitions
+        settings = evolve(
+            settings,
+            kafka__partitions=ns.partitions,
+        )
         producer = AsyncProducer(kafka)
         ledger = ConsentLedger(kafka, ns.topic(topics.CONSENT_EVENTS))
         try:

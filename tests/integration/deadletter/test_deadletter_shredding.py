@@ -34,6 +34,7 @@ from caremesh.tables import deadletters
 from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
+from tests.support.settings import evolve
 from tests.unit.consent.consent_builders import INS
 
 pytestmark = pytest.mark.kafka
@@ -48,12 +49,15 @@ STUDY = {"id": "study-b", "purpose": "PUBHLTH", "consent_default": "permit"}
 
 def _settings(ns: Namespace) -> Settings:
     settings = Settings()
-    settings.kafka.bootstrap_servers = ns.kafka
-    settings.kafka.topic_prefix = ns.prefix
-    settings.kafka.partitions = ns.partitions
-    settings.consent_api.admins = {"alice": SecretStr(ADMIN["Authorization"][7:])}
-    settings.pseudonym.master_key = SecretStr(MASTER)
-    settings.studies = [StudySettings(**STUDY)]  # type: ignore[arg-type]
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=ns.kafka,
+        kafka__topic_prefix=ns.prefix,
+        kafka__partitions=ns.partitions,
+        consent_api__admins={"alice": SecretStr(ADMIN["Authorization"][7:])},
+        pseudonym__master_key=SecretStr(MASTER),
+        studies=[StudySettings(**STUDY)],
+    )
     return settings
 
 

@@ -23,6 +23,7 @@ from caremesh.metrics import Metrics
 from caremesh.settings import OrganisationSettings, Settings
 from tests.integration.consent.servers import FhirEndpoint, serve
 from tests.support.kafka import Namespace, free_port
+from tests.support.settings import evolve
 
 pytestmark = pytest.mark.kafka
 
@@ -56,11 +57,12 @@ def _settings(ns: Namespace, providers: dict[str, Provider], **delivery: Any) ->
             for p in providers.values()
         ]
     )
-    settings.kafka.bootstrap_servers = ns.kafka
-    settings.kafka.topic_prefix = ns.prefix
-    for name, value in delivery.items():
-        setattr(settings.delivery, name, value)
-    return settings
+    return evolve(
+        settings,
+        kafka__bootstrap_servers=ns.kafka,
+        kafka__topic_prefix=ns.prefix,
+        **{f"delivery__{name}": value for name, value in delivery.items()},
+    )
 
 
 def _record(

@@ -28,6 +28,7 @@ from caremesh.tables.organisations import Registration
 from tests.integration.consent.servers import serve
 from tests.support.fhir_recipient import FhirRecipient, identifier_values
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
+from tests.support.settings import evolve
 
 pytestmark = pytest.mark.kafka
 
@@ -73,9 +74,12 @@ def _pipeline(
     )
     worker_ready(spawn("worker", args, env), port)
     settings = Settings(organisations=orgs)
-    settings.kafka.bootstrap_servers = namespace.kafka
-    settings.kafka.topic_prefix = namespace.prefix
-    settings.delivery.backoff_base_seconds = 0.1
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=namespace.kafka,
+        kafka__topic_prefix=namespace.prefix,
+        delivery__backoff_base_seconds=0.1,
+    )
     return settings
 
 

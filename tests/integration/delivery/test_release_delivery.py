@@ -22,6 +22,7 @@ from tests.integration.consent.servers import FhirEndpoint, serve
 from tests.integration.delivery.test_fhir_delivery import running
 from tests.support.hapi import Hapi
 from tests.support.kafka import Namespace
+from tests.support.settings import evolve
 
 pytestmark = pytest.mark.kafka
 
@@ -103,9 +104,12 @@ async def test_each_recipient_gets_its_release_and_an_unconvertible_record_fails
             for org, release in RELEASES.items()
         ]
     )
-    settings.kafka.bootstrap_servers = namespace.kafka
-    settings.kafka.topic_prefix = namespace.prefix
-    settings.delivery.max_attempts = 3
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=namespace.kafka,
+        kafka__topic_prefix=namespace.prefix,
+        delivery__max_attempts=3,
+    )
     r4_endpoint, r5_endpoint = endpoints["org-a"][0], endpoints["org-b"][0]
     async with running(settings, Metrics()):
         arrived = await _until(
@@ -186,9 +190,12 @@ async def test_real_fhir_servers_of_each_release_accept_what_delivery_converts(
             for org, hapi in servers.items()
         ]
     )
-    settings.kafka.bootstrap_servers = namespace.kafka
-    settings.kafka.topic_prefix = namespace.prefix
-    settings.delivery.max_attempts = 2
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=namespace.kafka,
+        kafka__topic_prefix=namespace.prefix,
+        delivery__max_attempts=2,
+    )
     async with running(settings, Metrics()):
         failed = await asyncio.to_thread(namespace.consume, topics.DELIVERY_FAILED, 1)
         audit = await asyncio.to_thread(namespace.consume, topics.AUDIT, 3)

@@ -28,6 +28,7 @@ from caremesh.settings import Settings
 from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
+from tests.support.settings import evolve
 from tests.unit.consent.consent_builders import INS, provision, r4_consent
 
 pytestmark = pytest.mark.kafka
@@ -40,10 +41,13 @@ OTHER = "1840275999888"
 
 def _settings(ns: Namespace) -> Settings:
     settings = Settings()
-    settings.kafka.bootstrap_servers = ns.kafka
-    settings.kafka.topic_prefix = ns.prefix
-    settings.kafka.partitions = ns.partitions
-    settings.consent_api.admins = {"alice": SecretStr(TOKEN)}
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=ns.kafka,
+        kafka__topic_prefix=ns.prefix,
+        kafka__partitions=ns.partitions,
+        consent_api__admins={"alice": SecretStr(TOKEN)},
+    )
     return settings
 
 

@@ -85,8 +85,7 @@ class SecuredBroker:
 @pytest.fixture(scope="session")
 def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
     """A secured single-node broker of this session (java and the Kafka jars are needed)."""
-    home = KafkaSettings().local_home
-    if not shutil.which("java") or not (home / ".cache" / "libs").is_dir():
+    if not shutil.which("java") or not LocalKafka(KafkaSettings()).jars_present():
         message = "java and the Kafka jars (caremesh kafka fetch) are needed"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(message)

@@ -34,6 +34,7 @@ from caremesh.tables.consent_ledger import ConsentLedger
 from tests.integration.consent.servers import serve
 from tests.integration.inbox.support import COORDINATORS, SECRET, alert, produce_alerts
 from tests.support.kafka import make_namespace
+from tests.support.settings import evolve
 from tests.unit.consent.consent_builders import INS, provision, r4_consent
 
 pytestmark = pytest.mark.kafka
@@ -107,14 +108,17 @@ ALERT_B, COMMUNICATION_B = alert("org-b", OTHER_PATIENT)
 def servers(kafka: str, keys: Keys) -> Iterator[Servers]:
     with make_namespace(kafka, partitions=1) as ns:
         settings = Settings()
-        settings.kafka.bootstrap_servers = kafka
-        settings.kafka.topic_prefix = ns.prefix
-        settings.kafka.partitions = 1
-        settings.oidc = keys.oidc
-        settings.sources = [SourceSettings(id="hosp-a", token=SecretStr(SOURCE_TOKEN))]
-        settings.consent_api.admins = {"alice": SecretStr(ADMIN_TOKEN)}
-        settings.inbox = InboxSettings.model_validate(
-            {"session_secret": SECRET, "coordinators": COORDINATORS}
+        settings = evolve(
+            settings,
+            kafka__bootstrap_servers=kafka,
+            kafka__topic_prefix=ns.prefix,
+            kafka__partitions=1,
+            oidc=keys.oidc,
+            sources=[SourceSettings(id="hosp-a", token=SecretStr(SOURCE_TOKEN))],
+            consent_api__admins={"alice": SecretStr(ADMIN_TOKEN)},
+            inbox=InboxSettings.model_validate(
+                {"session_secret": SECRET, "coordinators": COORDINATORS}
+            ),
         )
         produce_alerts(ns, [(PATIENT, COMMUNICATION_A), (OTHER_PATIENT, COMMUNICATION_B)])
         producer = AsyncProducer(settings.kafka)

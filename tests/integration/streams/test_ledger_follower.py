@@ -19,6 +19,7 @@ from caremesh.kafka import config as kafka_config
 from caremesh.settings import Settings
 from caremesh.tables.consent_ledger import LedgerFollower, ledger_follower
 from tests.support.kafka import Namespace
+from tests.support.settings import evolve
 from tests.unit.consent.consent_builders import provision, r4_consent
 
 
@@ -56,8 +57,11 @@ def test_read_your_writes_across_partitions_and_erasure(namespace: Namespace) ->
 
 def test_one_follower_per_process_and_topic(namespace: Namespace) -> None:
     settings = Settings()
-    settings.kafka.bootstrap_servers = namespace.kafka
-    settings.kafka.topic_prefix = namespace.prefix
+    settings = evolve(
+        settings,
+        kafka__bootstrap_servers=namespace.kafka,
+        kafka__topic_prefix=namespace.prefix,
+    )
     first = ledger_follower(settings.kafka)
     try:
         assert ledger_follower(settings.kafka) is first

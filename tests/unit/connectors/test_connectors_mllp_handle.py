@@ -13,6 +13,7 @@ from caremesh.errors import KafkaUnavailableError
 from caremesh.kafka.io import Ack, Output
 from caremesh.metrics import Metrics
 from caremesh.settings import Settings, SourceSettings
+from tests.support.settings import evolve
 from tests.unit.connectors.connectors_synth import SYNTH_FAMILY, hl7
 
 
@@ -35,7 +36,10 @@ class FakeProducer:
 
 def server(producer: FakeProducer) -> MllpServer:
     settings = Settings(sources=[SourceSettings(id="SYNTH-HOSP")])
-    settings.kafka.topic_prefix = "p."
+    settings = evolve(
+        settings,
+        kafka__topic_prefix="p.",
+    )
     return MllpServer(settings, producer, Metrics())  # type: ignore[arg-type]
 
 

@@ -22,6 +22,7 @@ from caremesh.pseudonym.vault import VaultIndex, record_data_key, seal_record
 from caremesh.settings import Settings
 from caremesh.tables import deadletters
 from caremesh.tables.deadletters import Origin, data_key_id, open_dead_letter, seal_dead_letter
+from tests.support.settings import evolve
 
 PATIENT = PatientKey("2990175000031")
 OTHER = PatientKey("2990175000032")
@@ -110,7 +111,10 @@ def test_protect_without_store_keeps_clear_and_erased_patient_keeps_nothing() ->
 
 def test_coordinates_and_since_parsing() -> None:
     settings = Settings()
-    settings.kafka.topic_prefix = "t1."
+    settings = evolve(
+        settings,
+        kafka__topic_prefix="t1.",
+    )
     assert str(parse_coordinates("deadletter.v1:2:17", settings)) == "t1.deadletter.v1:2:17"
     assert str(parse_coordinates("t1.deadletter.v1:0:3", settings)) == "t1.deadletter.v1:0:3"
     for bad in ("deadletter.v1:2", "deadletter.v1:x:1", "t1.audit.v1:0:1", "nothing"):
@@ -126,7 +130,10 @@ def test_coordinates_and_since_parsing() -> None:
 
 def test_view_audit_event_names_operator_record_and_patient() -> None:
     settings = Settings()
-    settings.pseudonym.master_key = SecretStr("00" * 32)
+    settings = evolve(
+        settings,
+        pseudonym__master_key=SecretStr("00" * 32),
+    )
     where = parse_coordinates("deadletter.v1:1:5", settings)
     audit = view_audit_event(str(where), "olga", "ticket OPS-1", PATIENT, "a-1")
     assert (audit["resourceType"], audit["action"], audit["id"]) == ("AuditEvent", "R", "a-1")
