@@ -50,3 +50,8 @@ def test_demo_runs_unattended_and_every_stage_moves_data(kafka: str, tmp_path) -
     assert re.search(r"pathway alerts raised\s+│\s+[1-9]", out)
     assert re.search(r"delivered to gp-0\d\s+│\s+[1-9]", out)
     assert "Inbox: http://127.0.0.1:" in out
+    # gp-01's FHIR endpoint is a real HAPI FHIR server: it holds what was delivered
+    held = re.search(r"held by HAPI FHIR \(gp-01\)\s+│\s+([\d,]+)", out)
+    assert held is not None, "no HAPI FHIR server in the demo"
+    assert int(held.group(1).replace(",", "")) > 0
+    assert re.search(r"Patient [1-9]", out)
