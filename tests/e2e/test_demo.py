@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from caremesh.settings import KafkaSettings
+
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 
@@ -17,6 +19,8 @@ def test_demo_runs_unattended_and_every_stage_moves_data(kafka: str, tmp_path) -
     env = dict(
         os.environ,
         CAREMESH_KAFKA__BOOTSTRAP_SERVERS=kafka,
+        # the running broker's own folder (its pid file), so the demo uses it, not a second one
+        CAREMESH_KAFKA__LOCAL_DATA_DIR=str(KafkaSettings().local_data_dir),
         CAREMESH_STATE_DIR=str(tmp_path),
         COLUMNS="120",
     )

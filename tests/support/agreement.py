@@ -59,13 +59,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CAREMESH_EXAMPLES_CACHE", default))
 
 
-def examples(types: tuple[str, ...] | None = None) -> dict[str, bytes]:
-    """The package's example resources (`Type-id.json` → bytes), fetched once into the cache."""
+def examples(types: tuple[str, ...] | None = None, *, fetch: bool = True) -> dict[str, bytes]:
+    """The package's example resources (`Type-id.json` → bytes), fetched once into the cache
+    (unless `fetch` is false: tests read what the test command fetched, and raise
+    FileNotFoundError when it is not there)."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     name, _, version = PACKAGE.partition("@")
     tgz = cache / f"{name}-{version}.tgz"
     if not tgz.exists():
+        if not fetch:
+            raise FileNotFoundError(f"{tgz.name}: run scripts/fetch-fhir-examples.sh")
         subprocess.run(["npm", "pack", PACKAGE], cwd=cache, check=True, capture_output=True)
     out: dict[str, bytes] = {}
     with tarfile.open(tgz) as archive:
