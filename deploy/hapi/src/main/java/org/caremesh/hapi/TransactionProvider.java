@@ -149,8 +149,11 @@ public final class TransactionProvider {
         requireResource(step);
         if (q >= 0) {
           IBaseResource match = store.matchOne(step.type, url.substring(q + 1));
+          // With no match, the body's own id is used if it has one; the parser fills the id of an
+          // entry without one from its fullUrl (urn:uuid:...), which is no id: the server assigns one.
           String bodyId = step.resource.getIdElement().getIdPart();
-          step.id = match != null ? match.getIdElement().getIdPart() : bodyId != null ? bodyId : store.newId(step.type);
+          boolean ownId = bodyId != null && MemoryStore.FHIR_ID.matcher(bodyId).matches();
+          step.id = match != null ? match.getIdElement().getIdPart() : ownId ? bodyId : store.newId(step.type);
         } else if (parts.length == 2) {
           step.id = parts[1];
         } else {
