@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install caremesh with its test, dev and bench extras (the bench's Faust rows
 # and their tests need faust-streaming); fetch the Kafka jars. Build the local HAPI FHIR server
-# (deploy/hapi) once. Idempotent: reinstalls only when pyproject.toml changed, rebuilds the
+# (caremesh.local.hapi) once. Idempotent: reinstalls only when pyproject.toml changed, rebuilds the
 # server only when its sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,7 +13,7 @@ whose type is carried and that validates in its own release (fhir.resources), it
 convert to a resource that validates in the target release (`convert` validates every result),
 how many are refused as Unconvertible (by reason code), and how many come back unchanged when
 converted back (round trip). With `--hapi` it also starts the local HAPI FHIR servers
-(deploy/hapi, R4 and R5) and counts the converted examples HAPI's validator finds no error in.
+(caremesh.local.hapi, R4 and R5) and counts the converted examples HAPI's validator finds no error in.
 """
 
 from __future__ import annotations

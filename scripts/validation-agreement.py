@@ -1,6 +1,6 @@
 """Does caremesh refuse at ingest what HAPI FHIR's validator refuses? Counts on a corpus.
 
-Starts the local HAPI FHIR R4 server (deploy/hapi, built once by Maven), judges HL7's official
+Starts the local HAPI FHIR R4 server (caremesh.local.hapi, built once by Maven), judges HL7's official
 R4 examples (hl7.fhir.r4.examples@4.0.1, fetched with `npm pack` into
 `$CAREMESH_EXAMPLES_CACHE`, default ~/.cache/caremesh/fhir-examples, never committed) and
 hostile variants of the examples of the types caremesh carries, by HAPI's `$validate` and by

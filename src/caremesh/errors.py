@@ -7,7 +7,7 @@ never payloads, patient identifiers, pseudonyms or keys.
     ├── ConfigurationError          bad settings, rule files, pathway definitions, command usage
     ├── KafkaUnavailableError       the broker did not answer or refused a write (transient)
     ├── LocalKafkaError             the local broker (caremesh kafka up) could not be run
-    ├── LocalHapiError              the local HAPI FHIR server under deploy/hapi could not be run
+    ├── LocalHapiError              the local HAPI FHIR server (local/hapi.py) could not be run
     ├── TopicMismatchError          an existing topic differs from the catalogue
     ├── RejectedInputError          input that can never be processed (goes to deadletter.v1)
     │   ├── InvalidFhirError        not FHIR, or fails validation
@@ -47,7 +47,7 @@ class LocalKafkaError(CaremeshError):
 
 
 class LocalHapiError(CaremeshError):
-    """The local HAPI FHIR server (deploy/hapi) could not be built, started or stopped."""
+    """The local HAPI FHIR server (caremesh.local.hapi) could not be built, started or stopped."""
 
 
 class TopicMismatchError(CaremeshError):

@@ -67,8 +67,8 @@ def _default_kafka_home() -> Path:
     return _PACKAGE / "kafka" / "broker"
 
 
-def _default_cache_dir() -> Path:
-    """Downloaded jars: `$XDG_CACHE_HOME/caremesh` (default ~/.cache/caremesh)."""
+def default_cache_dir() -> Path:
+    """Downloaded jars and build output: `$XDG_CACHE_HOME/caremesh` (default ~/.cache/caremesh)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "caremesh"
 
@@ -92,7 +92,7 @@ class KafkaSettings(_Section):
     """`CAREMESH_KAFKA__TOPIC_PREFIX`: prepended to every catalogue topic (tests, tenants)."""
     local_home: Path = Field(default_factory=_default_kafka_home)
     """`CAREMESH_KAFKA__LOCAL_HOME`: folder with the pom and configs of the local broker."""
-    local_cache_dir: Path = Field(default_factory=lambda: _default_cache_dir() / "kafka")
+    local_cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "kafka")
     """`CAREMESH_KAFKA__LOCAL_CACHE_DIR`: where Maven puts the local broker's jars, once."""
     local_data_dir: Path = Field(default_factory=lambda: _default_state_dir() / "kafka")
     """`CAREMESH_KAFKA__LOCAL_DATA_DIR`: log dirs, pid file and logs of the local broker."""

@@ -1,4 +1,4 @@
-"""Test support: a real HAPI FHIR server per test process (deploy/hapi), as a provider's endpoint.
+"""Test support: a real HAPI FHIR server per test process (local/hapi), as a provider's endpoint.
 
 `hapi_r4` and `hapi_r5` are session fixtures: each pytest process (each xdist worker) starts its
 own server on a free port the first time a test asks for it and stops it at the end. Tests share
@@ -131,11 +131,11 @@ def _start(release: Release, log_dir: Path) -> Iterator[Hapi]:
 
 @pytest.fixture(scope="session")
 def hapi_r4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hapi]:
-    """A HAPI FHIR R4 server of this test process (deploy/hapi)."""
+    """A HAPI FHIR R4 server of this test process (caremesh.local.hapi)."""
     yield from _start("R4", tmp_path_factory.mktemp("hapi-r4"))
 
 
 @pytest.fixture(scope="session")
 def hapi_r5(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hapi]:
-    """A HAPI FHIR R5 server of this test process (deploy/hapi)."""
+    """A HAPI FHIR R5 server of this test process (caremesh.local.hapi)."""
     yield from _start("R5", tmp_path_factory.mktemp("hapi-r5"))

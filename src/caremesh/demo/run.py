@@ -3,7 +3,7 @@
 It starts the broker (unless one answers), creates the catalogue topics for the territory's
 organisations and studies, runs the services as child processes (a worker with every stage,
 the FHIR ingest API, the MLLP listener, the consent API, FHIR delivery, the coordinators' inbox
-and stand-in FHIR endpoints for the providers), starts a real HAPI FHIR R4 server (deploy/hapi,
+and stand-in FHIR endpoints for the providers), starts a real HAPI FHIR R4 server (local/hapi,
 built once by Maven into its cache) as one organisation's FHIR endpoint (`HAPI_ORGANISATION`),
 feeds the territory's events over HTTP and MLLP
 on a faster-than-real-time clock, and shows a live summary. Secrets (source tokens, the consent

@@ -1,11 +1,13 @@
-"""The local HAPI FHIR server (deploy/hapi): built once with Maven, started on 127.0.0.1, stopped.
+"""The local HAPI FHIR server (hapi_server/): built once with Maven, started on 127.0.0.1, stopped.
 
 A provider's FHIR endpoint for tests and the demo: HAPI FHIR's RestfulServer (HAPI FHIR 8.6.5
 from Maven Central) with every resource type in memory, referential integrity and HAPI's
 validator on each request, and `$validate`. `build` compiles the small Java program of
-deploy/hapi/ and copies its jars into a cache, once per source version; `up` starts one
+hapi_server/ and copies its jars into a cache, once per source version; `up` starts one
 server for a FHIR release (R4 or R5) on a given port and waits until `/metadata` answers;
-`down` stops that process by its handle, never by name.
+`down` stops that process by its handle, never by name. The Maven project ships inside the
+package (an installed wheel has it too); its build output goes to `$XDG_CACHE_HOME/caremesh/hapi`
+(default ~/.cache/caremesh/hapi), never into the source tree.
 
     python -m caremesh.local.hapi build                       # what scripts/bootstrap.sh runs
     python -m caremesh.local.hapi up --port 8090 --release R4  # in the foreground, Ctrl-C stops
@@ -29,13 +31,14 @@ from typing import Literal
 import httpx
 
 from caremesh.errors import LocalHapiError
+from caremesh.settings import default_cache_dir
 
 log = logging.getLogger(__name__)
 
 Release = Literal["R4", "R5"]
 RELEASES: tuple[Release, ...] = ("R4", "R5")
 MAIN_CLASS = "org.caremesh.hapi.Main"
-DEFAULT_HOME = Path(__file__).resolve().parents[3] / "deploy" / "hapi"
+DEFAULT_HOME = Path(__file__).resolve().parent / "hapi_server"
 JAR = "caremesh-local-hapi.jar"
 HEAP: dict[Release, str] = {"R4": "512m", "R5": "1g"}
 """JVM heap per release: HAPI's R5 validator holds the whole R5 core package (about 700 MB)."""
@@ -60,11 +63,11 @@ class HapiProcess:
 
 
 class LocalHapi:
-    """Builds and runs the server of `home` (deploy/hapi), its build output in `cache`."""
+    """Builds and runs the server of `home` (hapi_server/), its build output in `cache`."""
 
     def __init__(self, home: Path = DEFAULT_HOME, cache: Path | None = None) -> None:
         self.home = home
-        self.cache = cache if cache is not None else home / ".cache"
+        self.cache = cache if cache is not None else default_cache_dir() / "hapi"
         self.libs = self.cache / "libs"
         self.jar = self.cache / "build" / JAR
         self._stamp = self.cache / ".sources.sha256"

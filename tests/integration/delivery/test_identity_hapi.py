@@ -1,6 +1,6 @@
 """Identity at a real FHIR server: sources → hl7v2/validate/share → delivery → HAPI FHIR R4.
 
-The same promises as test_recipient_identity, judged by a server nobody here wrote (deploy/hapi:
+The same promises as test_recipient_identity, judged by a server nobody here wrote (local/hapi:
 HAPI FHIR's RestfulServer with referential integrity and its validator on every request), in
 both delivery modes (`rest`: an update per resource; `transaction`: a Bundle per batch with
 conditional updates by identifier). The HAPI server of the test process is shared, so each test

@@ -1,4 +1,4 @@
-"""The local HAPI FHIR server (deploy/hapi) behaves as a strict provider's FHIR server does."""
+"""The local HAPI FHIR server (local/hapi) behaves as a strict provider's FHIR server does."""
 
 from __future__ import annotations
 

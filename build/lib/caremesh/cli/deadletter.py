@@ -35,12 +35,12 @@ from caremesh.errors import (
 from caremesh.kafka import config as kafka_config
 from caremesh.kafka.client import (
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
+from caremesh.kafka.io import Output, produce_and_wait
 from caremesh.kafka.reading import read_to_end_offsets
 from caremesh.kafka.retry import retrying_leadership, watermark_offsets
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
@@ -240,21 +240,11 @@ def _write_audit(settings: Settings, audit: dict[str, Any]) -> None:
     producer = Producer(
         kafka_config.producer_config(settings.kafka, **{"message.timeout.ms": 15000})
     )
-    errors: list[str] = []
-
-    def delivered(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            errors.append(err.name())
-
-    producer.produce(
-        topic,
-        key=audit["id"].encode(),
-        value=orjson.dumps(audit),
-        headers=env.headers(),
-        on_delivery=delivered,
-    )
-    if producer.flush(30) or errors:
-        raise KafkaUnavailableError("the audit event was not acknowledged; nothing shown")
+    record = Output(topic, audit["id"].encode(), orjson.dumps(audit), env.headers())
+    try:
+        produce_and_wait(producer, [record], "the audit event")
+    except KafkaUnavailableError:
+        raise KafkaUnavailableError("the audit event was not acknowledged; nothing shown") from None
 
 
 def show_dead_letter(

@@ -27,10 +27,11 @@ Contract (DESIGN §5, §8, §9):
   query parameters or a JSON body) appends a withdrawal effective now; 404 when the patient has
   no such consent. The answer carries the withdrawal time and the broker's acknowledgement time.
 - `GET /Consent?patient=` lists the patient's current consents and `GET /decision?patient=&
-  purpose=&actor=&resourceType=&securityLabel=` answers with `consent.evaluate` and the policy of
-  `settings.consent`. Both first wait until the ledger reader has caught up with every record
-  written before the request, so a client reads its own writes; 503 when it cannot. Each
-  decision is audited like the stages' decisions.
+  purpose=&actor=&resourceType=&securityLabel=&custodian=&resource=&references=&dataDate=`
+  (custodian: who holds the data; resource, references: the data and what it refers to)
+  answers with `consent.evaluate` and the policy of `settings.consent`. Both first wait until
+  the ledger reader has caught up with every record written before the request, so a client
+  reads its own writes; 503 when it cannot. Each decision is audited like the stages' decisions.
 - `POST /Patient/$erase` (`patient` as a query parameter or in a JSON body) erases a patient
   (GDPR Art. 17, see `caremesh.consent.erasure`): an erasure record on consent.events.v1, a
   tombstone
@@ -48,6 +49,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -86,9 +88,12 @@ from caremesh.consent.requests import (
     actor_param,
     check_consent,
     consent_summary,
+    date_param,
     labels_param,
     patient_param,
     purpose_param,
+    references_param,
+    resource_param,
 )
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, MessageId, PatientKey, fhir_event_type
 from caremesh.errors import (
@@ -349,6 +354,8 @@ class _ConsentApi:
         actor: str | None,
         resource_type: str | None,
         labels: str | None,
+        *,
+        data: DataQuery | None = None,
     ) -> Response:
         key = patient_param(patient)
         if key is None:
@@ -365,6 +372,10 @@ class _ConsentApi:
             actor=actor_param(actor),
             resource_type=resource_type,
             security_labels=label_set,
+            custodian=actor_param(data.custodian) if data else None,
+            resource=resource_param(data.resource) if data else None,
+            references=references_param(data.references) if data else None,
+            data_date=date_param(data.data_date, "dataDate") if data else None,
         )
         decision = evaluate(self.ledger.consents(key), query, self.policy)
         self.metrics.consent_decisions.labels(COMPONENT, code, decision.outcome.value).inc()
@@ -384,6 +395,16 @@ class _ConsentApi:
             "provision": decision.provision,
         }
         return JSONResponse(answer)
+
+
+@dataclass(frozen=True, slots=True)
+class DataQuery:
+    """The /decision parameters that describe the data asked about, as received."""
+
+    custodian: str | None = None
+    resource: str | None = None
+    references: str | None = None
+    data_date: str | None = None
 
 
 def _str_or_none(value: object) -> str | None:
@@ -578,9 +599,21 @@ def create_app(
         actor: str | None = None,
         resource_type: Annotated[str | None, Query(alias="resourceType")] = None,
         security_label: Annotated[str | None, Query(alias="securityLabel")] = None,
+        custodian: Annotated[
+            str | None, Query(description="who holds the data: `Type/id` or `system|value`")
+        ] = None,
+        resource: Annotated[str | None, Query(description="the data: `Type/id`")] = None,
+        references: Annotated[
+            str | None, Query(description="`Type/id` the data refers to, comma-separated")
+        ] = None,
+        data_date: Annotated[str | None, Query(alias="dataDate")] = None,
     ) -> Response:
+        data = DataQuery(custodian, resource, references, data_date)
+
         async def run(admin: str) -> Response:
-            return await api.decide(patient, purpose, actor, resource_type, security_label)
+            return await api.decide(
+                patient, purpose, actor, resource_type, security_label, data=data
+            )
 
         return await guarded(request, run, route="consent:decide")
 

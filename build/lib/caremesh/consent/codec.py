@@ -16,6 +16,8 @@ from caremesh.consent.model import (
     ActorRef,
     Consent,
     ConsentStatus,
+    DataMeaning,
+    DataRef,
     FhirRelease,
     Outcome,
     Period,
@@ -55,6 +57,7 @@ def _provision(p: Provision) -> dict[str, Any]:
         "sec": sorted(p.security_labels),
         "cls": sorted(p.classes),
         "dp": _period(p.data_period),
+        "dat": [[d.meaning.value, d.reference] for d in p.data],
         "uns": list(p.unsupported),
         "sub": [_provision(c) for c in p.provisions],
     }
@@ -106,6 +109,7 @@ def _read_provision(value: Mapping[str, Any]) -> Provision:
         security_labels=frozenset(value.get("sec", [])),
         classes=frozenset(value.get("cls", [])),
         data_period=_read_period(value.get("dp")),
+        data=tuple(DataRef(DataMeaning(m), str(r)) for m, r in value.get("dat", [])),
         unsupported=tuple(value.get("uns", [])),
         provisions=tuple(_read_provision(c) for c in value.get("sub", [])),
     )

@@ -4,8 +4,9 @@ The rules, in order (DESIGN §5):
 
 1. A consent applies when its status is `active`, its period (R5 `Consent.period`, R4 root
    `provision.period`) contains `now`, it has no withdrawal effective at `now` for the query's
-   purpose, and it speaks to the query: its root matches (R4 root constraints; the R5 root has
-   none) and the query's purpose is among what the consent declares it covers
+   purpose, and it speaks to the query: its root matches (a typed R4 root's constraints; the
+   R5 root, and the R4 root standing for `policyRule` when the written root is its exception,
+   have none) and the query's purpose is among what the consent declares it covers
    (`declared_purposes`): the root's purposes when it names some, else research purposes
    (HRESCH and below) for a consent declared as research (R4 `scope` research, R5 `category` or
    `regulatoryBasis` research), else every purpose. What the consent covers is never inferred
@@ -15,20 +16,28 @@ The rules, in order (DESIGN §5):
 3. Within it, the deepest matching provision decides (nested exceptions override their parent);
    between matching siblings at the same depth, deny wins. A provision matches when every
    constraint it has matches: `period` contains `now`; an `actor` is the query actor (by
-   reference or identifier; roles are not matched); a `purpose` implies the query purpose in the
+   reference or identifier; by role, see below); a `purpose` implies the query purpose in the
    v3 ActReason hierarchy; a `class`/`resourceType` is the query resource type; a
    `securityLabel` is among the query labels; `dataPeriod` contains the data date; an `action`
    is the query action or an equivalent (`ConsentPolicy.action_equivalents`: by default
-   caremesh treats `access` and `disclose` alike, since releasing data to a recipient is both).
+   caremesh treats `access` and `disclose` alike, since releasing data to a recipient is both);
+   a `data` reference (meaning `instance`) is the query resource, or (meaning `related`) the
+   query resource or one of the references it makes.
    Fail closed: a deny provision matches a query that does not say what one of its constraints
-   asks (no actor, no resource type, no data date), and a deny provision with constraints
-   caremesh cannot evaluate (`code`, `data`, `expression`, `documentType`) matches every query;
-   a permit provision with such a constraint is refused by the parser, and a permit whose
-   constraint the query does not answer does not match. An actor whose role is not a recipient
-   role (custodian CST, author AUT...) speaks of the data's origin, which a query does not say:
-   a deny naming one matches every query, a permit naming one never matches.
-   Ignoring part of a consent therefore
-   never permits more than the patient allowed.
+   asks (no actor, no custodian, no resource type, no data date, no resource, no references for
+   `related`), and a deny provision with constraints caremesh cannot evaluate (`code`, `data`
+   meaning `dependents` or `authoredby`, `expression`, `documentType`) matches every query that
+   its other constraints match; a permit whose constraint the query does not answer does not
+   match. Actors are matched by role: recipient roles (PRCP, IRCP... or none) to the query
+   actor, the custodian role (CST) to the query's custodian (who holds the data); each side a
+   provision names must match. Any other role (author AUT...) speaks of the data's origin in a
+   way no query says: a deny naming one is taken to match, a permit naming one never matches.
+   A permit with a constraint caremesh cannot evaluate never matches (it can only deny more);
+   the parser refuses one only when nested denies depend on it. A deny that matches only
+   because the query does not say what one of its constraints asks, or because caremesh cannot
+   evaluate one (an assumed match), decides: its nested permits are not reached, since they
+   would release data the deny may not cover. Ignoring part of a consent therefore never
+   permits more than the patient allowed.
 4. Without an applicable consent the policy default for the purpose applies (the nearest
    ancestor with a default, else `ConsentPolicy.fallback`).
 5. Withdrawal (DESIGN §5: "a withdrawal stops all future releases for that purpose"): a
@@ -61,8 +70,10 @@ from caremesh.consent.model import (
     ActorRef,
     Consent,
     ConsentStatus,
+    DataMeaning,
     Outcome,
     Provision,
+    ProvisionActor,
     Withdrawal,
 )
 from caremesh.envelope import PatientKey
@@ -133,6 +144,12 @@ class DecisionQuery:
     security_labels: frozenset[str] = frozenset()
     data_date: datetime | None = None
     action: str = "disclose"
+    custodian: ActorRef | None = None
+    """Who holds the data asked about (the source organisation), when the caller knows it."""
+    resource: str | None = None
+    """The data asked about as `Type/id`, when the caller knows it."""
+    references: frozenset[str] | None = None
+    """The references (`Type/id`) that resource makes; None when the caller does not say."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "now", _utc(self.now))
@@ -159,43 +176,112 @@ class Decision:
 RECIPIENT_ROLES = frozenset({None, "PRCP", "IRCP", "GRANTEE", "DELEGATEE"})
 """Actor roles that name who receives the data (v3 ParticipationType PRCP, IRCP...; or none).
 
-Other roles (custodian CST, author AUT, informant INF...) name where the data comes from,
-which a query does not say: a deny naming one matches every query, a permit naming one never
-matches."""
+The custodian role (CST) names who holds the data: it is matched to the query's custodian when
+the query names one (a deny naming a custodian matches a query that does not; a permit does
+not). Other roles (author AUT, informant INF...) speak of the data's origin in ways no query
+says: a deny naming one matches every query, a permit naming one never matches."""
 
 
-def _actor_matches(provision: Provision, actor: ActorRef | None) -> bool:
+CUSTODIAN_ROLE = "CST"
+"""v3 ParticipationType custodian: the actor holds the data (matched to the query's custodian)."""
+
+
+Known = bool | None
+"""One constraint against a query: it holds, it does not, or the query does not say (None)."""
+
+
+def _all(results: Sequence[Known]) -> Known:
+    if any(r is False for r in results):
+        return False
+    return None if any(r is None for r in results) else True
+
+
+def _any(results: Sequence[Known]) -> Known:
+    if any(r is True for r in results):
+        return True
+    return None if any(r is None for r in results) else False
+
+
+def _side(actors: Sequence[ProvisionActor], who: ActorRef | None) -> Known:
+    if not actors:
+        return True
+    if who is None:
+        return None
+    return any(a.who.matches(who) for a in actors)
+
+
+def _actors_known(provision: Provision, query: DecisionQuery) -> Known:
     recipients = [a for a in provision.actors if a.role in RECIPIENT_ROLES]
-    if len(recipients) < len(provision.actors):
-        return provision.outcome is Outcome.DENY
-    if actor is None:
-        return provision.outcome is Outcome.DENY
-    return any(a.who.matches(actor) for a in recipients)
+    custodians = [a for a in provision.actors if a.role == CUSTODIAN_ROLE]
+    others = len(provision.actors) - len(recipients) - len(custodians)
+    other: Known = None if others else True
+    return _all([_side(recipients, query.actor), _side(custodians, query.custodian), other])
 
 
-def _constraints_match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
-    deny = p.outcome is Outcome.DENY
-    checks = (
-        p.period is None or p.period.contains(query.now),
-        not p.actors or _actor_matches(p, query.actor),
-        not p.actions or bool(p.actions & policy.actions_for(query.action)),
-        not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
-        not p.classes
-        or (deny and (query.resource_type is None or any("|" in c for c in p.classes)))
-        or query.resource_type in p.classes,
-        not p.security_labels or bool(p.security_labels & query.security_labels),
-        p.data_period is None
-        or (query.data_date is None and deny)
-        or (query.data_date is not None and p.data_period.contains(query.data_date)),
+def _classes_known(p: Provision, query: DecisionQuery) -> Known:
+    if query.resource_type is None:
+        return None
+    if query.resource_type in p.classes:
+        return True
+    return None if any("|" in c for c in p.classes) else False
+
+
+def _data_known(p: Provision, query: DecisionQuery) -> Known:
+    if query.resource is None:
+        return None
+    found: list[Known] = []
+    for item in p.data:
+        if query.resource == item.reference:
+            found.append(True)
+        elif item.meaning is DataMeaning.RELATED:
+            found.append(None if query.references is None else item.reference in query.references)
+        else:
+            found.append(False)
+    return _any(found)
+
+
+def _known(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> Known:
+    """Whether every constraint of `p` holds for `query` (None: one the query does not say)."""
+    return _all(
+        [
+            p.period is None or p.period.contains(query.now),
+            not p.actors or _actors_known(p, query),
+            not p.actions or bool(p.actions & policy.actions_for(query.action)),
+            not p.purposes or any(pou.implies(g, query.purpose) for g in p.purposes),
+            not p.classes or _classes_known(p, query),
+            not p.security_labels or bool(p.security_labels & query.security_labels),
+            p.data_period is None
+            or (None if query.data_date is None else p.data_period.contains(query.data_date)),
+            not p.data or _data_known(p, query),
+            None if p.unsupported else True,
+        ]
     )
-    return all(checks)
+
+
+class Match(StrEnum):
+    """How a provision meets a query."""
+
+    NO = "no"
+    YES = "yes"
+    ASSUMED = "assumed"
+    """A deny taken to apply because the query does not say what one of its constraints asks,
+    or caremesh cannot evaluate it: it decides, and its nested permits are not reached (they
+    would release data the deny may not cover)."""
+
+
+def match(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> Match:
+    """How provision `p` meets `query` (fail closed: see rule 3 of the module)."""
+    known = _known(p, query, policy)
+    if known is True:
+        return Match.YES
+    if known is None and p.outcome is Outcome.DENY:
+        return Match.ASSUMED
+    return Match.NO
 
 
 def matches(p: Provision, query: DecisionQuery, policy: ConsentPolicy) -> bool:
     """True when provision `p` applies to `query` (fail closed: see rule 3 of the module)."""
-    if not _constraints_match(p, query, policy):
-        return False
-    return not p.unsupported or p.outcome is Outcome.DENY
+    return match(p, query, policy) is not Match.NO
 
 
 def _deepest(
@@ -203,9 +289,11 @@ def _deepest(
 ) -> tuple[int, Provision]:
     best: tuple[int, Provision] = (depth, p)
     for child in p.provisions:
-        if not matches(child, query, policy):
+        how = match(child, query, policy)
+        if how is Match.NO:
             continue
-        found = _deepest(child, query, policy, depth + 1)
+        assumed = how is Match.ASSUMED
+        found = (depth + 1, child) if assumed else _deepest(child, query, policy, depth + 1)
         deeper = found[0] > best[0]
         tie_deny = found[0] == best[0] and found[1].outcome is Outcome.DENY
         if deeper or (tie_deny and best[1].outcome is Outcome.PERMIT):
@@ -337,7 +425,10 @@ def evaluate(
         default = Decision(rules.default_for(query.purpose), rule, query.purpose)
         return _restricted_check(default, None, query, rules)
     winner, root = max(speaking, key=lambda pair: _recency(pair[0]))
-    _, deciding = _deepest(root, query, rules, 0)
+    if match(root, query, rules) is Match.ASSUMED:
+        deciding = root
+    else:
+        _, deciding = _deepest(root, query, rules, 0)
     rule = Rule.CONSENT_ROOT if deciding is root else Rule.CONSENT_PROVISION
     decision = Decision(deciding.outcome, rule, query.purpose, (winner.id,), deciding.path)
     return _restricted_check(decision, deciding, query, rules)

@@ -1,7 +1,11 @@
 """The normalised consent model: one frozen shape for FHIR Consent R4 and R5, and consent events.
 
-A `Consent` is a tree of `Provision`s. For R4 the root is `Consent.provision` (its `type` is the
-root rule and its `period` the consent's period); for R5 the root is synthetic: its outcome is
+A `Consent` is a tree of `Provision`s. For R4 the root is `Consent.provision` when it has a
+`type` or no condition but its `period` (its outcome the base: `type`, else `policyRule`); an
+untyped root with conditions is, as R4 defines it, an exception to the base policy, so the
+tree's root is then synthetic (path `Consent.policyRule`, the base outcome, no constraints) with
+`Consent.provision` as its one exception. The root provision's `period` is the consent's
+period. For R5 the root is synthetic: its outcome is
 `Consent.decision`, it has no constraints, and its children are `Consent.provision[]`. Every
 provision carries its resolved outcome: an R4 provision's own `type`, or the opposite of its
 parent's outcome when `type` is absent (an exception); an R5 provision always the opposite of its
@@ -112,13 +116,32 @@ class ProvisionActor:
     who: ActorRef
 
 
+class DataMeaning(StrEnum):
+    """`provision.data.meaning` values caremesh evaluates (FHIR consent-data-meaning)."""
+
+    INSTANCE = "instance"
+    """The rule applies to that resource only."""
+    RELATED = "related"
+    """The rule applies to that resource and to the resources that refer to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataRef:
+    """One `provision.data`: a normalised reference (`Type/id`) and how it is read."""
+
+    meaning: DataMeaning
+    reference: str
+
+
 @dataclass(frozen=True, slots=True)
 class Provision:
     """One rule of a consent; each constraint that is present narrows what it matches.
 
-    `unsupported` names constraints caremesh cannot evaluate (`code`, `data`, `expression`,
-    `documentType`); evaluation treats them conservatively. `path` is the element path of the
-    provision in the original resource, a coordinate for decisions and audit.
+    `data` holds the `provision.data` references caremesh evaluates (meaning `instance` or
+    `related`); `unsupported` names constraints caremesh cannot evaluate (`code`, `data` with
+    another meaning, `expression`, `documentType`); evaluation treats them conservatively.
+    `path` is the element path of the provision in the original resource, a coordinate for
+    decisions and audit.
     """
 
     outcome: Outcome
@@ -130,6 +153,7 @@ class Provision:
     security_labels: frozenset[str] = frozenset()
     classes: frozenset[str] = frozenset()
     data_period: Period | None = None
+    data: tuple[DataRef, ...] = ()
     unsupported: tuple[str, ...] = ()
     provisions: tuple[Provision, ...] = ()
 

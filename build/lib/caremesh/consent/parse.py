@@ -27,6 +27,8 @@ from caremesh.consent.model import (
     ConsentStatus,
     ConsentUpserted,
     ConsentWithdrawn,
+    DataMeaning,
+    DataRef,
     FhirRelease,
     LedgerEvent,
     Outcome,
@@ -248,11 +250,19 @@ def _provision(
                 child, child_path, _child_outcome(child, child_path, outcome, release), release
             )
         )
-    unsupported = tuple(k for k in unsupported_keys if obj.get(k) not in (None, [], ""))
-    if unsupported and outcome is Outcome.PERMIT:
+    data = _data(obj, path)
+    unsupported = tuple(
+        k
+        for k in unsupported_keys
+        if obj.get(k) not in (None, [], "") and not (k == "data" and data is not None)
+    )
+    if unsupported and outcome is Outcome.PERMIT and _holds_a_deny(children):
+        # A permit caremesh cannot evaluate never matches (it can only deny more), but its
+        # nested denies would then never be reached: ignoring it would permit more.
         raise _fail(
             f"{path}.{unsupported[0]}",
-            "not evaluated by caremesh; ignoring it would permit more than the consent allows",
+            "not evaluated by caremesh, and its nested deny provisions depend on it; ignoring "
+            "it would permit more than the consent allows",
             CONSENT_UNSUPPORTED,
         )
     return Provision(
@@ -265,9 +275,32 @@ def _provision(
         security_labels=_labels(obj, path),
         classes=classes,
         data_period=_period(obj, "dataPeriod", path),
+        data=data or (),
         unsupported=unsupported,
         provisions=tuple(children),
     )
+
+
+def _data(obj: Mapping[str, Any], path: str) -> tuple[DataRef, ...] | None:
+    """`provision.data` when every item is evaluated (meaning instance or related with a literal
+    reference); None when there is none or one caremesh does not evaluate (`dependents`,
+    `authoredby`, a logical reference), which leaves `data` an unsupported constraint."""
+    out: list[DataRef] = []
+    for item_path, item in _items(obj, "data", path):
+        meaning = _text(item, "meaning", item_path)
+        if meaning is None:
+            raise _fail(f"{item_path}.meaning", "required")
+        if item.get("reference") is None:
+            raise _fail(f"{item_path}.reference", "required")
+        ref = _reference(item["reference"], f"{item_path}.reference")
+        if meaning not in {m.value for m in DataMeaning} or ref.reference is None:
+            return None
+        out.append(DataRef(DataMeaning(meaning), ref.reference))
+    return tuple(out) or None
+
+
+def _holds_a_deny(provisions: Sequence[Provision]) -> bool:
+    return any(q.outcome is Outcome.DENY for p in provisions for q in p.walk())
 
 
 def _child_outcome(
@@ -382,21 +415,58 @@ def _r4_base(obj: Mapping[str, Any], root_obj: Mapping[str, Any]) -> Outcome | N
     return None
 
 
+_R4_CONDITIONS: Final = (
+    "actor",
+    "action",
+    "securityLabel",
+    "purpose",
+    "class",
+    "code",
+    "dataPeriod",
+    "data",
+)
+"""R4 provision elements that narrow what a rule applies to (`period` says when it holds)."""
+
+
+def _r4_root(obj: Mapping[str, Any], root_obj: Mapping[str, Any]) -> Provision | None:
+    """The R4 rule tree: a typed root as written; an untyped root as an exception to the base.
+
+    FHIR R4 defines `Consent.provision` as "an exception to the base policy of this consent"
+    and `provision.type` as "not permitted in root rule": when the root has no `type`, the base
+    (`policyRule`) holds everywhere and the root, where it has conditions, is its exception
+    (the opposite outcome, within those conditions), its nested provisions exceptions to that.
+    A root with no condition but a period cannot be an exception (it would negate the base
+    outright); it is the base itself, for that period.
+    """
+    base = _r4_base(obj, root_obj)
+    if base is None:
+        return None
+    if _text(root_obj, "type", "Consent.provision") is not None:
+        return _provision(root_obj, "Consent.provision", base, FhirRelease.R4)
+    if not any(root_obj.get(k) not in (None, [], "") for k in _R4_CONDITIONS):
+        return _provision(root_obj, "Consent.provision", base, FhirRelease.R4)
+    exception = _provision(root_obj, "Consent.provision", base.flipped(), FhirRelease.R4)
+    return Provision(
+        outcome=base,
+        path="Consent.policyRule",
+        period=exception.period,
+        provisions=(exception,),
+    )
+
+
 def _parse_r4(obj: Mapping[str, Any], consent_id: str, status: ConsentStatus) -> Consent:
     root: Provision | None = None
     raw = obj.get("provision")
     if raw is not None:
         root_obj = _mapping(raw, "Consent.provision")
-        base = _r4_base(obj, root_obj)
-        if base is None and status is ConsentStatus.ACTIVE:
+        root = _r4_root(obj, root_obj)
+        if root is None and status is ConsentStatus.ACTIVE:
             raise _fail(
                 "Consent.policyRule",
                 "the base decision is undetermined: give Consent.provision.type or a "
                 "Consent.policyRule with a direction (v3-ActCode OPTIN, OPTOUT...)",
                 CONSENT_UNSUPPORTED,
             )
-        if base is not None:
-            root = _provision(root_obj, "Consent.provision", base, FhirRelease.R4)
     if root is None and status is ConsentStatus.ACTIVE:
         raise _fail("Consent.provision", "required for an active consent", CONSENT_UNSUPPORTED)
     scope_codes = _concept_codes({"scope": [obj["scope"]]} if "scope" in obj else {}, "scope")

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from caremesh.consent.evaluate import named_purposes
 from caremesh.consent.model import ActorRef, Consent, FhirRelease
-from caremesh.consent.parse import detect_release, parse_consent
+from caremesh.consent.parse import detect_release, parse_consent, parse_datetime
 from caremesh.consent.purpose import is_purpose
 from caremesh.envelope import PatientKey
 from caremesh.errors import ConsentRequestError, InvalidFhirError
@@ -28,6 +28,7 @@ from caremesh.fhir.validate import release_from_content_type, validate_resource
 PATIENT_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]{0,199}")
 FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 LABEL: Final = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+REFERENCE: Final = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,38 @@ def actor_param(value: str | None) -> ActorRef | None:
     if "|" in value:
         return ActorRef(identifier=value)
     return ActorRef(reference=value)
+
+
+def resource_param(value: str | None) -> str | None:
+    """A `resource` parameter: the data asked about, as `Type/id`."""
+    if value is not None and not REFERENCE.fullmatch(value):
+        raise ConsentRequestError("invalid-resource", "resource: not a Type/id reference", 400)
+    return value
+
+
+def references_param(value: str | None) -> frozenset[str] | None:
+    """A `references` parameter: comma-separated `Type/id` the resource refers to.
+
+    Absent: not said (a `related` deny then matches); present, even empty: these and no other.
+    """
+    if value is None:
+        return None
+    refs = frozenset(x for x in value.split(",") if x)
+    if not all(REFERENCE.fullmatch(x) for x in refs):
+        raise ConsentRequestError(
+            "invalid-references", "references: not a list of Type/id references", 400
+        )
+    return refs
+
+
+def date_param(value: str | None, name: str) -> datetime | None:
+    """A FHIR date or dateTime parameter (its first instant, UTC)."""
+    if value is None:
+        return None
+    try:
+        return parse_datetime(value, name)[0]
+    except InvalidFhirError:
+        raise ConsentRequestError("invalid-date", f"{name}: not a FHIR date", 400) from None
 
 
 def labels_param(value: str | None) -> frozenset[str]:

@@ -3,7 +3,9 @@
 It starts the broker (unless one answers), creates the catalogue topics for the territory's
 organisations and studies, runs the services as child processes (a worker with every stage,
 the FHIR ingest API, the MLLP listener, the consent API, FHIR delivery, the coordinators' inbox
-and stand-in FHIR endpoints for the providers), feeds the territory's events over HTTP and MLLP
+and stand-in FHIR endpoints for the providers), starts a real HAPI FHIR R4 server (caremesh.local.hapi,
+built once by Maven into its cache) as one organisation's FHIR endpoint (`HAPI_ORGANISATION`),
+feeds the territory's events over HTTP and MLLP
 on a faster-than-real-time clock, and shows a live summary. Secrets (source tokens, the consent
 administrator token, the pseudonymisation master key, the inbox session key and the demo
 coordinator's password) are made for each run and passed to the children in their environment.
@@ -12,6 +14,7 @@ coordinator's password) are made for each run and passed to the children in thei
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -35,9 +38,12 @@ from caremesh.demo.feed import Feeder, FeedOptions, FeedTargets
 from caremesh.demo.scenario import demo_clock, territory_events
 from caremesh.demo.supervisor import Supervisor
 from caremesh.demo.territory import Territory
+from caremesh.errors import LocalHapiError
 from caremesh.kafka.admin import ensure_topics
 from caremesh.kafka.config import KafkaTarget, confluent_config, confluent_security
 from caremesh.kafka.local import LocalKafka
+from caremesh.local.hapi import HapiProcess, LocalHapi
+from caremesh.local.hapi import down as hapi_down
 from caremesh.settings import Settings
 from caremesh.topics import catalogue
 
@@ -45,6 +51,10 @@ log = logging.getLogger(__name__)
 
 COORDINATOR = "care-coordination"
 STAGES = ("hl7v2", "validate", "share", "pathways", "research")
+HAPI_ORGANISATION = "gp-01"
+"""The organisation whose FHIR endpoint is the demo's HAPI FHIR server (the others: stand-ins)."""
+HAPI_COUNTED = ("Patient", "Encounter", "Observation", "Condition", "CareTeam")
+"""The resource types the summary counts at the HAPI server."""
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -71,13 +81,14 @@ class Ports:
     inbox: int
     worker: int
     endpoints: int
+    hapi: int
 
     @classmethod
     def pick(cls) -> Ports:
         """Ask the OS for free ports."""
         found = []
         socks = []
-        for _ in range(7):
+        for _ in range(8):
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             socks.append(s)
@@ -98,6 +109,8 @@ class Summary:
     research: dict[str, float] = field(default_factory=dict)
     deliveries: dict[str, float] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)
+    hapi_held: dict[str, int] | None = None
+    """Resources the HAPI FHIR server holds, by type (None: no HAPI server in this run)."""
 
 
 def scrape(url: str) -> Samples:
@@ -114,9 +127,23 @@ def scrape(url: str) -> Samples:
     return out
 
 
-def gather(ports: Ports) -> Summary:
-    """Scrape the worker, delivery and endpoint metrics into a Summary."""
+def hapi_counts(base_url: str) -> dict[str, int]:
+    """How many resources of each counted type the HAPI FHIR server holds (`_summary=count`)."""
+    out: dict[str, int] = {}
+    for rtype in HAPI_COUNTED:
+        try:
+            response = httpx.get(f"{base_url}/{rtype}", params={"_summary": "count"}, timeout=5.0)
+            out[rtype] = int(response.json().get("total", 0)) if response.is_success else 0
+        except (httpx.HTTPError, ValueError):
+            out[rtype] = 0
+    return out
+
+
+def gather(ports: Ports, hapi: str | None = None) -> Summary:
+    """Scrape the worker, delivery and endpoint metrics (and count HAPI's resources)."""
     s = Summary()
+    if hapi is not None:
+        s.hapi_held = hapi_counts(hapi)
     for (name, labels), value in scrape(f"http://127.0.0.1:{ports.worker}/metrics").items():
         lab = dict(labels)
         if name == "caremesh_messages_out_total":
@@ -171,6 +198,13 @@ def render(
         other.add_row(f"research records: {study}", f"{n:,.0f}")
     for org, n in sorted(summary.deliveries.items()):
         other.add_row(f"delivered to {org}", f"{n:,.0f}")
+    if summary.hapi_held is not None:
+        held = ", ".join(f"{t} {n:,}" for t, n in summary.hapi_held.items())
+        other.add_row(
+            f"held by HAPI FHIR ({HAPI_ORGANISATION})",
+            f"{sum(summary.hapi_held.values()):,}",
+        )
+        other.add_row("  by type", held)
     return Group(feed, stages, other)
 
 
@@ -187,12 +221,20 @@ def zero_stages(summary: Summary) -> list[str]:
 
 
 def _environment(
-    settings: Settings, territory: Territory, ports: Ports, secrets_: dict[str, str], prefix: str
+    settings: Settings,
+    territory: Territory,
+    ports: Ports,
+    secrets_: dict[str, str],
+    prefix: str,
+    *,
+    hapi: str | None = None,
 ) -> dict[str, str]:
     orgs = []
     for org in territory.organisation_settings():
         data = org.model_dump(mode="json")
         data["fhir_endpoint"] = f"http://127.0.0.1:{ports.endpoints}/{org.id}/fhir"
+        if hapi is not None and org.id == HAPI_ORGANISATION:
+            data["fhir_endpoint"] = hapi
         data["token"] = secrets_["endpoint"]
         orgs.append(data)
     sources = [
@@ -282,12 +324,26 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
     }
     # Each run has its own topics (deleted at the end), so a run never replays an earlier one.
     prefix = f"{settings.kafka.topic_prefix}demo-{seed}."
-    env = _environment(settings, territory, ports, secrets_, prefix)
+    log_dir = settings.state_dir / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # the HAPI server's JVM starts while the broker does
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    hapi_start = pool.submit(LocalHapi().up, ports.hapi, "R4", log_dir / "hapi.log")
+    pool.shutdown(wait=False)
 
     broker = LocalKafka(settings.kafka)
     started_broker = not broker.answering()
     console.print("Starting the local Kafka broker…" if started_broker else "Kafka broker is up.")
-    broker.up()
+    console.print(f"Starting a HAPI FHIR R4 server as {HAPI_ORGANISATION}'s FHIR endpoint…")
+    try:
+        broker.up()
+    except BaseException:
+        _stop_hapi(_started_hapi(console, hapi_start))
+        raise
+    hapi = _started_hapi(console, hapi_start)
+    env = _environment(
+        settings, territory, ports, secrets_, prefix, hapi=hapi.base_url if hapi else None
+    )
     ensure_topics(
         settings.kafka.bootstrap_servers,
         catalogue(
@@ -299,7 +355,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         prefix=prefix,
         client_config=confluent_security(settings.kafka),
     )
-    supervisor = Supervisor(settings.state_dir / "demo-logs")
+    supervisor = Supervisor(log_dir)
     stop = asyncio.Event()
     result = 1
     try:
@@ -321,6 +377,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             _wait_http(url, supervisor)
         if supervisor.failed():
             raise RuntimeError("a service stopped during start-up")
+        if hapi is not None:
+            console.print(f"[bold]HAPI FHIR ({HAPI_ORGANISATION}):[/bold] {hapi.base_url}")
         console.print(
             f"[bold]Inbox:[/bold] http://127.0.0.1:{ports.inbox}/  "
             f"(user [bold]coordinator[/bold], password [bold]{secrets_['password']}[/bold])"
@@ -349,6 +407,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                 options=options,
                 supervisor=supervisor,
                 stop=stop,
+                hapi=hapi.base_url if hapi else None,
             )
         )
     except KeyboardInterrupt:
@@ -358,6 +417,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         result = 1
     finally:
         supervisor.stop_all()
+        _stop_hapi(hapi)
         delete_topics(settings.kafka, prefix)
         if started_broker:
             broker.down()
@@ -370,6 +430,24 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             for line in _log_tail(service.log_path):
                 console.print(f"  {service.name}| {line}", markup=False, highlight=False)
     return result
+
+
+def _started_hapi(
+    console: Console, start: concurrent.futures.Future[HapiProcess]
+) -> HapiProcess | None:
+    """The HAPI server once it answers; None (stand-in endpoints for all) when it cannot run."""
+    try:
+        return start.result()
+    except LocalHapiError as exc:
+        console.print(
+            f"[yellow]no HAPI FHIR server ({exc}); every provider uses a stand-in[/yellow]"
+        )
+        return None
+
+
+def _stop_hapi(hapi: HapiProcess | None) -> None:
+    if hapi is not None:
+        hapi_down(hapi)
 
 
 def _log_tail(path: Path | None, lines: int = 25) -> list[str]:
@@ -390,6 +468,7 @@ async def _feed_and_watch(
     options: DemoOptions,
     supervisor: Supervisor,
     stop: asyncio.Event,
+    hapi: str | None = None,
 ) -> int:
     seconds = options.duration or 600.0
     start, speed = demo_clock(datetime.now(UTC), options.simulated_days, seconds)
@@ -418,7 +497,7 @@ async def _feed_and_watch(
         with Live(console=console, refresh_per_second=2, transient=True) as live:
             while not stop.is_set():
                 elapsed = time.monotonic() - began
-                summary = await asyncio.to_thread(gather, ports)
+                summary = await asyncio.to_thread(gather, ports, hapi)
                 live.update(render(summary, feeder, elapsed, previous, interval))
                 previous = summary
                 failed = [s.name for s in supervisor.failed()]
@@ -427,7 +506,7 @@ async def _feed_and_watch(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
     except asyncio.CancelledError:  # Ctrl-C: show where things stood, then stop everything
-        summary = await asyncio.to_thread(gather, ports)
+        summary = await asyncio.to_thread(gather, ports, hapi)
     finally:
         feed.cancel()
         await asyncio.gather(feed, return_exceptions=True)

@@ -39,6 +39,31 @@ class Output:
     """A stage state (changelog) record: written only after the other outputs are acked."""
 
 
+def produce_and_wait(
+    producer: Producer, outputs: Sequence[Output], what: str, timeout: float = 30.0
+) -> None:
+    """Write `outputs` and wait for the broker's acknowledgement of every one; else raise
+    `KafkaUnavailableError` naming `what` and the client's error code (never the content)."""
+    failed: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err.name())
+
+    for out in outputs:
+        extra: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
+        producer.produce(
+            out.topic,
+            key=out.key,
+            value=out.value,
+            headers=list(out.headers),
+            on_delivery=delivered,
+            **extra,
+        )
+    if producer.flush(timeout) or failed:
+        raise KafkaUnavailableError(f"{what} not acknowledged ({(failed or ['timeout'])[0]})")
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     """Where the broker stored a record."""

@@ -33,11 +33,11 @@ from caremesh.consent import ConsentPolicy, Decision, DecisionQuery, evaluate
 from caremesh.consent.erasure import VAULT_RECORD_TYPE
 from caremesh.consent.model import ERASURE_ID, Consent
 from caremesh.envelope import KeyId, PatientKey
-from caremesh.errors import ConfigurationError, KafkaUnavailableError
+from caremesh.errors import ConfigurationError
 from caremesh.kafka import config as kafka_config
 from caremesh.kafka.admin import ensure_compacted
 from caremesh.kafka.client import Message, Producer
-from caremesh.kafka.io import Output
+from caremesh.kafka.io import Output, produce_and_wait
 from caremesh.metrics import Metrics
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.settings import Settings
@@ -114,7 +114,7 @@ class PatientStage:
     def ledger(self) -> LedgerFollower:
         """The consent ledger follower (started by the runner's `prepare`)."""
         if self._ledger is None:
-            self._ledger = ledger_follower(self.settings)
+            self._ledger = ledger_follower(self.settings.kafka)
         return self._ledger
 
     def state(self, name: str) -> PartitionState:
@@ -204,16 +204,8 @@ class PatientStage:
             VAULT_RECORD_TYPE,
             content_type="application/json",
         )
-        failed: list[str] = []
-        self._key_producer.produce(
-            self.keys_topic,
-            key=key,
-            value=value,
-            headers=env.headers(),
-            on_delivery=lambda err, _msg: failed.append(err.name()) if err else None,
-        )
-        if self._key_producer.flush(30) or failed:
-            raise KafkaUnavailableError(f"vault record not acknowledged ({failed[:1]})")
+        record = Output(self.keys_topic, key, value, env.headers())
+        produce_and_wait(self._key_producer, [record], "vault record")
 
     def runner(
         self,

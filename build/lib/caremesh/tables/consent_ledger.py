@@ -33,7 +33,7 @@ from caremesh.kafka.client import AioTopicPartition as TopicPartition
 from caremesh.kafka.client import TopicPartition as KafkaTopicPartition
 from caremesh.kafka.config import KafkaTarget, confluent_config
 from caremesh.kafka.reading import end_offsets, next_batch, open_from_beginning
-from caremesh.settings import Settings
+from caremesh.settings import KafkaSettings
 from caremesh.topics import CONSENT_EVENTS, LEDGER_OFFSETS_GROUP
 
 log = logging.getLogger(__name__)
@@ -377,12 +377,12 @@ _FOLLOWERS: dict[str, LedgerFollower] = {}
 _FOLLOWERS_LOCK = threading.Lock()
 
 
-def ledger_follower(settings: Settings) -> LedgerFollower:
+def ledger_follower(kafka: KafkaSettings) -> LedgerFollower:
     """The process's consent ledger follower (shared by its stages), started on first call."""
-    topic = settings.kafka.topic_prefix + CONSENT_EVENTS
+    topic = kafka.topic_prefix + CONSENT_EVENTS
     with _FOLLOWERS_LOCK:
         follower = _FOLLOWERS.get(topic)
         if follower is None:
-            follower = _FOLLOWERS[topic] = LedgerFollower(settings.kafka, topic)
+            follower = _FOLLOWERS[topic] = LedgerFollower(kafka, topic)
         follower.start()
         return follower

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -286,23 +286,14 @@ def publish(
     kafka: KafkaTarget, topic: str, registration: Registration, timeout: float = 30.0
 ) -> None:
     """Write one registration and wait for the broker's acknowledgement."""
-    from caremesh.kafka.client import KafkaError as ConfluentError  # noqa: PLC0415
     from caremesh.kafka.client import Producer  # noqa: PLC0415
     from caremesh.kafka.config import producer_config  # noqa: PLC0415
+    from caremesh.kafka.io import Output, produce_and_wait  # noqa: PLC0415
 
-    errors: list[ConfluentError] = []
-
-    def delivered(err: ConfluentError | None, _msg: Any) -> None:
-        if err is not None:
-            errors.append(err)
-
-    producer = Producer(producer_config(kafka))
-    producer.produce(
-        topic, key=registration.id.encode(), value=registration.to_json(), on_delivery=delivered
+    record = Output(topic, registration.id.encode(), registration.to_json())
+    produce_and_wait(
+        Producer(producer_config(kafka)), [record], f"registration on {topic}", timeout
     )
-    if producer.flush(timeout) != 0 or errors:
-        code = errors[0].name() if errors else "timeout"
-        raise KafkaUnavailableError(f"registration not acknowledged on {topic}: {code}")
 
 
 def with_registered(settings: Settings) -> Settings:
