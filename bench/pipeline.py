@@ -108,12 +108,12 @@ class FunctionLoop:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.pathways = configured_pathways(s)
+        self.pathways = configured_pathways(s.pathways)
         self.studies = study_runtimes(s)
         self.policy = consent_policy(s.consent)
         self.known = frozenset(o.id for o in s.organisations)
         self.subs = {o.id: frozenset(o.subscriptions) for o in s.organisations}
-        self.sealing = stage_vault_keys(s)
+        self.sealing = stage_vault_keys(s.pseudonym)
         self.released: set[str] = set()
 
     def run(self, messages: list[bytes]) -> int:

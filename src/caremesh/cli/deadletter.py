@@ -45,7 +45,7 @@ from caremesh.kafka.reading import read_to_end_offsets
 from caremesh.kafka.retry import retrying_leadership, watermark_offsets
 from caremesh.pseudonym.keys import master_key_bytes, vault_keys
 from caremesh.pseudonym.vault import VaultIndex
-from caremesh.settings import Settings
+from caremesh.settings import KafkaSettings, Settings
 from caremesh.tables import deadletters
 from caremesh.topics import DEADLETTER_CLI_GROUP
 
@@ -67,7 +67,7 @@ class Coordinates:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
-def parse_coordinates(text: str, settings: Settings) -> Coordinates:
+def parse_coordinates(text: str, kafka: KafkaSettings) -> Coordinates:
     """`TOPIC:PARTITION:OFFSET`; TOPIC is a dead-letter topic (the prefix may be left out)."""
     topic, _, rest = text.rpartition(":")
     topic, _, part = topic.rpartition(":")
@@ -76,7 +76,7 @@ def parse_coordinates(text: str, settings: Settings) -> Coordinates:
     if not topic.endswith(topics.DEADLETTER):
         raise DeadLetterError(f"{topic} is not a dead-letter topic ({topics.DEADLETTER})")
     if topic == topics.DEADLETTER:
-        topic = settings.kafka.topic_prefix + topic
+        topic = kafka.topic_prefix + topic
     return Coordinates(topic, int(part), int(rest))
 
 
@@ -92,10 +92,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _consumer(settings: Settings) -> Consumer:
+def _consumer(kafka: KafkaSettings) -> Consumer:
     return Consumer(
         kafka_config.consumer_config(
-            settings.kafka,
+            kafka,
             DEADLETTER_CLI_GROUP,
             **{"enable.auto.commit": False, "enable.partition.eof": True},
         )
@@ -116,7 +116,7 @@ def _header(msg: Message, name: str) -> str:
 
 
 def list_dead_letters(
-    settings: Settings,
+    kafka: KafkaSettings,
     out: TextIO,
     *,
     stage: str | None = None,
@@ -125,8 +125,8 @@ def list_dead_letters(
     timeout: float = 120.0,
 ) -> int:
     """Print one line per dead letter (coordinates, time, stage, code, origin, encryption)."""
-    topic = settings.kafka.topic_prefix + topics.DEADLETTER
-    consumer = _consumer(settings)
+    topic = kafka.topic_prefix + topics.DEADLETTER
+    consumer = _consumer(kafka)
     count = 0
     try:
         parts = _partitions(consumer, topic)
@@ -172,8 +172,8 @@ def list_dead_letters(
     return count
 
 
-def _fetch(settings: Settings, where: Coordinates, timeout: float) -> Message:
-    consumer = _consumer(settings)
+def _fetch(kafka: KafkaSettings, where: Coordinates, timeout: float) -> Message:
+    consumer = _consumer(kafka)
     try:
         if where.partition not in _partitions(consumer, where.topic):
             raise DeadLetterError(f"{where}: no such partition")
@@ -233,13 +233,11 @@ def open_message(settings: Settings, msg: Message, timeout: float = 60.0) -> Sho
     return Shown("decrypted", patient=patient, key=patient.encode(), value=value)
 
 
-def _write_audit(settings: Settings, audit: dict[str, Any]) -> None:
+def _write_audit(kafka: KafkaSettings, audit: dict[str, Any]) -> None:
     """Write the AuditEvent and wait for the broker's acknowledgement (else raise)."""
-    topic = settings.kafka.topic_prefix + topics.AUDIT
+    topic = kafka.topic_prefix + topics.AUDIT
     env = envelope.Envelope(audit["id"], CE_SOURCE, envelope.fhir_event_type("AuditEvent"))
-    producer = Producer(
-        kafka_config.producer_config(settings.kafka, **{"message.timeout.ms": 15000})
-    )
+    producer = Producer(kafka_config.producer_config(kafka, **{"message.timeout.ms": 15000}))
     record = Output(topic, audit["id"].encode(), orjson.dumps(audit), env.headers())
     try:
         produce_and_wait(producer, [record], "the audit event")
@@ -257,7 +255,7 @@ def show_dead_letter(
     timeout: float = 60.0,
 ) -> int:
     """Print one dead letter's reason headers and payload (after auditing); exit status."""
-    msg = _fetch(settings, where, timeout)
+    msg = _fetch(settings.kafka, where, timeout)
     shown = open_message(settings, msg, timeout)
     if shown.status == "erased":
         print(
@@ -281,7 +279,9 @@ def show_dead_letter(
         print("payload: none (dropped when the dead letter was written)", file=out)
         return 0
     audit_id = str(uuid.uuid4())
-    _write_audit(settings, view_audit_event(str(where), operator, reason, shown.patient, audit_id))
+    _write_audit(
+        settings.kafka, view_audit_event(str(where), operator, reason, shown.patient, audit_id)
+    )
     for name, value in headers:
         print(f"{name}: {value}", file=out)
     print(f"audit-event: {audit_id}", file=out)
@@ -342,13 +342,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run `caremesh deadletter ...`."""
     if args.action == "list":
         since = parse_since(args.since, datetime.now(UTC)) if args.since else None
-        list_dead_letters(settings, sys.stdout, stage=args.stage, code=args.code, since=since)
+        list_dead_letters(settings.kafka, sys.stdout, stage=args.stage, code=args.code, since=since)
         return 0
     if not args.reason.strip():
         raise ConfigurationError("--reason must not be empty")
     return show_dead_letter(
         settings,
-        parse_coordinates(args.coordinates, settings),
+        parse_coordinates(args.coordinates, settings.kafka),
         sys.stdout,
         operator=args.operator or getpass.getuser(),
         reason=args.reason.strip(),

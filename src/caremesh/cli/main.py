@@ -243,7 +243,11 @@ def _research(args: argparse.Namespace, settings: Settings) -> int:
     from caremesh.research.export import ExportFormat  # noqa: PLC0415
 
     summary = export_study(
-        settings, args.study, ExportFormat(args.format), Path(args.output), progress=not args.quiet
+        settings.kafka,
+        args.study,
+        ExportFormat(args.format),
+        Path(args.output),
+        progress=not args.quiet,
     )
     print(
         f"records: {summary.records}  pseudonyms: {summary.pseudonyms}  "

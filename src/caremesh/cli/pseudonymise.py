@@ -46,7 +46,7 @@ from caremesh.pseudonym.keys import Keyring, master_key_bytes
 from caremesh.pseudonym.presets import load_preset, preset_names
 from caremesh.pseudonym.ruleset import RuleSet, load_rules
 from caremesh.pseudonym.study import study_anonymizer
-from caremesh.settings import Settings
+from caremesh.settings import PseudonymSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def load_ruleset(name: str) -> RuleSet:
     return load_rules(path)
 
 
-def read_master_key(settings: Settings, key_file: Path | None) -> bytes:
+def read_master_key(pseudonym: PseudonymSettings, key_file: Path | None) -> bytes:
     """The master key from `--key-file`, else from the settings (environment or secret file)."""
     if key_file is not None:
         try:
@@ -94,7 +94,7 @@ def read_master_key(settings: Settings, key_file: Path | None) -> bytes:
         except OSError:
             raise ConfigurationError(f"--key-file {key_file}: cannot be read") from None
         return master_key_bytes(text)
-    secret = settings.pseudonym.master_key
+    secret = pseudonym.master_key
     if secret is None:
         raise ConfigurationError(
             "no master key: set CAREMESH_PSEUDONYM__MASTER_KEY (hex or text, >= 32 bytes), "
@@ -253,7 +253,9 @@ def run_pseudonymise(
     """The `caremesh pseudonymise` command; returns its exit code (0, or 4 when some were
     rejected) and prints a summary. Configuration problems raise ConfigurationError."""
     ruleset = load_ruleset(config)
-    ring = Keyring.single(read_master_key(settings, key_file), KeyId(settings.pseudonym.key_id))
+    ring = Keyring.single(
+        read_master_key(settings.pseudonym, key_file), KeyId(settings.pseudonym.key_id)
+    )
     anonymizer = study_anonymizer(study, ring, ruleset)
     pairs = plan(source, target, force=force)
     summary = pseudonymise_files(anonymizer, pairs, source_id=source_id, progress=progress)

@@ -30,7 +30,7 @@ from caremesh.kafka.config import confluent_config
 from caremesh.kafka.retry import watermark_offsets
 from caremesh.research.export import ExportFormat, ExportSummary, RetractionIndex, open_writer
 from caremesh.research.records import StudyResource, read_record
-from caremesh.settings import Settings, StudySettings
+from caremesh.settings import KafkaSettings, StudySettings
 from caremesh.topics import research_topic
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _progress_bar(enabled: bool, study: str) -> Progress:
 
 
 def export_study(
-    settings: Settings,
+    kafka: KafkaSettings,
     study: str,
     fmt: ExportFormat,
     output: Path,
@@ -172,11 +172,11 @@ def export_study(
     not answer.
     """
     _check_study(study)
-    topic = settings.kafka.topic_prefix + research_topic(study)
+    topic = kafka.topic_prefix + research_topic(study)
     writer = open_writer(fmt, output)  # fails early on an unwritable path
     consumer = Consumer(
         {
-            **confluent_config(settings.kafka),
+            **confluent_config(kafka),
             "group.id": f"caremesh-export-{uuid.uuid4().hex}",  # never joined: assign only
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

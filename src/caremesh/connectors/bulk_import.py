@@ -43,7 +43,7 @@ from caremesh.errors import ConfigurationError, InvalidFhirError
 from caremesh.fhir.ingest import Rejection
 from caremesh.fhir.validate import normalise_release
 from caremesh.kafka.io import AsyncProducer, Output
-from caremesh.settings import Settings, SourceSettings
+from caremesh.settings import KafkaSettings, Settings, SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +117,22 @@ def import_paths(
     except InvalidFhirError as exc:
         raise ConfigurationError(f"source {source}: fhir_release is not supported") from exc
     return asyncio.run(
-        _import(files, settings, source, hint=hint, progress=progress, chunk_size=chunk_size)
+        _import(files, settings.kafka, source, hint=hint, progress=progress, chunk_size=chunk_size)
     )
 
 
 async def _import(
     files: list[Path],
-    settings: Settings,
+    kafka: KafkaSettings,
     source: str,
     *,
     hint: str | None,
     progress: bool,
     chunk_size: int,
 ) -> ImportSummary:
-    producer = AsyncProducer.from_settings(settings.kafka)
+    producer = AsyncProducer.from_settings(kafka)
     sender = _ChunkSender(producer, chunk_size)
-    topic = settings.kafka.topic_prefix + topics.INGEST_FHIR
+    topic = kafka.topic_prefix + topics.INGEST_FHIR
     by_code: Counter[str] = Counter()
     kept: list[ImportRejection] = []
     bar = _progress(progress)

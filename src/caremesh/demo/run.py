@@ -44,7 +44,7 @@ from caremesh.kafka.config import KafkaTarget, confluent_config, confluent_secur
 from caremesh.kafka.local import LocalKafka
 from caremesh.local.hapi import HapiProcess, LocalHapi
 from caremesh.local.hapi import down as hapi_down
-from caremesh.settings import Settings
+from caremesh.settings import KafkaSettings, Settings
 from caremesh.topics import catalogue
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def zero_stages(summary: Summary) -> list[str]:
 
 
 def _environment(
-    settings: Settings,
+    kafka: KafkaSettings,
     territory: Territory,
     ports: Ports,
     secrets_: dict[str, str],
@@ -246,8 +246,8 @@ def _environment(
         f"Organization/{COORDINATOR}",
     )
     return {
-        "CAREMESH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "CAREMESH_KAFKA__PARTITIONS": str(settings.kafka.partitions),
+        "CAREMESH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "CAREMESH_KAFKA__PARTITIONS": str(kafka.partitions),
         "CAREMESH_ORGANISATIONS": json.dumps(orgs),
         "CAREMESH_SOURCES": json.dumps(sources),
         "CAREMESH_STUDIES": json.dumps(
@@ -342,7 +342,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         raise
     hapi = _started_hapi(console, hapi_start)
     env = _environment(
-        settings, territory, ports, secrets_, prefix, hapi=hapi.base_url if hapi else None
+        settings.kafka, territory, ports, secrets_, prefix, hapi=hapi.base_url if hapi else None
     )
     ensure_topics(
         settings.kafka.bootstrap_servers,

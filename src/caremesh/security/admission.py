@@ -36,7 +36,13 @@ from caremesh.security.acl import AclRule
 from caremesh.security.apply import apply_acls, existing_acls
 from caremesh.security.commands import platform
 from caremesh.security.principals import organisation_name
-from caremesh.settings import DeliveryMode, FhirRelease, OrganisationSettings, Settings
+from caremesh.settings import (
+    DeliveryMode,
+    FhirRelease,
+    KafkaSettings,
+    OrganisationSettings,
+    Settings,
+)
 from caremesh.tables.organisations import Registration, effective, publish, read_registrations
 from caremesh.topics import (
     BASE_TOPICS,
@@ -76,12 +82,12 @@ class Removal:
     credentials_deleted: bool
 
 
-def secret_path(settings: Settings, org_id: str) -> Path:
-    return settings.state_dir / "secrets" / f"{organisation_name(org_id)}.password"
+def secret_path(state_dir: Path, org_id: str) -> Path:
+    return state_dir / "secrets" / f"{organisation_name(org_id)}.password"
 
 
-def _registry_topic(settings: Settings) -> str:
-    return settings.kafka.topic_prefix + ORGANISATIONS
+def _registry_topic(kafka: KafkaSettings) -> str:
+    return kafka.topic_prefix + ORGANISATIONS
 
 
 def _registry_spec() -> TopicSpec:
@@ -100,10 +106,10 @@ def _password(path: Path) -> tuple[str, bool]:
     return password, True
 
 
-def _admin(settings: Settings) -> Any:
+def _admin(kafka: KafkaSettings) -> Any:
     from caremesh.kafka.client import AdminClient  # noqa: PLC0415
 
-    return AdminClient(confluent_config(settings.kafka))
+    return AdminClient(confluent_config(kafka))
 
 
 def _upsert_scram(admin: Any, user: str, password: str, timeout: float = 30.0) -> None:
@@ -165,7 +171,7 @@ def org_add(
         fhir_release=fhir_release,
     )
     user = organisation_name(org.id)
-    secret_file = secret_path(settings, org.id)
+    secret_file = secret_path(settings.state_dir, org.id)
     password, fresh = _password(secret_file)
     check_credential(user, password)
     spec = next(s for s in catalogue([org.id]) if s.name == outbox_topic(org.id))
@@ -178,8 +184,8 @@ def org_add(
         client_config=confluent_security(settings.kafka),
     )
     outcome = next(o for o in outcomes if o.name == settings.kafka.topic_prefix + spec.name)
-    _upsert_scram(_admin(settings), user, password)
-    registered = read_registrations(settings.kafka, _registry_topic(settings))
+    _upsert_scram(_admin(settings.kafka), user, password)
+    registered = read_registrations(settings.kafka, _registry_topic(settings.kafka))
     others = effective(settings.organisations, registered)
     others.pop(org.id, None)
     merged = settings.model_copy(update={"organisations": [*others.values(), org]})
@@ -196,7 +202,7 @@ def org_add(
     )
     before = registered.get(org.id)
     if before is None or replace(before, changed_at="") != replace(registration, changed_at=""):
-        publish(settings.kafka, _registry_topic(settings), registration)
+        publish(settings.kafka, _registry_topic(settings.kafka), registration)
     log.info(
         "org add: organisation=%s topic=%s credentials=%s acls_created=%d",
         org.id,
@@ -225,12 +231,12 @@ def org_remove(settings: Settings, org_id: str) -> Removal:
     """Revoke an organisation's access (ACLs, credentials); its topic and audit trail stay."""
     org = OrganisationSettings(id=org_id)
     user = organisation_name(org.id)
-    admin = _admin(settings)
+    admin = _admin(settings.kafka)
     mine = [r for r in existing_acls(admin) if r.principal == f"User:{user}"]
     if mine:
         _delete_rules(admin, mine)
     deleted = _delete_scram(admin, user)
-    secret_path(settings, org.id).unlink(missing_ok=True)
+    secret_path(settings.state_dir, org.id).unlink(missing_ok=True)
     ensure_topics(
         settings.kafka.bootstrap_servers,
         [_registry_spec()],
@@ -239,11 +245,11 @@ def org_remove(settings: Settings, org_id: str) -> Removal:
         prefix=settings.kafka.topic_prefix,
         client_config=confluent_security(settings.kafka),
     )
-    before = read_registrations(settings.kafka, _registry_topic(settings)).get(org.id)
+    before = read_registrations(settings.kafka, _registry_topic(settings.kafka)).get(org.id)
     if before is None or before.active:
         kept = before or Registration(id=org.id)
         removed = replace(kept, status="removed", changed_at=datetime.now(UTC).isoformat())
-        publish(settings.kafka, _registry_topic(settings), removed)
+        publish(settings.kafka, _registry_topic(settings.kafka), removed)
     log.info(
         "org remove: organisation=%s acls_deleted=%d credentials_deleted=%s",
         org.id,

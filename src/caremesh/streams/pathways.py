@@ -46,7 +46,7 @@ from caremesh.pathways import (
 )
 from caremesh.pathways import evaluate as evaluate_pathway
 from caremesh.pathways import tick as tick_pathway
-from caremesh.settings import Settings
+from caremesh.settings import PathwaySettings, Settings
 from caremesh.streams.batch import WorkerApp
 from caremesh.streams.patient_stage import ConsentGate, PatientStage
 from caremesh.streams.record import Record
@@ -60,11 +60,11 @@ PURPOSE = "TREAT"
 States = dict[str, PatientPathwayState]
 
 
-def configured_pathways(settings: Settings) -> dict[str, Pathway]:
+def configured_pathways(pathways: PathwaySettings) -> dict[str, Pathway]:
     """The pathways to run: a configured folder, else the shipped examples."""
-    coordinators = settings.pathways.coordinators or None
-    if settings.pathways.directory is not None:
-        return load_pathways(settings.pathways.directory, coordinators=coordinators)
+    coordinators = pathways.coordinators or None
+    if pathways.directory is not None:
+        return load_pathways(pathways.directory, coordinators=coordinators)
     return load_shipped_pathways(coordinators)
 
 
@@ -199,7 +199,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
     stage = PatientStage(settings, STAGE, app.metrics)
     table = stage.state("state")
     ctx = PathwaysContext(
-        pathways=configured_pathways(settings),
+        pathways=configured_pathways(settings.pathways),
         table=table,
         gate=stage,
         policy=consent_policy(settings.consent),

@@ -62,7 +62,7 @@ from caremesh.pseudonym.ruleset import RuleSet, load_rules
 from caremesh.pseudonym.study import study_anonymizer
 from caremesh.pseudonym.vault import PseudonymVault, StudyPseudonyms, seal_record
 from caremesh.research.records import RETRACTION, retraction_value
-from caremesh.settings import Settings, StudySettings
+from caremesh.settings import PseudonymSettings, Settings, StudySettings
 from caremesh.sharing import care_team as sharing
 from caremesh.streams.batch import WorkerApp
 from caremesh.streams.patient_stage import ConsentGate, PatientStage
@@ -100,24 +100,24 @@ def _ruleset(name: str) -> RuleSet:
     return load_rules(path)
 
 
-def master_key(settings: Settings) -> bytes:
+def master_key(pseudonym: PseudonymSettings) -> bytes:
     """The master key bytes (hex decoded when it is hex)."""
-    secret = settings.pseudonym.master_key
+    secret = pseudonym.master_key
     if secret is None:
         raise ConfigurationError("CAREMESH_PSEUDONYM__MASTER_KEY is required when studies exist")
     return master_key_bytes(secret.get_secret_value())
 
 
-def stage_vault_keys(settings: Settings) -> VaultKeys:
+def stage_vault_keys(pseudonym: PseudonymSettings) -> VaultKeys:
     """The vault keys of the current master key version (they seal new vault records)."""
-    return vault_keys(master_key(settings), KeyId(settings.pseudonym.key_id))
+    return vault_keys(master_key(pseudonym), KeyId(pseudonym.key_id))
 
 
 def study_runtimes(settings: Settings) -> list[StudyRuntime]:
     """Every configured study, ready to pseudonymise."""
     if not settings.studies:
         return []
-    ring = Keyring.single(master_key(settings), KeyId(settings.pseudonym.key_id))
+    ring = Keyring.single(master_key(settings.pseudonym), KeyId(settings.pseudonym.key_id))
     vault = StudyPseudonyms({s.id: ring.study_keys(s.id).pseudonym_key for s in settings.studies})
     out = []
     for study in settings.studies:
@@ -318,7 +318,7 @@ def install(app: WorkerApp, settings: Settings) -> None:
         studies=studies,
         topics={s.settings.id: prefix + research_topic(s.settings.id) for s in studies},
         keys_topic=prefix + KEYS_PATIENT,
-        sealing=stage_vault_keys(settings),
+        sealing=stage_vault_keys(settings.pseudonym),
         released=released,
         gate=stage,
         data_key=stage.current_data_key,

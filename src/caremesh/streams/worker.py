@@ -13,7 +13,7 @@ import orjson
 
 from caremesh.heap import freeze_startup_objects
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
-from caremesh.settings import Settings
+from caremesh.settings import Settings, WorkerSettings
 from caremesh.streams.batch import WorkerApp
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    server = _status_server(app, settings)
+    server = _status_server(app, settings.worker)
     threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
-    tune_interpreter(settings)
+    tune_interpreter(settings.worker)
     for stage in app.stages:
         stage.start()
     stop.wait()
@@ -77,16 +77,16 @@ def run_worker(settings: Settings, stages: Sequence[str] | None = None) -> int:
     return 0
 
 
-def tune_interpreter(settings: Settings) -> None:
-    """Set the thread switch interval (`settings.worker.switch_interval_ms`) and leave what
+def tune_interpreter(worker: WorkerSettings) -> None:
+    """Set the thread switch interval (`worker.switch_interval_ms`) and leave what
     start-up built (modules, FHIR model classes, schemas, topic catalogue) out of every later
     garbage collection: each resource makes thousands of short-lived objects, and the full
     collections they trigger would otherwise walk all of that again."""
-    sys.setswitchinterval(settings.worker.switch_interval_ms / 1000)
+    sys.setswitchinterval(worker.switch_interval_ms / 1000)
     freeze_startup_objects()
 
 
-def _status_server(app: WorkerApp, settings: Settings) -> ThreadingHTTPServer:
+def _status_server(app: WorkerApp, worker: WorkerSettings) -> ThreadingHTTPServer:
     metrics = app.metrics
 
     class Status(BaseHTTPRequestHandler):
@@ -108,4 +108,4 @@ def _status_server(app: WorkerApp, settings: Settings) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             return  # no access log
 
-    return ThreadingHTTPServer((settings.worker.web_host, settings.worker.web_port), Status)
+    return ThreadingHTTPServer((worker.web_host, worker.web_port), Status)

@@ -143,12 +143,12 @@ def test_dead_letters_decrypt_until_erasure_then_never(
     assert len({m.key() for m in letters}) == 2  # one key id per patient data key
 
     listed = io.StringIO()
-    assert list_dead_letters(settings, listed, stage="research", code="stage-error") == 2
+    assert list_dead_letters(settings.kafka, listed, stage="research", code="stage-error") == 2
     assert f"encryption={deadletters.SCHEME}" in listed.getvalue()
     for secret in (CANARY, KNOWN, NEW, MARKER):
         assert secret not in listed.getvalue()
-    assert list_dead_letters(settings, io.StringIO(), code="invalid-fhir") == 0
-    assert list_dead_letters(settings, io.StringIO(), stage="research") == 2
+    assert list_dead_letters(settings.kafka, io.StringIO(), code="invalid-fhir") == 0
+    assert list_dead_letters(settings.kafka, io.StringIO(), stage="research") == 2
 
     shown: dict[str, str] = {}
     for msg in letters:

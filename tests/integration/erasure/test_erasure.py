@@ -231,7 +231,11 @@ def test_research_stage_retracts_an_erased_patient_from_every_study(
 
     # The researcher's export of study-b no longer holds the erased patient.
     summary = export_study(
-        _settings(namespace), "study-b", ExportFormat.NDJSON, tmp_path / "b.ndjson", progress=False
+        _settings(namespace).kafka,
+        "study-b",
+        ExportFormat.NDJSON,
+        tmp_path / "b.ndjson",
+        progress=False,
     )
     assert (summary.records, summary.pseudonyms, summary.retracted) == (2, 1, 1)
     exported = (tmp_path / "b.ndjson").read_bytes()

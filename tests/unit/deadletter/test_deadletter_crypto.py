@@ -115,11 +115,11 @@ def test_coordinates_and_since_parsing() -> None:
         settings,
         kafka__topic_prefix="t1.",
     )
-    assert str(parse_coordinates("deadletter.v1:2:17", settings)) == "t1.deadletter.v1:2:17"
-    assert str(parse_coordinates("t1.deadletter.v1:0:3", settings)) == "t1.deadletter.v1:0:3"
+    assert str(parse_coordinates("deadletter.v1:2:17", settings.kafka)) == "t1.deadletter.v1:2:17"
+    assert str(parse_coordinates("t1.deadletter.v1:0:3", settings.kafka)) == "t1.deadletter.v1:0:3"
     for bad in ("deadletter.v1:2", "deadletter.v1:x:1", "t1.audit.v1:0:1", "nothing"):
         with pytest.raises(DeadLetterError):
-            parse_coordinates(bad, settings)
+            parse_coordinates(bad, settings.kafka)
     now = datetime(2026, 1, 10, tzinfo=UTC)
     assert parse_since("2d", now) == now - timedelta(days=2)
     assert parse_since("30m", now) == now - timedelta(minutes=30)
@@ -134,7 +134,7 @@ def test_view_audit_event_names_operator_record_and_patient() -> None:
         settings,
         pseudonym__master_key=SecretStr("00" * 32),
     )
-    where = parse_coordinates("deadletter.v1:1:5", settings)
+    where = parse_coordinates("deadletter.v1:1:5", settings.kafka)
     audit = view_audit_event(str(where), "olga", "ticket OPS-1", PATIENT, "a-1")
     assert (audit["resourceType"], audit["action"], audit["id"]) == ("AuditEvent", "R", "a-1")
     assert audit["agent"][0]["who"]["identifier"]["value"] == "olga"

@@ -43,7 +43,7 @@ def _context(gate: FixedConsents) -> stage.ResearchContext:
         studies=studies,
         topics={s.settings.id: f"t.research.{s.settings.id}.v1" for s in studies},
         keys_topic="t.keys.patient.v1",
-        sealing=stage.stage_vault_keys(settings),
+        sealing=stage.stage_vault_keys(settings.pseudonym),
         released=PartitionState(settings.kafka, "t.research-released"),
         gate=gate,
         data_key=lambda _patient: None,

@@ -26,7 +26,7 @@ def test_worker_sets_its_switch_interval_and_freezes_startup_objects(
     built_at_start = {"stages": ["validate"]}  # a container the collector tracks
     assert any(o is built_at_start for o in gc.get_objects())
 
-    tune_interpreter(Settings())
+    tune_interpreter(Settings().worker)
 
     assert sys.getswitchinterval() == pytest.approx(0.020)
     # frozen: out of the generations that collections walk
@@ -35,7 +35,7 @@ def test_worker_sets_its_switch_interval_and_freezes_startup_objects(
 
 
 def test_default_switch_interval_is_longer_than_the_interpreters(interpreter: None) -> None:
-    tune_interpreter(Settings())
+    tune_interpreter(Settings().worker)
     assert sys.getswitchinterval() == pytest.approx(0.050)
 
 
