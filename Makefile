@@ -16,7 +16,7 @@ check: install
 	bash scripts/check.sh
 
 bench: install  # BENCH_ARGS=--quick for a fast run
-	.venv/bin/python -m bench $(BENCH_ARGS)
+	bash scripts/bench.sh $(BENCH_ARGS)
 
 kafka-up: install
 	.venv/bin/caremesh kafka up

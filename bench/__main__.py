@@ -30,9 +30,12 @@ from bench.harness import (
     write,
 )
 from bench.latency import LIGHT_RATE, latency_result
+from caremesh.kafka.admin import reachable
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog", "delivery")
+BROKER_FREE = frozenset({"cpu"})
+"""Sections that run without a Kafka broker."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     probes = args.probes or (30 if quick else 300)
     backlog_reps = args.backlog_repetitions or (1 if quick else args.repetitions)
     sections = args.only or list(SECTIONS)
+    if set(sections) - BROKER_FREE and not reachable(args.bootstrap):
+        print(
+            f"bench: no Kafka broker answers at {args.bootstrap}; `make bench` starts one "
+            "(or `make kafka-up`, or --only cpu)",
+            file=sys.stderr,
+        )
+        return 2
     meta = machine()
     meta["load_before"] = load_note()
     prefix = run_prefix()

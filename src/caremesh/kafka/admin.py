@@ -32,6 +32,24 @@ class TopicOutcome:
     action: str  # "created" | "verified" | "updated"
 
 
+def reachable(
+    bootstrap_servers: str, timeout: float = 5.0, client_config: Mapping[str, str] | None = None
+) -> bool:
+    """True when a broker at `bootstrap_servers` answers a metadata request within `timeout`
+    (librdkafka's connection errors are not logged: the caller says what is wrong, once)."""
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": bootstrap_servers,
+        "log_level": 0,
+        **(client_config or {}),
+    }
+    admin = AdminClient(config)
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
 def ensure_topics(
     bootstrap_servers: str,
     specs: Sequence[TopicSpec],
