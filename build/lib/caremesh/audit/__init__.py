@@ -1,1 +1,0 @@
-"""Every FHIR AuditEvent the platform writes, built in one place."""

@@ -1,1 +1,0 @@
-"""The `caremesh` command and its subcommand modules."""

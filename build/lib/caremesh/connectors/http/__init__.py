@@ -1,1 +1,0 @@
-"""What caremesh's HTTP services share: server setup, OperationOutcome, authentication."""

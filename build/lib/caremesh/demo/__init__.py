@@ -1,1 +1,0 @@
-"""The demo: the whole platform on the local broker, fed by a synthetic territory."""

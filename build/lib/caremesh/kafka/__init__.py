@@ -1,1 +1,0 @@
-"""The one wrapper over confluent-kafka: configuration, producing, reading, retries, the broker."""

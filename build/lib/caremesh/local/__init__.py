@@ -1,1 +1,0 @@
-"""Real components run locally from the package registries, for tests and the demo."""

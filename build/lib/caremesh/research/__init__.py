@@ -1,1 +1,0 @@
-"""Research streams: the study topic's records, export."""

@@ -1,1 +1,0 @@
-"""Topics folded into memory: consent ledger, organisations, dead-letter keys."""
