@@ -10,13 +10,8 @@ bash scripts/check.sh || exit 1
 bash scripts/ensure-browser.sh || exit 1
 bash scripts/fetch-fhir-examples.sh || exit 1
 
-started=0
-if ! .venv/bin/caremesh kafka status >/dev/null 2>&1; then
-  .venv/bin/caremesh kafka up || { echo "test: the local broker did not start" >&2; exit 1; }
-  started=1
-fi
-stop_broker() { if [ "$started" = 1 ]; then .venv/bin/caremesh kafka down || true; fi; }
-trap stop_broker EXIT INT TERM
+source scripts/lib/broker.sh
+ensure_broker test
 
 .venv/bin/caremesh topics create >/dev/null
 # Two pytest processes (pytest-xdist): most tests wait on brokers, workers and timeouts rather

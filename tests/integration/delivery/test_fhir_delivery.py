@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from caremesh import envelope, topics
-from caremesh.connectors.fhir_delivery import EVENT_ID_HEADER, FhirDelivery
+from caremesh.connectors.fhir_delivery import EVENT_ID_HEADER
 from caremesh.envelope import Envelope, fhir_event_type, headers_dict
-from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import Metrics
 from caremesh.settings import OrganisationSettings, Settings
 from tests.integration.consent.servers import FhirEndpoint, serve
+from tests.support.delivery import delivering, until
 from tests.support.kafka import Namespace, free_port
 from tests.support.settings import evolve
 
@@ -83,29 +83,6 @@ def _record(
     return patient.encode(), orjson.dumps(resource), headers
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[FhirDelivery]:
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
-    delivery = FhirDelivery(settings, producer, metrics)
-    task = asyncio.create_task(delivery.run())
-    try:
-        yield delivery
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        producer.close(timeout=10)
-
-
-async def _until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(predicate())
-
-
 def _ce_ids(endpoint: FhirEndpoint) -> list[str]:
     return [r.headers[EVENT_ID_HEADER.lower()] for r in endpoint.accepted()]
 
@@ -132,8 +109,8 @@ async def test_one_endpoint_down_does_not_stall_the_others_and_recovers_exactly_
     )
     metrics = Metrics()
     started = time.monotonic()
-    async with running(settings, metrics):
-        others_done = await _until(
+    async with delivering(settings, metrics):
+        others_done = await until(
             lambda: all(
                 len(providers[o].endpoint.accepted()) >= per_org for o in ("org-a", "org-c")
             ),
@@ -143,7 +120,7 @@ async def test_one_endpoint_down_does_not_stall_the_others_and_recovers_exactly_
         assert time.monotonic() - started < outage
         assert providers["org-b"].endpoint.accepted() == []
         assert len(providers["org-b"].endpoint.all()) >= 2  # it was being retried meanwhile
-        recovered = await _until(
+        recovered = await until(
             lambda: len(providers["org-b"].endpoint.accepted()) >= per_org, timeout=outage + 30
         )
         assert recovered
@@ -205,7 +182,7 @@ async def test_permanent_and_exhausted_failures_go_to_the_failed_topic(
     settings = _settings(
         namespace, providers, max_attempts=3, backoff_base_seconds=0.05, backoff_max_seconds=0.2
     )
-    async with running(settings, Metrics()):
+    async with delivering(settings, Metrics()):
         failed = await asyncio.to_thread(namespace.consume, topics.DELIVERY_FAILED, 3, 60.0)
     by_org = {headers_dict(m.headers())["caremesh-delivery-organisation"]: m for m in failed}
     assert set(by_org) == set(ORGS)
@@ -245,13 +222,13 @@ async def test_committed_records_are_not_delivered_again_after_a_restart(
     endpoint = providers["org-a"].endpoint
     namespace.produce(topics.outbox_topic("org-a"), [_record(PATIENTS[0], n) for n in range(5)])
     settings = _settings(namespace, providers)
-    async with running(settings, Metrics()):
-        assert await _until(lambda: len(endpoint.accepted()) == 5, timeout=30)
+    async with delivering(settings, Metrics()):
+        assert await until(lambda: len(endpoint.accepted()) == 5, timeout=30)
         await asyncio.sleep(1.0)  # let the last commit land
     late = _record(PATIENTS[0], 99)
     namespace.produce(topics.outbox_topic("org-a"), [late])
-    async with running(settings, Metrics()):  # a new process: empty dedup cache
-        assert await _until(lambda: len(endpoint.accepted()) == 6, timeout=30)
+    async with delivering(settings, Metrics()):  # a new process: empty dedup cache
+        assert await until(lambda: len(endpoint.accepted()) == 6, timeout=30)
         await asyncio.sleep(2.0)
     assert len(endpoint.accepted()) == 6
     assert _ce_ids(endpoint)[-1] == headers_dict(late[2])[envelope.H_ID]

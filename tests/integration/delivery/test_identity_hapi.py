@@ -10,12 +10,10 @@ run has its own sources and INS values and looks at the server only through them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +21,10 @@ import orjson
 import pytest
 
 from caremesh import envelope, topics
-from caremesh.connectors.fhir_delivery import FhirDelivery
 from caremesh.envelope import Envelope
 from caremesh.fhir.patient_key import INS_SYSTEM
-from caremesh.kafka.io import AsyncProducer
-from caremesh.metrics import Metrics
 from caremesh.settings import OrganisationSettings, Settings
+from tests.support.delivery import delivering, until
 from tests.support.fhir_recipient import identifier_values
 from tests.support.hapi import Hapi
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
@@ -87,26 +83,9 @@ def _pipeline(
     )
 
 
-@contextlib.asynccontextmanager
-async def _delivering(settings: Settings) -> AsyncIterator[None]:
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
-    task = asyncio.create_task(FhirDelivery(settings, producer, Metrics()).run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        producer.close(timeout=10)
-
-
-async def _until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return True
-        await asyncio.sleep(0.5)
-    return await asyncio.to_thread(predicate)
+async def until_hapi(predicate: Callable[[], object], timeout: float) -> bool:
+    """Wait on a predicate that asks the HAPI server (in a thread, every half second)."""
+    return await until(predicate, timeout, every=0.5, blocking=True)
 
 
 def _headers(source: str, msg_id: str, rtype: str = "Bundle") -> list[tuple[str, bytes]]:
@@ -188,8 +167,8 @@ async def test_two_sources_whose_ids_all_collide_are_400_patients_at_hapi(
             for source in sources
         )
 
-    async with _delivering(settings):
-        done = await _until(lambda: arrived() >= 2 * PATIENTS, 240)
+    async with delivering(settings):
+        done = await until_hapi(lambda: arrived() >= 2 * PATIENTS, 240)
         assert done, (mode, arrived(), [m.value()[-300:] for m in _failed(namespace)][:3])
 
     patient_ids = set()
@@ -279,8 +258,8 @@ async def test_a_generator_bundle_with_urn_uuid_references_resolves_at_hapi(
             "Observation", **{"subject.identifier": f"{INS_SYSTEM}|{ins}"}
         ) + hapi_r4.search("Condition", **{"subject.identifier": f"{INS_SYSTEM}|{ins}"})
 
-    async with _delivering(settings):
-        assert await _until(lambda: len(delivered()) == 4, 120), mode
+    async with delivering(settings):
+        assert await until_hapi(lambda: len(delivered()) == 4, 120), mode
 
     patient = _one_patient(hapi_r4, ins)
     for resource in delivered():
@@ -315,8 +294,8 @@ async def test_one_person_over_fhir_and_hl7v2_is_one_patient_at_hapi_and_the_oru
     def observations() -> list[dict[str, Any]]:
         return hapi_r4.search("Observation", **{"subject.identifier": f"{INS_SYSTEM}|{ins}"})
 
-    async with _delivering(settings):
-        assert await _until(lambda: len(observations()) == 1, 120), mode
+    async with delivering(settings):
+        assert await until_hapi(lambda: len(observations()) == 1, 120), mode
         for n, name in enumerate(("adt_a01.hl7", "oru_r01.hl7")):
             message = (HL7 / name).read_bytes().replace(HL7_INS, ins.encode())
             env = Envelope(
@@ -327,9 +306,9 @@ async def test_one_person_over_fhir_and_hl7v2_is_one_patient_at_hapi_and_the_oru
             )
             headers = [(k, v if isinstance(v, bytes) else b"") for k, v in env.headers()]
             namespace.produce(topics.INGEST_HL7V2, [(f"v2-{n}".encode(), message, headers)])
-        assert await _until(lambda: len(observations()) >= 5, 120), mode
+        assert await until_hapi(lambda: len(observations()) >= 5, 120), mode
         # the ORU's Patient is the last write of the Patient: wait until its source id is there
-        assert await _until(
+        assert await until_hapi(
             lambda: (
                 "LOCAL7788"
                 in identifier_values(_one_patient(hapi_r4, ins), f"urn:caremesh:source:{v2_source}")
@@ -396,8 +375,8 @@ async def test_an_organisation_joining_the_care_team_gets_the_patient_first_at_h
     def observations() -> list[dict[str, Any]]:
         return hapi_r4.search("Observation", **{"subject.identifier": f"{INS_SYSTEM}|{ins}"})
 
-    async with _delivering(settings):
-        assert await _until(lambda: len(observations()) == 1, 120), (
+    async with delivering(settings):
+        assert await until_hapi(lambda: len(observations()) == 1, 120), (
             mode,
             [m.value()[-300:] for m in _failed(namespace)],
         )

@@ -6,10 +6,9 @@ org-a receives in mode `rest`, org-b in mode `transaction`; both subscribe to Ob
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,12 @@ import orjson
 import pytest
 
 from caremesh import envelope, topics
-from caremesh.connectors.fhir_delivery import FhirDelivery
 from caremesh.envelope import Envelope
 from caremesh.fhir.patient_key import INS_SYSTEM
-from caremesh.kafka.io import AsyncProducer
-from caremesh.metrics import Metrics
 from caremesh.settings import OrganisationSettings, Settings
 from caremesh.tables.organisations import Registration
 from tests.integration.consent.servers import serve
+from tests.support.delivery import delivering, until
 from tests.support.fhir_recipient import FhirRecipient, identifier_values
 from tests.support.kafka import Namespace, Proc, free_port, worker_ready
 from tests.support.settings import evolve
@@ -81,28 +78,6 @@ def _pipeline(
         delivery__backoff_base_seconds=0.1,
     )
     return settings
-
-
-@contextlib.asynccontextmanager
-async def delivering(settings: Settings) -> AsyncIterator[None]:
-    producer = AsyncProducer(settings.kafka.bootstrap_servers)
-    task = asyncio.create_task(FhirDelivery(settings, producer, Metrics()).run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        producer.close(timeout=10)
-
-
-async def _until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.2)
-    return predicate()
 
 
 def _h(source: str, msg_id: str, rtype: str = "Bundle") -> list[tuple[str, bytes]]:
@@ -178,7 +153,7 @@ async def test_two_sources_whose_ids_all_collide_never_meet_at_a_recipient(
 
     async with delivering(settings):
         for org, (server, _url) in recipients.items():
-            done = await _until(lambda s=server: len(s.of_type("Observation")) >= 400, 240)
+            done = await until(lambda s=server: len(s.of_type("Observation")) >= 400, 240)
             assert done, (org, len(server.of_type("Observation")), server.refused()[:3])
     for org, (server, _url) in recipients.items():
         patients = server.of_type("Patient")
@@ -215,7 +190,7 @@ async def test_one_person_from_fhir_and_hl7v2_is_one_patient_and_the_oru_erases_
     )
     async with delivering(settings):
         for server, _url in recipients.values():
-            assert await _until(lambda s=server: len(s.of_type("Observation")) >= 1, 120)
+            assert await until(lambda s=server: len(s.of_type("Observation")) >= 1, 120)
         hl7 = [(HL7 / "adt_a01.hl7").read_bytes(), (HL7 / "oru_r01.hl7").read_bytes()]
         for n, message in enumerate(hl7):
             env = Envelope(
@@ -227,9 +202,9 @@ async def test_one_person_from_fhir_and_hl7v2_is_one_patient_and_the_oru_erases_
             headers = [(k, v if isinstance(v, bytes) else b"") for k, v in env.headers()]
             namespace.produce(topics.INGEST_HL7V2, [(f"v2-{n}".encode(), message, headers)])
         for org, (server, _url) in recipients.items():
-            done = await _until(lambda s=server: len(s.of_type("Observation")) >= 5, 120)
+            done = await until(lambda s=server: len(s.of_type("Observation")) >= 5, 120)
             assert done, (org, server.refused()[:3])
-            assert await _until(lambda s=server: s.writes.count(_patient_key(s)) >= 3, 30), org
+            assert await until(lambda s=server: s.writes.count(_patient_key(s)) >= 3, 30), org
 
     for org, (server, _url) in recipients.items():
         patients = server.of_type("Patient")
@@ -275,7 +250,7 @@ async def test_an_organisation_joining_the_care_team_first_receives_the_patient(
     assert outbox[1]["subject"]["identifier"] == {"system": INS_SYSTEM, "value": ins}
     async with delivering(settings):
         server = recipients["org-b"][0]
-        assert await _until(lambda: len(server.of_type("Observation")) == 1, 60), server.requests
+        assert await until(lambda: len(server.of_type("Observation")) == 1, 60), server.requests
         assert server.writes[0].startswith("Patient/")
         assert server.refused() == []
         observation = server.of_type("Observation")[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,10 +15,9 @@ from pydantic import SecretStr
 from caremesh import envelope, topics
 from caremesh.envelope import Envelope, fhir_event_type, headers_dict
 from caremesh.fhir.releases import validation_problem
-from caremesh.metrics import Metrics
 from caremesh.settings import FhirRelease, OrganisationSettings, Settings
 from tests.integration.consent.servers import FhirEndpoint, serve
-from tests.integration.delivery.test_fhir_delivery import running
+from tests.support.delivery import delivering, until
 from tests.support.hapi import Hapi
 from tests.support.kafka import Namespace
 from tests.support.settings import evolve
@@ -74,15 +72,6 @@ R4_ENCOUNTER = {
 UNCONVERTIBLE = R5_ENCOUNTER | {"id": "enc-r5-stopped", "status": "discontinued"}
 
 
-async def _until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(predicate())
-
-
 async def test_each_recipient_gets_its_release_and_an_unconvertible_record_fails(
     namespace: Namespace, endpoints: dict[str, tuple[FhirEndpoint, str]]
 ) -> None:
@@ -111,8 +100,8 @@ async def test_each_recipient_gets_its_release_and_an_unconvertible_record_fails
         delivery__max_attempts=3,
     )
     r4_endpoint, r5_endpoint = endpoints["org-a"][0], endpoints["org-b"][0]
-    async with running(settings, Metrics()):
-        arrived = await _until(
+    async with delivering(settings):
+        arrived = await until(
             lambda: len(r4_endpoint.accepted()) >= 1 and len(r5_endpoint.accepted()) >= 1,
             timeout=60,
         )
@@ -196,7 +185,7 @@ async def test_real_fhir_servers_of_each_release_accept_what_delivery_converts(
         kafka__topic_prefix=namespace.prefix,
         delivery__max_attempts=2,
     )
-    async with running(settings, Metrics()):
+    async with delivering(settings):
         failed = await asyncio.to_thread(namespace.consume, topics.DELIVERY_FAILED, 1)
         audit = await asyncio.to_thread(namespace.consume, topics.AUDIT, 3)
 
