@@ -18,9 +18,11 @@ As HAPI FHIR's validator checks them, after a resource passed its models:
 The walk follows the fhir.resources model of each element (its field types say which elements
 are canonical or base64Binary), so a key only counts where its type says so; a contained or
 Bundle entry resource is walked with the model of its own `resourceType`. Only the elements
-that can hold a canonical or a base64Binary value are visited, unless the message's bytes name
-UCUM or a checked code system (then every element is, for the Quantities and Codings). Unit
-verdicts are cached per unit text. Issues name the element, never the value.
+that can hold a canonical, a base64Binary or a resource are visited. Codings and Quantities
+are checked from the message's bytes when each object naming UCUM or a checked code system is
+a flat object there (the usual case: one small parse per object), else by one untyped pass over
+the tree; an element path is only built for a resource that has an issue. Unit verdicts are
+cached per unit text. Issues name the element, never the value.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Literal
 
+import orjson
 from fhir.resources import get_fhir_model_class as _r5_model_class
 from fhir.resources.R4B import get_fhir_model_class as _r4b_model_class
 
@@ -71,7 +74,7 @@ def _load_code_systems() -> Mapping[str, frozenset[str]]:
 CODE_SYSTEMS: Final = _load_code_systems()
 """Complete HL7 code systems: system URL → every code (generated, see the module docstring)."""
 
-_TRIGGERS: Final = (UCUM.encode(), *(url.encode() for url in CODE_SYSTEMS))
+_QUOTED_SYSTEMS: Final = tuple((system, f'"{system}"'.encode()) for system in (UCUM, *CODE_SYSTEMS))
 
 
 @functools.cache
@@ -183,71 +186,156 @@ def _resource_model(resource_type: Any, family: Family) -> Any | None:
 
 
 def datatype_issues(
-    body: bytes | None, resource: Mapping[str, Any], family: Family
+    body: bytes | None, resource: dict[str, Any], family: Family
 ) -> list[FhirIssue]:
     """The datatype rule violations of a resource that passed its `family`'s models.
 
-    `body` is the message's bytes (a hint: Quantities and Codings are only looked at when they
-    name UCUM or a checked code system; None looks at them always).
+    `body` is the message's bytes, a hint for the Codings and Quantities (see the module
+    docstring); None, or bytes with `\\u` or `\\/` escapes, looks at every element instead.
     """
-    everything = body is None or any(trigger in body for trigger in _TRIGGERS)
-    walk = _Walk(family, everything)
-    walk.resource(resource, str(resource.get("resourceType")))
+    full = body is None or (b"\\" in body and (b"\\u" in body or b"\\/" in body))
+    everything = full
+    if body is not None and not full:
+        everything = not _coded_fine_in_bytes(body) and not _coded_fine(resource)
+    root = str(resource.get("resourceType"))
+    if not everything or full:
+        fast = _Walk(family, everything, named=False)
+        fast.resource(resource, root)
+        if not fast.issues:
+            return []
+    walk = _Walk(family, everything, named=True)
+    walk.resource(resource, root)
     return walk.issues
 
 
-class _Walk:
-    """One typed pass over a resource, collecting issues."""
+def _coded_fine_in_bytes(body: bytes) -> bool:
+    """True when the bytes prove that every object naming UCUM or a checked code system holds a
+    code of it (False: look at the tree). Each `"<system>"` is read in the smallest `{...}`
+    around it; that text parses as a JSON object only when it is the real object (read from a
+    brace inside a string, an element name would stand outside quotes), and every occurrence
+    must lie in such an object whose `system` is the URL."""
+    for system, quoted in _QUOTED_SYSTEMS:
+        found = body.count(quoted)
+        at = body.find(quoted)
+        while found and at >= 0:
+            start = body.rfind(b"{", 0, at)
+            end = body.find(b"}", at)
+            if start < 0 or end < 0 or body.find(b"}", start, at) >= 0:
+                return False
+            if body.find(b"{", at, end) >= 0:
+                return False
+            text = body[start : end + 1]
+            try:
+                node = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return False
+            if node.get("system") != system or not _code_fine(system, node.get("code")):
+                return False
+            found -= text.count(quoted)
+            at = body.find(quoted, end)
+        if found:
+            return False
+    return True
 
-    def __init__(self, family: Family, everything: bool) -> None:
+
+def _coded_fine(node: dict[str, Any]) -> bool:
+    """Whether no object under `node` is a Coding or Quantity of UCUM or of a checked code
+    system with a code outside it (an untyped pass, cheaper than the typed walk)."""
+    system = node.get("system")
+    if system is not None and not _code_fine(system, node.get("code")):
+        return False
+    for value in node.values():
+        if type(value) is dict:
+            if not _coded_fine(value):
+                return False
+        elif type(value) is list:
+            for item in value:
+                if type(item) is dict and not _coded_fine(item):
+                    return False
+    return True
+
+
+def _code_fine(system: Any, code: Any) -> bool:
+    if not isinstance(system, str) or not isinstance(code, str):
+        return True
+    if system == UCUM:
+        return is_ucum_unit(code)
+    codes = CODE_SYSTEMS.get(system)
+    return codes is None or code in codes
+
+
+_PLANS: Final[dict[bool, dict[Any, Mapping[str, _Field]]]] = {True: {}, False: {}}
+_MODELS: Final[dict[Family, dict[Any, Any]]] = {"R4B": {}, "R5": {}}
+"""Plans and resource models already looked up (the walk's hot path skips the cache calls)."""
+
+
+class _Walk:
+    """One typed pass over a resource, collecting issues (`named`: with element paths, else it
+    stops at the first issue)."""
+
+    def __init__(self, family: Family, everything: bool, *, named: bool) -> None:
         self.family: Family = family
         self.everything = everything
+        self.named = named
+        self.limit = MAX_ISSUES if named else 1
         self.issues: list[FhirIssue] = []
+        self.plans = _PLANS[everything]
+        self.models = _MODELS[family]
 
     def resource(self, node: Any, path: str) -> None:
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict):
             return
-        model = _resource_model(node.get("resourceType"), self.family)
+        resource_type = node.get("resourceType")
+        if not isinstance(resource_type, str):
+            return
+        model = self.models.get(resource_type)
+        if model is None:
+            model = self.models[resource_type] = _resource_model(resource_type, self.family)
         if model is not None:
             self.element(node, model, path)
 
-    def element(self, node: Mapping[str, Any], model: Any, path: str) -> None:
-        if len(self.issues) >= MAX_ISSUES:
+    def element(self, node: dict[str, Any], model: Any, path: str) -> None:
+        if len(self.issues) >= self.limit:
             return
         if self.everything:
             self._coded(node, path)
-        plan = _plan(model, self.everything)
-        for key, value in node.items():
+        plan = self.plans.get(model)
+        if plan is None:
+            plan = self.plans[model] = _plan(model, self.everything)
+        named = self.named
+        for key in plan if len(plan) < len(node) else node:
             field = plan.get(key)
-            if field is None:
+            value = node.get(key)
+            if field is None or value is None:
                 continue
-            where = f"{path}.{key}"
-            items = enumerate(value) if isinstance(value, list) else ((None, value),)
-            for index, item in items:
-                at = where if index is None else f"{where}[{index}]"
-                if field.kind == "element":
-                    if isinstance(item, Mapping):
-                        self.element(item, field.model, at)
-                elif field.kind == "resource":
-                    self.resource(item, at)
-                elif field.kind == "canonical":
-                    self._canonical(item, at)
-                else:
-                    self._base64(item, at)
+            where = f"{path}.{key}" if named else path
+            if isinstance(value, list):
+                for index, item in enumerate(value):
+                    self._value(field, item, f"{where}[{index}]" if named else path)
+            else:
+                self._value(field, value, where)
         if model.__name__ == "Attachment":
             self._hash(node, path)
 
-    def _coded(self, node: Mapping[str, Any], path: str) -> None:
+    def _value(self, field: _Field, value: Any, path: str) -> None:
+        kind = field.kind
+        if kind == "element":
+            if isinstance(value, dict):
+                self.element(value, field.model, path)
+        elif kind == "resource":
+            self.resource(value, path)
+        elif kind == "canonical":
+            self._canonical(value, path)
+        else:
+            self._base64(value, path)
+
+    def _coded(self, node: dict[str, Any], path: str) -> None:
         system = node.get("system")
-        code = node.get("code")
-        if not isinstance(system, str) or not isinstance(code, str):
+        if system is None or _code_fine(system, node.get("code")):
             return
         if system == UCUM:
-            if not is_ucum_unit(code):
-                self._issue("invalid-unit", f"{path}.code", "is not a UCUM unit")
-            return
-        codes = CODE_SYSTEMS.get(system)
-        if codes is not None and code not in codes:
+            self._issue("invalid-unit", f"{path}.code", "is not a UCUM unit")
+        else:
             self._issue("unknown-code", f"{path}.code", "is not a code of its code system")
 
     def _canonical(self, value: Any, path: str) -> None:
@@ -259,7 +347,7 @@ class _Walk:
         if isinstance(value, str) and _decode(value) is None:
             self._issue("invalid-base64", path, "is not valid base64")
 
-    def _hash(self, node: Mapping[str, Any], path: str) -> None:
+    def _hash(self, node: dict[str, Any], path: str) -> None:
         data, digest = node.get("data"), node.get("hash")
         if not isinstance(data, str) or not isinstance(digest, str):
             return
