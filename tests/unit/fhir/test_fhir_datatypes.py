@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caremesh.fhir.datatypes import CODE_SYSTEMS, datatype_issues, is_ucum_unit
 from caremesh.fhir.ingest import process_ingest
@@ -313,3 +315,23 @@ def test_an_r5_resource_is_checked_with_the_r5_models() -> None:
         ("invalid-unit", "Observation.valueQuantity.code"),
         ("invalid-canonical", "Observation.instantiatesCanonical"),
     ]
+
+
+_TEXT = st.text(alphabet='{}[]":,\\/ abmgL%' + UCUM[:12], max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    unit=_TEXT,
+    note=_TEXT,
+    code=st.sampled_from(["mg", "mEq", "{tbl}", "drop", "mL/h", "}", '"{']) | st.text(max_size=8),
+    system=st.sampled_from([UCUM, DRUG_FORM, "http://example.org/units"]),
+)
+def test_the_bytes_shortcut_agrees_with_the_tree(
+    unit: str, note: str, code: str, system: str
+) -> None:
+    value = {"value": 1, "unit": unit, "system": system, "code": code}
+    resource = {**observation(value), "note": [{"text": note}]}
+    for body in _spellings(resource)[:2]:
+        found = datatype_issues(body, resource, "R4B")
+        assert found == datatype_issues(None, resource, "R4B")
