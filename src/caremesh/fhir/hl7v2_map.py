@@ -14,9 +14,10 @@ FHIR R4 (4.0.1) JSON that also validates as R4B, shaped after the HL7 v2-to-FHIR
   (A01/A02/A04 in-progress, A03 finished, A08 and ORU finished when PV1-45 is set), period from
   PV1-44/45, visit number PV1-19, discharge disposition PV1-36 (HL7 table 0112).
 - Observation per OBX: code from OBX-3 (coding system `LN` → `http://loinc.org`), value by OBX-2
-  (NM → valueQuantity with the OBX-6 unit, UCUM when OBX-6.3 is `UCUM` or empty; ST/TX/FT →
-  valueString; CE/CWE/CNE → valueCodeableConcept; DT/TS/DTM → valueDateTime; SN → quantity or
-  string), status from OBX-11, effective from OBX-14 else OBR-7, interpretation from OBX-8.
+  (NM → valueQuantity with the OBX-6 unit, UCUM when OBX-6.3 is `UCUM`, or empty and OBX-6.1 is
+  a UCUM unit, else the unit as text only; ST/TX/FT → valueString; CE/CWE/CNE →
+  valueCodeableConcept; DT/TS/DTM → valueDateTime; SN → quantity or string), status from OBX-11,
+  effective from OBX-14 else OBR-7, interpretation from OBX-8.
 
 `Bundle.identifier` is the MSH-10 control id, and every id is derived from message content
 (PID-3, PV1-19, OBR filler/placer number with OBX-3/OBX-4), so replays give the same ids.
@@ -32,6 +33,7 @@ from typing import Any, Final
 import orjson
 
 from caremesh.errors import InvalidHl7Error
+from caremesh.fhir.datatypes import is_ucum_unit
 from caremesh.fhir.hl7v2 import (
     DEFAULT_ZONE,
     Hl7Message,
@@ -308,7 +310,7 @@ def _quantity(text: str, obx: Segment) -> dict[str, Any] | None:
     unit_code, unit_text, unit_system = obx.get(6, 1), obx.get(6, 2), obx.get(6, 3)
     if unit_code or unit_text:
         quantity["unit"] = unit_text or unit_code
-    if unit_code and unit_system in ("UCUM", ""):
+    if unit_code and (unit_system == "UCUM" or (not unit_system and is_ucum_unit(unit_code))):
         quantity["system"] = UCUM
         quantity["code"] = unit_code
     return quantity

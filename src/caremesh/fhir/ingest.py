@@ -108,7 +108,7 @@ def process_ingest(
     try:
         obj = parse_json(value)
         check_bundle_size(obj)
-        valid = validate_resource(obj, release_hint)
+        valid = validate_resource(obj, release_hint, body=value)
         check_json_rules(value, obj)
         message = _Message(value, source, message_id, valid.release)
         if valid.resource_type == "Bundle":

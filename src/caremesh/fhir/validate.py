@@ -8,7 +8,10 @@ tried as R4B first and then as R5, and is labelled with the first release that a
 A resource that passes the models is then checked against the required value-set bindings of
 its release (`caremesh.fhir.bindings`, code `invalid-code`); when no release is explicit, a
 payload whose codes belong to the other release's value sets (an R5 Encounter status) is
-labelled with the release that accepts it.
+labelled with the release that accepts it. It is last checked against the datatype rules a
+strict server enforces and the models do not (`caremesh.fhir.datatypes`: UCUM units, codes of
+complete HL7 code systems, strict base64 and Attachment hashes, absolute canonical URLs), which
+are the same in every release; the rejection's code is that of its first issue.
 
 A Bundle is validated as its shell (everything but `entry[].resource`) plus one validation per
 entry resource with the model of that entry's `resourceType`. This checks the same elements as
@@ -37,6 +40,9 @@ from pydantic import ValidationError
 from caremesh.errors import FhirIssue, InvalidFhirError
 from caremesh.fhir import fhir_core_fix  # noqa: F401 - installs itself before any model exists
 from caremesh.fhir.bindings import BindingFamily, binding_issues
+from caremesh.fhir.datatypes import ERROR_CODES as DATATYPE_CODES
+from caremesh.fhir.datatypes import datatype_issues
+from caremesh.fhir.datatypes import warm_up as datatypes_warm_up
 
 Release = Literal["R4", "R4B", "R5"]
 Family = Literal["R4B", "R5"]
@@ -52,6 +58,7 @@ ERROR_CODES: Final = (
     "unsupported-release",
     "validation-failed",
     "invalid-code",
+    *DATATYPE_CODES,
 )
 """Every code `InvalidFhirError` is raised with by this module."""
 
@@ -147,10 +154,13 @@ def model_class(resource_type: str, family: Family) -> Any | None:
     return klass if klass.has_resource_base() else None
 
 
-def validate_resource(obj: object, release: str | None) -> ValidResource:
+def validate_resource(
+    obj: object, release: str | None, *, body: bytes | None = None
+) -> ValidResource:
     """Validate a parsed FHIR resource or Bundle; raise InvalidFhirError(code, detail) if not valid.
 
     `release` is the explicit release if one is known (it wins), else None to try R4B then R5.
+    `body`, the bytes `obj` was parsed from, lets the datatype rules skip what they cannot find.
     """
     if not isinstance(obj, dict):
         raise InvalidFhirError("not-an-object", "a FHIR resource must be a JSON object")
@@ -170,6 +180,7 @@ def validate_resource(obj: object, release: str | None) -> ValidResource:
         if not errors:
             issues = _binding_issues(obj, "R5" if family == "R5" else "R4")
             if not issues:
+                _check_datatypes(obj, family, body)
                 return ValidResource(resource_type, explicit or family)
             codes.append((family, issues))
             continue
@@ -195,6 +206,20 @@ def validate_resource(obj: object, release: str | None) -> ValidResource:
         f"{resource_type} is not valid " + "; ".join(parts),
         _issues(resource_type, failures[-1][1]),
     )
+
+
+def _check_datatypes(obj: dict[str, Any], family: Family, body: bytes | None) -> None:
+    """Raise InvalidFhirError when a resource that passed its models breaks a datatype rule."""
+    try:
+        issues = datatype_issues(body, obj, family)
+    except RecursionError:
+        raise InvalidFhirError("too-deep", f"{obj['resourceType']} nests too deeply") from None
+    if issues:
+        first = issues[0]
+        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+        raise InvalidFhirError(
+            first.code, f"{first.expression} {first.detail}{more}", tuple(issues)
+        )
 
 
 def _binding_issues(obj: dict[str, Any], family: BindingFamily) -> list[FhirIssue]:
@@ -330,9 +355,12 @@ def warm_up(resource_types: tuple[str, ...] = COMMON_TYPES) -> None:
     fhir.resources imports models lazily; doing it at start-up keeps the first messages of a
     stage (and its latency percentiles) from paying for module imports.
     """
+    datatypes_warm_up()
     for family in ("R4B", "R5"):
         for resource_type in resource_types:
             klass = model_class(resource_type, family)
             if klass is not None:
                 with contextlib.suppress(Exception):
                     klass.model_validate({"resourceType": resource_type})
+                for body in (b"", None):
+                    datatype_issues(body, {"resourceType": resource_type}, family)

@@ -182,6 +182,12 @@ def obx(kind: str, value: str, unit: str = "", status: str = "F") -> str:
             {"valueQuantity": {"value": 12, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"}},
         ),
         (obx("NM", "12", "beats^^L"), {"valueQuantity": {"value": 12, "unit": "beats"}}),
+        # no coding system and not a UCUM unit: kept as text, not claimed to be UCUM
+        (obx("NM", "4", "mEq/L"), {"valueQuantity": {"value": 4, "unit": "mEq/L"}}),
+        (
+            obx("NM", "4", "meq/L"),
+            {"valueQuantity": {"value": 4, "unit": "meq/L", "system": UCUM, "code": "meq/L"}},
+        ),
         (obx("NM", "<=0.5"), {"valueQuantity": {"value": 0.5, "comparator": "<="}}),
         (obx("NM", "not a number"), {"valueString": "not a number"}),
         (
