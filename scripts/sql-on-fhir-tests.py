@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from caremesh.errors import ConfigurationError  # noqa: E402
-from caremesh.research.views import load_view, view_rows  # noqa: E402
+from caremesh.research.sql_on_fhir import load_view, view_rows  # noqa: E402
 
 
 def _suites(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:

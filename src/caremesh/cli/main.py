@@ -240,13 +240,19 @@ def _research(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from caremesh.cli.research_export import export_study  # noqa: PLC0415
+    from caremesh.errors import ConfigurationError  # noqa: PLC0415
     from caremesh.research.export import ExportFormat  # noqa: PLC0415
+    from caremesh.research.sql_on_fhir import find_view  # noqa: PLC0415
 
+    if (args.output is None) == (args.out is None):
+        raise ConfigurationError("give the output once: OUT or --output PATH")
+    views = [find_view(v) for v in args.view]
     summary = export_study(
         settings.kafka,
         args.study,
         ExportFormat(args.format),
-        Path(args.output),
+        Path(args.output or args.out),
+        views=views,
         progress=not args.quiet,
     )
     print(
@@ -254,6 +260,8 @@ def _research(args: argparse.Namespace, settings: Settings) -> int:
         f"retracted: {summary.retracted}  retractions: {summary.retractions}  "
         f"invalid: {summary.invalid}"
     )
+    for name, rows in summary.tables.items():
+        print(f"table {name}: {rows} rows")
     return 0
 
 
@@ -497,15 +505,30 @@ def build_parser() -> argparse.ArgumentParser:
     research_sub = research.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = research_sub.add_parser(
         "export",
-        help="write a study topic to NDJSON or Parquet",
+        help="write a study topic to NDJSON or Parquet, or to tables through SQL on FHIR views",
         description="Read research.<study>.v1 from its beginning to its current end (outside "
         "any consumer group, so it finishes), drop the records of retracted pseudonyms that came "
         "before their retraction, and write NDJSON (one resource per line) or Parquet "
-        "(pseudonym, resourceType, id, keyId, effective, code, resource). Prints a summary.",
+        "(pseudonym, resourceType, id, keyId, effective, code, resource). With --view (SQL on "
+        "FHIR v2 ViewDefinitions), write one table per view instead: OUT/<view>.parquet or "
+        "OUT/<view>.csv, or a table per view in the DuckDB file OUT. Prints a summary.",
+        epilog="example: caremesh research export --study cohort-hf --view patients.json "
+        "--view observations.json --format duckdb cohort.duckdb",
     )
     export.add_argument("--study", required=True, help="the study id (research.<id>.v1)")
-    export.add_argument("--format", choices=["ndjson", "parquet"], default="ndjson")
-    export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
+    export.add_argument(
+        "--format", choices=["ndjson", "parquet", "csv", "duckdb"], default="ndjson"
+    )
+    export.add_argument(
+        "--view",
+        action="append",
+        default=[],
+        metavar="VIEW.json",
+        help="a SQL on FHIR v2 ViewDefinition (repeatable; a shipped view by its name, e.g. "
+        "'patients', or a file)",
+    )
+    export.add_argument("out", nargs="?", metavar="OUT", help="the file or directory to write")
+    export.add_argument("--output", metavar="PATH", help="the same as OUT")
     export.add_argument(
         "--from-beginning",
         action="store_true",

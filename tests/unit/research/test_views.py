@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from caremesh.errors import ConfigurationError
-from caremesh.research.views import ViewEvaluationError, load_view, read_view, view_rows
+from caremesh.research.sql_on_fhir import ViewEvaluationError, load_view, read_view, view_rows
 
 PATIENT = {
     "resourceType": "Patient",

@@ -36,6 +36,7 @@ from caremesh.fhir.fhirpath import parse_fhirpath
 
 _COLUMN_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _MODEL: Final[dict[str, Any]] = models["r4"]
+SHIPPED_VIEWS: Final = Path(__file__).resolve().parent / "views"
 ROW_INDEX: Final = "rowIndex"
 """The variable (`%rowIndex`) holding the focus node's index in its forEach or repeat."""
 
@@ -209,9 +210,11 @@ def load_view(data: Any, source: str = "ViewDefinition") -> ViewDefinition:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise _fail(source, f"column names must be unique: {', '.join(duplicates)}")
-    name = data.get("name")
+    name = data.get("name", resource.lower())
+    if not isinstance(name, str) or not _COLUMN_NAME.match(name):
+        raise _fail(source, "name (the table's name) must be letters, digits and '_'")
     return ViewDefinition(
-        name if isinstance(name, str) and _COLUMN_NAME.match(name) else resource.lower(),
+        name,
         resource,
         root,
         tuple(where),
@@ -229,6 +232,19 @@ def read_view(path: Path) -> ViewDefinition:
     except orjson.JSONDecodeError:
         raise ConfigurationError(f"view {path}: not valid JSON") from None
     return load_view(data, str(path))
+
+
+def shipped_views() -> dict[str, Path]:
+    """The views shipped with caremesh (caremesh/research/views/*.json), by name."""
+    return {p.stem: p for p in sorted(SHIPPED_VIEWS.glob("*.json"))}
+
+
+def find_view(spec: str) -> ViewDefinition:
+    """A shipped view by its name (`patients`), else the ViewDefinition file at `spec`."""
+    shipped = shipped_views()
+    if spec in shipped:
+        return read_view(shipped[spec])
+    return read_view(Path(spec))
 
 
 # --- evaluation -----------------------------------------------------------------------------
