@@ -239,6 +239,9 @@ def _org(args: argparse.Namespace, settings: Settings) -> int:
 def _research(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path  # noqa: PLC0415
 
+    if args.action == "follow":
+        return _research_follow(args, settings)
+
     from caremesh.cli.research_export import export_study  # noqa: PLC0415
     from caremesh.errors import ConfigurationError  # noqa: PLC0415
     from caremesh.research.export import ExportFormat  # noqa: PLC0415
@@ -262,6 +265,26 @@ def _research(args: argparse.Namespace, settings: Settings) -> int:
     )
     for name, rows in summary.tables.items():
         print(f"table {name}: {rows} rows")
+    return 0
+
+
+def _research_follow(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from caremesh.cli.research_follow import follow_study  # noqa: PLC0415
+    from caremesh.research.sql_on_fhir import find_view  # noqa: PLC0415
+
+    summary = follow_study(
+        settings.kafka,
+        args.study,
+        [find_view(v) for v in args.view],
+        Path(args.out),
+        until_end=args.until_end,
+    )
+    print(
+        f"read: {summary.read}  rows added: {summary.added}  rows deleted: {summary.deleted}  "
+        f"retractions: {summary.retractions}  invalid: {summary.invalid}"
+    )
     return 0
 
 
@@ -540,6 +563,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the end offsets read at start (the default, and the only mode)",
     )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
+    follow = research_sub.add_parser(
+        "follow",
+        help="keep a DuckDB file of SQL on FHIR view tables up to date from a study topic",
+        description="Read research.<study>.v1 from the offsets stored in the DuckDB file OUT "
+        "(its first retained offset the first time), add each view's rows, delete the rows of a "
+        "retracted pseudonym, and commit rows and offsets together, so that a restarted follower "
+        "resumes without duplicates. Query the tables named after the views. Runs until "
+        "interrupted (Ctrl-C, SIGTERM), or with --until-end until it caught up.",
+        epilog="example: caremesh research follow --study cohort-hf --view patients "
+        "--view observations --format duckdb cohort.duckdb",
+    )
+    follow.add_argument("--study", required=True, help="the study id (research.<id>.v1)")
+    follow.add_argument(
+        "--view",
+        action="append",
+        required=True,
+        metavar="VIEW.json",
+        help="a SQL on FHIR v2 ViewDefinition (repeatable; a shipped view's name or a file)",
+    )
+    follow.add_argument("--format", choices=["duckdb"], default="duckdb")
+    follow.add_argument("out", metavar="OUT", help="the DuckDB file to keep up to date")
+    follow.add_argument(
+        "--until-end", action="store_true", help="stop once the end read at start is reached"
+    )
     _pseudonymise_parser(sub)
     native = sub.add_parser(
         "native",

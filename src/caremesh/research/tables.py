@@ -75,7 +75,7 @@ def table_names(views: Sequence[ViewDefinition]) -> list[str]:
     return names
 
 
-class _Table:
+class ViewTable:
     """One view's rows, batched into Arrow tables."""
 
     def __init__(self, view: ViewDefinition) -> None:
@@ -113,7 +113,7 @@ class ViewTableWriter:
         table_names(views)
         self.fmt = fmt
         self.output = output
-        self.tables = [_Table(v) for v in views]
+        self.tables = [ViewTable(v) for v in views]
         parent = output.parent if str(output.parent) else Path()
         if fmt == "duckdb" and output.is_dir():
             raise ConfigurationError(f"cannot write {output}: it is a directory")
