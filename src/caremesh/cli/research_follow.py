@@ -63,7 +63,6 @@ def follow_study(
     """
     _check_study(study)
     topic = kafka.topic_prefix + research_topic(study)
-    store = FollowStore(output, study, views)
     consumer = Consumer(
         {
             **confluent_config(kafka),
@@ -79,10 +78,15 @@ def follow_study(
         nonlocal stop
         stop = True
 
+    try:
+        ranges = _ranges(consumer, topic, study)  # an unknown study creates no file
+        store = FollowStore(output, study, views)
+    except BaseException:
+        consumer.close()
+        raise
     previous = signal.signal(signal.SIGTERM, _stop)
     summary = FollowSummary()
     try:
-        ranges = _ranges(consumer, topic, study)
         done = store.offsets()
         start = {r.partition: max(done.get(r.partition, r.start), r.start) for r in ranges}
         ends = {r.partition: r.end for r in ranges}

@@ -160,3 +160,18 @@ def test_follow_resumes_after_a_kill_without_duplicates(
     done = _run(namespace, out)
     assert done.returncode == 0, done.stderr
     assert _counts(out) == (patients, patients * observations, patients * observations)
+
+
+def test_an_unknown_study_is_one_line_and_creates_no_file(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    out = tmp_path / "x.duckdb"
+    command = _follow(namespace, out, "--until-end")
+    command[command.index("study-a")] = "no-such-study"
+    done = subprocess.run(
+        command, env=namespace.env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "study no-such-study: topic" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+    assert list(tmp_path.iterdir()) == []
