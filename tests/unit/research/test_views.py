@@ -165,3 +165,28 @@ def test_read_view_reports_unreadable_and_invalid_files(tmp_path: Path) -> None:
     broken.write_text("{not json")
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         read_view(broken)
+
+
+def test_boundaries_of_partial_dates_and_decimals() -> None:
+    view = {
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": "born_from", "path": "birthDate.lowBoundary()", "type": "date"},
+                    {"name": "born_to", "path": "birthDate.highBoundary()", "type": "date"},
+                ]
+            }
+        ],
+    }
+    assert _rows(view, PATIENT) == [{"born_from": "1950-01-01", "born_to": "1950-12-31"}]
+    assert _rows(view, {**PATIENT, "birthDate": "2024-02"}) == [
+        {"born_from": "2024-02-01", "born_to": "2024-02-29"}
+    ]
+    weight = {
+        "resource": "Observation",
+        "select": [
+            {"column": [{"name": "low", "path": "value.ofType(Quantity).value.lowBoundary()"}]}
+        ],
+    }
+    assert _rows(weight, OBS) == [{"low": 81.45}]
