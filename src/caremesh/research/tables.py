@@ -6,7 +6,8 @@ the output directory, or a table of one DuckDB file. Column types follow the vie
 (SQL on FHIR v2's FHIR-to-SQL mapping, kept to what survives pseudonymisation): boolean,
 integer types as 64-bit integers, decimal as double, everything else as text (FHIR dates are
 partial, e.g. a birth year, and stay ISO text); `collection: true` columns are lists (JSON text
-in CSV). Values of another shape are written as their JSON text.
+in CSV). A value that does not fit a boolean or number column is a ViewEvaluationError (never a
+silent null); in a text column, a value that is not text is written as its JSON text.
 
 Everything is written beside its destination and moved into place only when complete: a failed
 export leaves the previous files or database as they were.
@@ -26,7 +27,13 @@ import orjson
 
 from caremesh.errors import ConfigurationError
 from caremesh.research.records import StudyResource
-from caremesh.research.sql_on_fhir import Column, Row, ViewDefinition, view_runner
+from caremesh.research.sql_on_fhir import (
+    Column,
+    Row,
+    ViewDefinition,
+    ViewEvaluationError,
+    view_runner,
+)
 
 TABLE_BATCH: Final = 5000
 _INTEGER: Final = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
@@ -46,19 +53,29 @@ def _arrow_type(column: Column) -> Any:
     return pa.list_(base) if column.collection else base
 
 
+class _WrongTypeError(Exception):
+    """A value that does not fit its column's type (turned into a ViewEvaluationError)."""
+
+
 def _cell(column: Column, value: Any) -> Any:
     if value is None:
         return None
     if column.collection:
         one = Column(column.name, column.path, None, False, column.type)
         return [_cell(one, v) for v in value] if isinstance(value, list) else [_cell(one, value)]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
     if column.type == "boolean":
-        return value if isinstance(value, bool) else None
+        if not isinstance(value, bool):
+            raise _WrongTypeError
+        return value
     if column.type in _INTEGER:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        if not number or value != int(value):
+            raise _WrongTypeError
+        return int(value)
     if column.type == "decimal":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else None
+        if not number:
+            raise _WrongTypeError
+        return float(value)
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -91,7 +108,16 @@ class ViewTable:
     def add(self, resource: Mapping[str, Any]) -> bool:
         """Add the resource's rows; True when a batch is ready."""
         for row in self.run(resource):
-            self.rows.append({c.name: _cell(c, row[c.name]) for c in self.view.columns})
+            cells: Row = {}
+            for column in self.view.columns:
+                try:
+                    cells[column.name] = _cell(column, row[column.name])
+                except _WrongTypeError:
+                    raise ViewEvaluationError(
+                        f"view {self.view.name}: column {column.name} is not of type "
+                        f"{column.type} on a {self.view.resource}"
+                    ) from None
+            self.rows.append(cells)
         return len(self.rows) >= TABLE_BATCH
 
     def take(self) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from caremesh.errors import ConfigurationError
 from caremesh.research.export import ExportFormat, open_writer
 from caremesh.research.records import StudyResource
-from caremesh.research.sql_on_fhir import find_view, load_view
+from caremesh.research.sql_on_fhir import ViewEvaluationError, find_view, load_view
 
 P1 = "a" * 64
 PATIENT = {"resourceType": "Patient", "id": P1, "gender": "male", "birthDate": "1961"}
@@ -78,3 +78,16 @@ def _patients_json() -> dict[str, object]:
         "resource": "Patient",
         "select": [{"column": [{"name": "id", "path": "id"}]}],
     }
+
+
+def test_a_value_of_the_wrong_type_is_an_error_not_a_null(tmp_path: Path) -> None:
+    view = load_view(
+        {
+            "resource": "Patient",
+            "select": [{"column": [{"name": "n", "path": "gender", "type": "integer"}]}],
+        }
+    )
+    writer = open_writer(ExportFormat.DUCKDB, tmp_path / "x.duckdb", [view])
+    with pytest.raises(ViewEvaluationError, match="column n is not of type integer"):
+        writer.write(_records()[0])
+    writer.abort()
