@@ -5,8 +5,8 @@ no key material), with a consumer outside any group that is assigned every parti
 first retained offset up to the end offsets read when the export starts, so it always finishes.
 Records are spooled to a temporary file while retractions are collected, then the kept ones
 are written as NDJSON or Parquet, or flattened by SQL on FHIR views into tables
-(`caremesh.research.export`). A progress bar on stderr counts
-the records read against the total of the end offsets.
+(`caremesh.research.export`). A progress bar on stderr counts the records read against the
+total of the end offsets.
 """
 
 from __future__ import annotations
