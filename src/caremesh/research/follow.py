@@ -113,6 +113,8 @@ class FollowStore:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            for table in self.tables:
+                table.rows.clear()  # rows of the failed batch not yet inserted
             raise
         return added, deleted
 
