@@ -239,20 +239,51 @@ def _org(args: argparse.Namespace, settings: Settings) -> int:
 def _research(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from caremesh.cli.research_export import export_study  # noqa: PLC0415
-    from caremesh.research.export import ExportFormat  # noqa: PLC0415
+    if args.action == "follow":
+        return _research_follow(args, settings)
 
+    from caremesh.cli.research_export import export_study  # noqa: PLC0415
+    from caremesh.errors import ConfigurationError  # noqa: PLC0415
+    from caremesh.research.export import ExportFormat  # noqa: PLC0415
+    from caremesh.research.sql_on_fhir import find_view  # noqa: PLC0415
+
+    if (args.output is None) == (args.out is None):
+        raise ConfigurationError("give the output once: OUT or --output PATH")
+    views = [find_view(v) for v in args.view]
     summary = export_study(
         settings.kafka,
         args.study,
         ExportFormat(args.format),
-        Path(args.output),
+        Path(args.output or args.out),
+        views=views,
         progress=not args.quiet,
     )
     print(
         f"records: {summary.records}  pseudonyms: {summary.pseudonyms}  "
         f"retracted: {summary.retracted}  retractions: {summary.retractions}  "
         f"invalid: {summary.invalid}"
+    )
+    for name, rows in summary.tables.items():
+        print(f"table {name}: {rows} rows")
+    return 0
+
+
+def _research_follow(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from caremesh.cli.research_follow import follow_study  # noqa: PLC0415
+    from caremesh.research.sql_on_fhir import find_view  # noqa: PLC0415
+
+    summary = follow_study(
+        settings.kafka,
+        args.study,
+        [find_view(v) for v in args.view],
+        Path(args.out),
+        until_end=args.until_end,
+    )
+    print(
+        f"read: {summary.read}  rows added: {summary.added}  rows deleted: {summary.deleted}  "
+        f"retractions: {summary.retractions}  invalid: {summary.invalid}"
     )
     return 0
 
@@ -497,15 +528,30 @@ def build_parser() -> argparse.ArgumentParser:
     research_sub = research.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = research_sub.add_parser(
         "export",
-        help="write a study topic to NDJSON or Parquet",
+        help="write a study topic to NDJSON or Parquet, or to tables through SQL on FHIR views",
         description="Read research.<study>.v1 from its beginning to its current end (outside "
         "any consumer group, so it finishes), drop the records of retracted pseudonyms that came "
         "before their retraction, and write NDJSON (one resource per line) or Parquet "
-        "(pseudonym, resourceType, id, keyId, effective, code, resource). Prints a summary.",
+        "(pseudonym, resourceType, id, keyId, effective, code, resource). With --view (SQL on "
+        "FHIR v2 ViewDefinitions), write one table per view instead: OUT/<view>.parquet or "
+        "OUT/<view>.csv, or a table per view in the DuckDB file OUT. Prints a summary.",
+        epilog="example: caremesh research export --study cohort-hf --view patients.json "
+        "--view observations.json --format duckdb cohort.duckdb",
     )
     export.add_argument("--study", required=True, help="the study id (research.<id>.v1)")
-    export.add_argument("--format", choices=["ndjson", "parquet"], default="ndjson")
-    export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
+    export.add_argument(
+        "--format", choices=["ndjson", "parquet", "csv", "duckdb"], default="ndjson"
+    )
+    export.add_argument(
+        "--view",
+        action="append",
+        default=[],
+        metavar="VIEW.json",
+        help="a SQL on FHIR v2 ViewDefinition (repeatable; a shipped view by its name, e.g. "
+        "'patients', or a file)",
+    )
+    export.add_argument("out", nargs="?", metavar="OUT", help="the file or directory to write")
+    export.add_argument("--output", metavar="PATH", help="the same as OUT")
     export.add_argument(
         "--from-beginning",
         action="store_true",
@@ -517,6 +563,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the end offsets read at start (the default, and the only mode)",
     )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
+    follow = research_sub.add_parser(
+        "follow",
+        help="keep a DuckDB file of SQL on FHIR view tables up to date from a study topic",
+        description="Read research.<study>.v1 from the offsets stored in the DuckDB file OUT "
+        "(its first retained offset the first time), add each view's rows, delete the rows of a "
+        "retracted pseudonym, and commit rows and offsets together, so that a restarted follower "
+        "resumes without duplicates. Query the tables named after the views. Runs until "
+        "interrupted (Ctrl-C, SIGTERM), or with --until-end until it caught up.",
+        epilog="example: caremesh research follow --study cohort-hf --view patients "
+        "--view observations --format duckdb cohort.duckdb",
+    )
+    follow.add_argument("--study", required=True, help="the study id (research.<id>.v1)")
+    follow.add_argument(
+        "--view",
+        action="append",
+        required=True,
+        metavar="VIEW.json",
+        help="a SQL on FHIR v2 ViewDefinition (repeatable; a shipped view's name or a file)",
+    )
+    follow.add_argument("--format", choices=["duckdb"], default="duckdb")
+    follow.add_argument("out", metavar="OUT", help="the DuckDB file to keep up to date")
+    follow.add_argument(
+        "--until-end", action="store_true", help="stop once the end read at start is reached"
+    )
     _pseudonymise_parser(sub)
     native = sub.add_parser(
         "native",

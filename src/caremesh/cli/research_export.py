@@ -4,8 +4,9 @@ A researcher's tool (DESIGN §8): it reads `research.<study>.v1` and nothing els
 no key material), with a consumer outside any group that is assigned every partition from its
 first retained offset up to the end offsets read when the export starts, so it always finishes.
 Records are spooled to a temporary file while retractions are collected, then the kept ones
-are written as NDJSON or Parquet (`caremesh.research.export`). A progress bar on stderr counts
-the records read against the total of the end offsets.
+are written as NDJSON or Parquet, or flattened by SQL on FHIR views into tables
+(`caremesh.research.export`). A progress bar on stderr counts the records read against the
+total of the end offsets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -30,6 +31,8 @@ from caremesh.kafka.config import confluent_config
 from caremesh.kafka.retry import watermark_offsets
 from caremesh.research.export import ExportFormat, ExportSummary, RetractionIndex, open_writer
 from caremesh.research.records import StudyResource, read_record
+from caremesh.research.sql_on_fhir import ViewDefinition
+from caremesh.research.tables import ViewTableWriter
 from caremesh.settings import KafkaSettings, StudySettings
 from caremesh.topics import research_topic
 
@@ -163,9 +166,13 @@ def export_study(
     fmt: ExportFormat,
     output: Path,
     *,
+    views: Sequence[ViewDefinition] = (),
     progress: bool = True,
 ) -> ExportSummary:
     """Export `research.<study>.v1` (from its first retained offset to its current end) to `output`.
+
+    With `views` (SQL on FHIR ViewDefinitions), each view's rows go to its own table instead of
+    the resources (`open_writer`); a retracted pseudonym's resources give no row.
 
     Raises ConfigurationError for an invalid study id, a topic that does not exist or an output
     that cannot be written (before anything is read), KafkaUnavailableError when the broker does
@@ -173,7 +180,7 @@ def export_study(
     """
     _check_study(study)
     topic = kafka.topic_prefix + research_topic(study)
-    writer = open_writer(fmt, output)  # fails early on an unwritable path
+    writer = open_writer(fmt, output, views)  # fails early on an unwritable path
     consumer = Consumer(
         {
             **confluent_config(kafka),
@@ -197,6 +204,8 @@ def export_study(
                 pseudonyms.add(record.pseudonym)
         summary.pseudonyms = len(pseudonyms)
         writer.commit()
+        if isinstance(writer, ViewTableWriter):
+            summary.tables = writer.counts
     except BaseException:
         writer.abort()
         raise

@@ -30,15 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from antlr4 import CommonTokenStream, InputStream, Token  # type: ignore[import-untyped]
-from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
 from fhirpathpy import apply_parsed_path
 from fhirpathpy.engine.nodes import ResourceNode
-from fhirpathpy.parser import parse as fhirpath_parse
-from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
-from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from caremesh.errors import ConfigurationError
+from caremesh.fhir.fhirpath import parse_fhirpath
 from caremesh.pseudonym.elements import known_resource_type
 
 GENERAL_TYPES = frozenset({"Resource", "DomainResource"})
@@ -165,37 +161,6 @@ def fhirpath_eval(
     node = ResourceNode.create_node(value, fhir_type or None)  # type: ignore[no-untyped-call]
     result = apply_parsed_path(node, parsed, {}, model)  # type: ignore[no-untyped-call]
     return list(result)
-
-
-class _Strict(ErrorListener):  # type: ignore[misc]
-    """fhirpathpy's parser recovers from syntax errors silently; this listener refuses them."""
-
-    def syntaxError(  # noqa: N802, PLR0917 - ANTLR's name and signature
-        self, recognizer: Any, offending: Any, line: int, column: int, msg: str, e: Any
-    ) -> None:
-        raise SyntaxError(column)
-
-
-def _check_syntax(text: str) -> None:
-    lexer = FHIRPathLexer(InputStream(text))
-    lexer.removeErrorListeners()
-    lexer.addErrorListener(_Strict())
-    tokens = CommonTokenStream(lexer)
-    parser = FHIRPathParser(tokens)
-    parser.removeErrorListeners()
-    parser.addErrorListener(_Strict())
-    parser.expression()
-    if tokens.LA(1) != Token.EOF:
-        raise SyntaxError(tokens.index)
-
-
-def parse_fhirpath(text: str) -> Any:
-    """Parse a FHIRPath expression with fhirpathpy, or raise ConfigurationError."""
-    try:
-        _check_syntax(text)
-        return fhirpath_parse(text)  # type: ignore[no-untyped-call]
-    except Exception:  # noqa: BLE001 - the lexer and parser raise assorted exception types
-        raise ConfigurationError(f"invalid FHIRPath expression: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from typing import Any, Literal
 import orjson
 
 from caremesh.errors import ConfigurationError
+from caremesh.fhir.fhirpath import parse_fhirpath
 from caremesh.pseudonym.elements import RELEASE_PREFERENCES, preference_for
-from caremesh.pseudonym.paths import Union, compile_path, parse_fhirpath
+from caremesh.pseudonym.paths import Union, compile_path
 
 METHODS: dict[str, str] = {
     "keep": "keep",

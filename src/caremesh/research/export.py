@@ -9,7 +9,8 @@ Resources recorded after a retraction (a re-consent) are kept.
 
 Output formats: NDJSON, one resource per line as written by the research stage; and Apache
 Parquet (format 2.x, through pyarrow), one row per resource with the string columns of
-`PARQUET_COLUMNS`. Files are written beside their destination and moved into place only when
+`PARQUET_COLUMNS`; or, with SQL on FHIR views, one table per view (caremesh.research.tables) in
+Parquet, CSV or DuckDB. Files are written beside their destination and moved into place only when
 complete, so a failed export never leaves a partial file under the requested name.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -32,6 +33,8 @@ from caremesh.research.records import (
     Retraction,
     StudyResource,
 )
+from caremesh.research.sql_on_fhir import ViewDefinition
+from caremesh.research.tables import ViewTableWriter
 
 PARQUET_COLUMNS: Final = (
     "pseudonym",
@@ -50,10 +53,12 @@ PARQUET_BATCH: Final = 5000
 
 
 class ExportFormat(StrEnum):
-    """What `caremesh research export --format` writes."""
+    """What `caremesh research export --format` writes (CSV and DuckDB: views only)."""
 
     NDJSON = "ndjson"
     PARQUET = "parquet"
+    CSV = "csv"
+    DUCKDB = "duckdb"
 
 
 @dataclass
@@ -93,6 +98,8 @@ class ExportSummary:
     """Records that were neither a resource nor a retraction (skipped)."""
     read: int = 0
     """Records read from the topic, of every kind."""
+    tables: dict[str, int] = field(default_factory=dict)
+    """Rows written per view table (view exports only)."""
 
 
 def _first_code(resource: Mapping[str, Any]) -> str | None:
@@ -209,8 +216,21 @@ class ParquetWriter(_AtomicFile):
         super().abort()
 
 
-def open_writer(fmt: ExportFormat, output: Path) -> ExportWriter:
-    """A writer for `fmt` at `output` (ConfigurationError when it cannot be written)."""
+def open_writer(
+    fmt: ExportFormat, output: Path, views: Sequence[ViewDefinition] = ()
+) -> ExportWriter:
+    """A writer for `fmt` at `output` (ConfigurationError when it cannot be written).
+
+    With `views`, each resource is flattened through every view into that view's table
+    (caremesh.research.tables): files in the directory `output` (Parquet, CSV) or tables of
+    the DuckDB file `output`. Without views, resources are written whole (NDJSON, Parquet).
+    """
+    if views:
+        if fmt is ExportFormat.NDJSON:
+            raise ConfigurationError("views write tables: use --format parquet, csv or duckdb")
+        return ViewTableWriter(fmt.value, views, output)
+    if fmt in {ExportFormat.CSV, ExportFormat.DUCKDB}:
+        raise ConfigurationError(f"--format {fmt.value} writes views: give at least one --view")
     if fmt is ExportFormat.PARQUET:
         return ParquetWriter(output)
     return NdjsonWriter(output)

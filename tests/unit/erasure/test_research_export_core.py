@@ -119,7 +119,7 @@ def test_flat_rows(resource: dict[str, Any], effective: str | None, code: str | 
     assert orjson.loads(row["resource"] or "") == resource
 
 
-@pytest.mark.parametrize("fmt", list(ExportFormat))
+@pytest.mark.parametrize("fmt", [ExportFormat.NDJSON, ExportFormat.PARQUET])
 def test_a_writer_shows_its_file_only_once_committed(tmp_path: Path, fmt: ExportFormat) -> None:
     out = tmp_path / f"study.{fmt.value}"
     writer = open_writer(fmt, out)
