@@ -7,7 +7,7 @@ input is never modified). Nested resources are anonymized as resources of their 
 their own rules; a parent rule that selects a nested resource covers all of it. Security
 labels follow upstream's mapping: redact, partial date/age redaction and a date-shift that
 falls back to redaction → REDACTED; partial zip code → ABSTRED; cryptoHash → CRYTOHASH;
-encrypt → MASKED; perturb and date-shift → PERTURBED; substitute → SUBSTITUTED; generalize →
+encrypt → ENCRYPT; perturb and date-shift → PERTURBED; substitute → SUBSTITUTED; generalize →
 GENERALIZED; caremesh's pseudonymize → PSEUDED. A contained resource's labels go to its
 container; a Bundle also carries its entries' labels.
 
@@ -210,8 +210,7 @@ class Anonymizer:
             self._walk(out, obj, plan, run)
         flags = run.flags
         run.flags = saved | flags
-        if not top and len(out) == 1:
-            return None
+        # a nested resource keeps its resourceType even when every element went (upstream)
         if flags and not contained:
             return with_security_labels(out, flags)
         return out
