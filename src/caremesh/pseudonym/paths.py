@@ -11,6 +11,8 @@ Supported (FHIRPath N1 syntax; anything else is a ConfigurationError at load tim
                | nodesByName('name')       nodes of that element name, outside nested resources
                | '(' path ')'
     step      := element                   child element (choice elements by base name: value)
+               | nodesByType('Type')       descendants of exactly that type (`Patient.nodesByType
+               | nodesByName('name')         ('HumanName').use`), outside nested resources
                | where(predicate)          any FHIRPath boolean expression on the node
                | ofType(Type) | as(Type)   nodes of that type or a subtype (Age is a Quantity)
 
@@ -200,7 +202,8 @@ def parse_fhirpath(text: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step after the start: `child` (consumes a node) or a filter (`oftype`, `where`)."""
+    """One step after the start: `child` (consumes a node), `bytype` / `byname` (consumes any
+    number of nodes down to one of that type or name) or a filter (`oftype`, `where`)."""
 
     kind: str
     arg: str = ""
@@ -331,6 +334,11 @@ class _Parser:
             if name == "where":
                 text = self.balanced()
                 steps.append(Step("where", text, compile_predicate(text, self.model)))
+            elif name in ("nodesByType", "nodesByName"):
+                self.eat("(")
+                arg = self.string()
+                self.eat(")")
+                steps.append(Step("bytype" if name == "nodesByType" else "byname", arg))
             elif name in ("ofType", "as"):
                 self.eat("(")
                 steps.append(Step("oftype", self.ident()))
