@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl")
 JSON_SUFFIXES: Final = (".json",)
+UTF8_BOM: Final = b"\xef\xbb\xbf"
 MAX_REPORTED: Final = 20
 """Rejected records listed one by one; the rest are only counted."""
 
@@ -103,6 +105,28 @@ def read_master_key(pseudonym: PseudonymSettings, key_file: Path | None) -> byte
     return master_key_bytes(secret.get_secret_value())
 
 
+RULE_FILE_KEYS_WARNING: Final = (
+    "warning: --keys rule-file uses the keys written in the rule file: anyone who has the file "
+    "can recompute its hashes and date shifts; use --keys derived (per-study keys) for studies"
+)
+
+
+def rule_file_anonymizer(ruleset: RuleSet, config: str) -> Anonymizer:
+    """An Anonymizer with the rule file's own keys (upstream's behaviour), after one warning.
+
+    A rule file whose methods need a key it does not carry is a ConfigurationError (one line,
+    naming the missing parameter, never a value)."""
+    missing = ruleset.missing_keys()
+    if missing:
+        raise ConfigurationError(
+            f"--keys rule-file: {config} has no {' or '.join(missing)} in its parameters "
+            "(add it, or use --keys derived with a master key)"
+        )
+    if ruleset.carries_keys():
+        print(RULE_FILE_KEYS_WARNING, file=sys.stderr)
+    return Anonymizer(ruleset)
+
+
 def _is_input(path: Path) -> bool:
     return path.suffix.lower() in NDJSON_SUFFIXES + JSON_SUFFIXES
 
@@ -147,6 +171,8 @@ class _Run:
         self.summary.rejections.append(Rejection(path, line, code))
 
     def one(self, path: Path, line: int, raw: bytes) -> dict[str, Any] | None:
+        if line == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]  # files written by .NET tools often begin with one
         try:
             resource: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -245,6 +271,7 @@ def run_pseudonymise(
     source: Path,
     target: Path,
     study: str = "offline",
+    keys: str = "derived",
     key_file: Path | None = None,
     source_id: str = "offline",
     force: bool = False,
@@ -253,15 +280,20 @@ def run_pseudonymise(
     """The `caremesh pseudonymise` command; returns its exit code (0, or 4 when some were
     rejected) and prints a summary. Configuration problems raise ConfigurationError."""
     ruleset = load_ruleset(config)
-    ring = Keyring.single(
-        read_master_key(settings.pseudonym, key_file), KeyId(settings.pseudonym.key_id)
-    )
-    anonymizer = study_anonymizer(study, ring, ruleset)
+    if keys == "rule-file":
+        anonymizer = rule_file_anonymizer(ruleset, config)
+        key_note = "keys from the rule file"
+    else:
+        ring = Keyring.single(
+            read_master_key(settings.pseudonym, key_file), KeyId(settings.pseudonym.key_id)
+        )
+        anonymizer = study_anonymizer(study, ring, ruleset)
+        key_note = f"study {study}, key {ring.current}"
     pairs = plan(source, target, force=force)
     summary = pseudonymise_files(anonymizer, pairs, source_id=source_id, progress=progress)
     print(
         f"files: {summary.files}  resources: {summary.resources}  "
-        f"rejected: {len(summary.rejections)}  (rules {config}, study {study}, key {ring.current})"
+        f"rejected: {len(summary.rejections)}  (rules {config}, {key_note})"
     )
     for rejection in summary.rejections[:MAX_REPORTED]:
         print(f"rejected: {rejection.path}:{rejection.line}: {rejection.code}")
