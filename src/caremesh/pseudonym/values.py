@@ -54,6 +54,15 @@ class RunState:
         self.id_rank = 1 << 30
 
 
+def _is_reference_string(info: ElementInfo, parent: str) -> bool:
+    """Whether a node names a resource as a reference does: `Reference.reference`, or
+    `Bundle.entry.fullUrl` (the only element of that name), whose id part is transformed like
+    a reference's, so that references still resolve to their entries."""
+    return (info.name == "reference" and parent == "Reference") or (
+        info.name == "fullUrl" and info.fhir_type == "uri"
+    )
+
+
 def _json_text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
@@ -165,7 +174,7 @@ class ValueMethods:
         run.flags |= CRYTOHASH
         text = value if type(value) is str else _json_text(value)
         memo = self._hash_memo
-        is_reference = info.name == "reference" and parent == "Reference"
+        is_reference = _is_reference_string(info, parent)
         key = "R" + text if is_reference else "V" + text
         found = memo.get(key)
         if found is None:
@@ -238,7 +247,7 @@ class ValueMethods:
     ) -> Any:
         pseudonym = self.pseudonym(run)
         run.flags |= PSEUDED
-        if info.name == "reference" and parent == "Reference":
+        if _is_reference_string(info, parent):
             text = _json_text(value)
             key = (text, pseudonym)
             memo = self._reference_memo
