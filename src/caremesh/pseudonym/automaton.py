@@ -70,6 +70,11 @@ def unknown_element(key: str) -> ElementInfo:
     return info
 
 
+def is_unknown(info: ElementInfo) -> bool:
+    """Whether an element is one no model defines for its parent's type."""
+    return _UNKNOWN.get(info.name) is info
+
+
 class Matcher:
     """The compiled rules of a RuleSet, with transition caches filled as resources arrive."""
 

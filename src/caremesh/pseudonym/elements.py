@@ -170,6 +170,7 @@ def type_family(fhir_type: str) -> frozenset[str]:
     return frozenset(family)
 
 
+@lru_cache(maxsize=1024)
 def known_resource_type(resource_type: str) -> bool:
     """Whether either release defines this resource type."""
     return any(

@@ -225,6 +225,8 @@ class Union:
 
     chains: tuple[Chain, ...]
     resource_types: frozenset[str] | None = field(default=None)
+    unknown_types: frozenset[str] = frozenset()
+    """Resource types the path names that no model defines (each resource then fails)."""
 
 
 class _Parser:
@@ -232,6 +234,7 @@ class _Parser:
         self.s = text
         self.i = 0
         self.model = model
+        self.unknown_types: set[str] = set()
 
     def fail(self, what: str) -> ConfigurationError:
         return ConfigurationError(f"unsupported rule path {self.s!r} at offset {self.i}: {what}")
@@ -321,7 +324,7 @@ class _Parser:
                 heads = [Chain("type" if name == "nodesByType" else "name", arg, ())]
             elif name[0].isupper():
                 if name not in GENERAL_TYPES and not known_resource_type(name):
-                    raise self.fail(f"unknown resource type {name}")
+                    self.unknown_types.add(name)  # upstream: a processing error, not a load error
                 heads = [Chain("resource", name, ())]
             else:
                 heads = [Chain("resource", "Resource", (Step("child", name),))]
@@ -360,6 +363,7 @@ def compile_path(text: str, model: dict[str, Any] | None = None) -> Union:
     if parser.i != len(text):
         raise parser.fail("unexpected text")
     types = {c.arg for c in chains if c.start == "resource"}
+    unknown = frozenset(parser.unknown_types)
     if all(c.start == "resource" for c in chains) and not types & GENERAL_TYPES:
-        return Union(tuple(chains), frozenset(types))
-    return Union(tuple(chains))
+        return Union(tuple(chains), frozenset(types), unknown)
+    return Union(tuple(chains), None, unknown)

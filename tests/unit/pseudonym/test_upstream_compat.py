@@ -12,6 +12,7 @@ import pytest
 
 from caremesh.cli.main import main
 from caremesh.envelope import PatientKey
+from caremesh.errors import PseudonymisationError
 from caremesh.pseudonym import load_preset, load_rules, study_anonymizer
 from tests.unit.pseudonym.helpers import fold_offset, hmac_hex, make
 
@@ -202,3 +203,44 @@ def test_rule_file_mode_without_keys_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "cryptoHashKey" in err
+
+
+def test_generalize_on_a_complex_node_applies_to_each_primitive_below_it() -> None:
+    rule = {
+        "path": "Patient.communication.language.coding",
+        "method": "generalize",
+        "cases": {"$this in ('fr-FR' | 'fr-BE')": "'fr'"},
+        "otherValues": "keep",
+    }
+    coding = {"system": "urn:ietf:bcp:47", "code": "fr-BE"}
+    patient = {"resourceType": "Patient", "communication": [{"language": {"coding": [coding]}}]}
+    out = make([rule]).apply(patient)
+    assert out["communication"][0]["language"]["coding"] == [
+        {"system": "urn:ietf:bcp:47", "code": "fr"}
+    ]
+
+
+def test_a_rule_naming_an_unknown_resource_type_is_a_processing_error() -> None:
+    rules = [
+        {"path": "Patinet.name", "method": "redact"},
+        {"path": "Patient.id", "method": "keep"},
+    ]
+    ruleset = load_rules({"fhirPathRules": rules})  # loads, as upstream's file does
+    patient = {"resourceType": "Patient", "id": "p", "gender": "male"}
+    with pytest.raises(PseudonymisationError, match="unknown-resource-type"):
+        make(rules).apply(patient)
+    skipped = make(rules, processingErrors="skip").apply(patient)
+    assert skipped["resourceType"] == "Patient"
+    assert set(skipped) == {"resourceType", "meta"}
+    assert len(ruleset.rules) == 2
+
+
+def test_an_input_type_or_element_its_release_does_not_define_is_a_processing_error() -> None:
+    anonymizer = make([{"path": "nodesByType('HumanName')", "method": "redact"}])
+    with pytest.raises(PseudonymisationError, match="unknown-resource-type"):
+        anonymizer.apply({"resourceType": "DeviceComponent", "id": "d"})
+    stu3_only = {"resourceType": "Patient", "animal": {"species": {"text": "x"}}}
+    strict = make([{"path": "nodesByType('HumanName')", "method": "redact"}], fhirVersion="R4")
+    with pytest.raises(PseudonymisationError, match="unknown-element"):
+        strict.apply(stu3_only)
+    assert anonymizer.apply(stu3_only)["animal"] == stu3_only["animal"]  # no release named
