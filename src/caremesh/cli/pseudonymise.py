@@ -8,12 +8,16 @@
   file for a file, a folder for a folder (the tree is mirrored). A `.json` file holds one
   resource or Bundle; `.ndjson` / `.jsonl` one resource per line. An output is written to a
   temporary name and renamed when complete; existing outputs are refused without `--force`.
-- Keys are the study's keys derived from the master key (`CAREMESH_PSEUDONYM__MASTER_KEY`, a
-  secret file under `CAREMESH_SECRETS_DIR`, or `--key-file`), as the research stage derives them
-  for `--study` (default `offline`): the same study name gives the same cryptoHash values, date
-  shifts and pseudonyms as the study's stream. The patient key of each resource (for the
+- Keys (`--keys derived`, the default) are the study's keys derived from the master key
+  (`CAREMESH_PSEUDONYM__MASTER_KEY`, a secret file under `CAREMESH_SECRETS_DIR`, or
+  `--key-file`), as the research stage derives them for `--study` (default `offline`): the
+  same study name gives the same cryptoHash values, date shifts and pseudonyms as the study's
+  stream. The patient key of each resource (for the
   patient-scoped date shift and pseudonyms) is found as the validate stage finds it (DESIGN §3),
   source `--source` (default `offline`), learning INS mappings from Patient resources as it goes.
+- `--keys rule-file` takes the keys from the rule file's `parameters` instead, as the upstream
+  anonymizer does (its output, hash for hash), without a master key and after one warning on
+  stderr; a file whose rules need a key it does not carry is a ConfigurationError (exit 2).
 - A record that is not JSON, not a FHIR resource, or that the rules cannot process is skipped and
   reported with its file and line and an error code, never its content; the exit code is then 4.
   A progress bar on stderr counts input bytes (`--quiet` turns it off).
