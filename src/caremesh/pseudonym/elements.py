@@ -63,6 +63,8 @@ class ElementInfo:
     fhir_type: str
     type_key: str | None
     is_resource: bool = False
+    repeats: bool = False
+    """Whether the element is a list in FHIR JSON (max cardinality *)."""
 
 
 UNKNOWN_TYPE = ""
@@ -92,6 +94,20 @@ def _class_type_name(klass: Any) -> str:
         return str(klass.__name__)
     names = {base.__name__ for base in klass.__mro__}
     return "BackboneElement" if "BackboneElement" in names else "Element"
+
+
+def _repeats(annotation: Any) -> bool:
+    """Whether a field annotation is a list (under Optional/Union wrappers)."""
+    current = annotation
+    for _ in range(8):
+        origin = typing.get_origin(current)
+        if origin is list:
+            return True
+        if origin is typing.Union or origin is types.UnionType:
+            current = next(a for a in typing.get_args(current) if a is not type(None))
+        else:
+            return False
+    return False
 
 
 def _resolve(annotation: Any, release: Release) -> tuple[str, str | None, bool]:
@@ -144,7 +160,8 @@ def children_of(type_key: str, preference: tuple[Release, ...]) -> dict[str, Ele
             fhir_type, child_key, is_resource = _resolve(field.annotation, release)
             choice = extra.get("one_of_many")
             name = choice if isinstance(choice, str) else alias
-            table[alias] = ElementInfo(name, fhir_type, child_key, is_resource)
+            repeats = _repeats(field.annotation)
+            table[alias] = ElementInfo(name, fhir_type, child_key, is_resource, repeats)
     return table
 
 

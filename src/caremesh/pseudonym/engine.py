@@ -296,14 +296,14 @@ class Anonymizer:
                 if child is None:
                     new = self._item(action, value, plan, run)
                     if new is not None:
-                        out[key] = new
+                        out[key] = [new] if action[2].repeats else new
                 else:
                     sub = shortcut(value, child, run, system) if child.tries > 0 else None
                     if sub is None:
                         sub = {}
                         walk(sub, value, child, run)
                     if sub:
-                        out[key] = sub
+                        out[key] = [sub] if action[2].repeats else sub
                 continue
             if kind == GENERAL:
                 if key == "resourceType":
@@ -477,7 +477,8 @@ class Anonymizer:
         else:
             new = self._value(entry, value, rule, run, parent_type)
             if new is not None:
-                out[key] = new
+                # a single object where FHIR has a list is written as FHIR JSON has it (upstream)
+                out[key] = [new] if type(new) is dict and entry.info.repeats else new
 
     def _extension(  # noqa: PLR0917 - internal, called positionally on the hot path
         self,

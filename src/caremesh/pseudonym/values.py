@@ -72,7 +72,8 @@ def _fhirpath_json(result: list[Any]) -> Any:
         return None
     value = result[0]
     if isinstance(value, FP_Type) or not isinstance(value, bool | int | float | str):
-        return str(value)
+        text = getattr(value, "asStr", None)  # a date-time as written (`Z` stays `Z`)
+        return text if isinstance(text, str) else str(value)
     return value
 
 

@@ -244,3 +244,22 @@ def test_an_input_type_or_element_its_release_does_not_define_is_a_processing_er
     with pytest.raises(PseudonymisationError, match="unknown-element"):
         strict.apply(stu3_only)
     assert anonymizer.apply(stu3_only)["animal"] == stu3_only["animal"]  # no release named
+
+
+def test_a_single_object_where_fhir_has_a_list_is_written_as_a_list() -> None:
+    anonymizer = make([{"path": "nodesByType('HumanName')", "method": "redact"}])
+    patient = {"resourceType": "Patient", "communication": {"language": {"text": "fr"}}}
+    out = anonymizer.apply(patient)
+    assert out["communication"] == [{"language": {"text": "fr"}}]
+
+
+def test_a_generalized_date_time_is_written_as_its_case_spells_it() -> None:
+    rule = {
+        "path": "nodesByType('dateTime')",
+        "method": "generalize",
+        "cases": {"$this >= @1990-01-01T00:00:00Z": "@2000-01-01T00:00:00Z"},
+    }
+    out = make([rule]).apply(
+        {"resourceType": "Patient", "deceasedDateTime": "2017-01-01T01:01:01Z"}
+    )
+    assert out["deceasedDateTime"] == "2000-01-01T00:00:00Z"
