@@ -263,3 +263,23 @@ def test_a_generalized_date_time_is_written_as_its_case_spells_it() -> None:
         {"resourceType": "Patient", "deceasedDateTime": "2017-01-01T01:01:01Z"}
     )
     assert out["deceasedDateTime"] == "2000-01-01T00:00:00Z"
+
+
+def test_an_r4_only_resource_is_typed_from_the_r4_model() -> None:
+    anonymizer = make(
+        [
+            {"path": "nodesByType('Identifier')", "method": "redact"},
+            {"path": "nodesByType('dateTime')", "method": "dateShift"},
+        ],
+        fhirVersion="R4",
+    )
+    product = {
+        "resourceType": "MedicinalProduct",  # R4 only: neither R4B nor R5 has it
+        "id": "m",
+        "identifier": [{"system": "urn:example:mpid", "value": "MP-1"}],
+        "manufacturingBusinessOperation": [{"effectiveDate": "2013-03-15"}],
+    }
+    out = anonymizer.apply(product)
+    assert "identifier" not in out
+    shifted = date(2013, 3, 15) + timedelta(days=fold_offset("m", "test-shift-key"))
+    assert out["manufacturingBusinessOperation"] == [{"effectiveDate": shifted.isoformat()}]
