@@ -8,6 +8,7 @@ removes it) and records in `run.flags` which security label it earned. Errors ar
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -55,12 +56,20 @@ class RunState:
 
 
 def _is_reference_string(info: ElementInfo, parent: str) -> bool:
-    """Whether a node names a resource as a reference does: `Reference.reference`, or
-    `Bundle.entry.fullUrl` (the only element of that name), whose id part is transformed like
-    a reference's, so that references still resolve to their entries."""
-    return (info.name == "reference" and parent == "Reference") or (
-        info.name == "fullUrl" and info.fhir_type == "uri"
-    )
+    """Whether a node names a resource as a reference does: `Reference.reference`,
+    `Bundle.entry.fullUrl` (the only element of that name), or a Bundle entry's
+    `request.url` / `response.location` (uri elements of a backbone element); their id part is
+    transformed like a reference's, so that references still resolve to their entries."""
+    if info.name == "reference":
+        return parent == "Reference"
+    if info.fhir_type != "uri":
+        return False
+    return info.name == "fullUrl" or (info.name in _ENTRY_URLS and parent == "BackboneElement")
+
+
+_ENTRY_URLS = frozenset({"url", "location"})
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]+$")
+"""A bare resource type (a transaction's `request.url` for a create): nothing to transform."""
 
 
 def _json_text(value: Any) -> str:
@@ -179,7 +188,12 @@ class ValueMethods:
         key = "R" + text if is_reference else "V" + text
         found = memo.get(key)
         if found is None:
-            found = m.transform_reference(text, self._hash) if is_reference else self._hash(text)
+            if is_reference and _RESOURCE_TYPE.match(text):
+                found = text
+            elif is_reference:
+                found = m.transform_reference(text, self._hash)
+            else:
+                found = self._hash(text)
             if len(memo) >= _MEMO_SIZE:
                 memo.clear()
             memo[key] = found

@@ -283,3 +283,42 @@ def test_an_r4_only_resource_is_typed_from_the_r4_model() -> None:
     assert "identifier" not in out
     shifted = date(2013, 3, 15) + timedelta(days=fold_offset("m", "test-shift-key"))
     assert out["manufacturingBusinessOperation"] == [{"effectiveDate": shifted.isoformat()}]
+
+
+def test_transaction_urls_carry_no_source_id_under_gdpr_research() -> None:
+    anonymizer = study_anonymizer("s1", bytes.fromhex(MASTER), load_preset("gdpr-research"))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "http://example.org/fhir/Patient/pat-17",
+                "resource": {"resourceType": "Patient", "id": "pat-17"},
+                "request": {"method": "PUT", "url": "Patient/pat-17"},
+            },
+            {
+                "fullUrl": "urn:uuid:5b1c0d2e-8f0e-4e57-9a55-2b9a0c1d4f60",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": "Patient/pat-17"},
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "Observation",
+                    "ifNoneExist": "identifier=urn:example|obs-991",
+                },
+            },
+        ],
+    }
+    out = anonymizer.apply(bundle, patient_key=PatientKey("offline:pat-17"))
+    text = orjson.dumps(out).decode()
+    for source_id in ("pat-17", "5b1c0d2e", "obs-991"):
+        assert source_id not in text
+    patient_entry, observation_entry = out["entry"]
+    pseudonym = patient_entry["resource"]["id"]
+    assert patient_entry["request"]["url"] == f"Patient/{pseudonym}"
+    assert patient_entry["fullUrl"] == f"http://example.org/fhir/Patient/{pseudonym}"
+    assert observation_entry["resource"]["subject"]["reference"] == f"Patient/{pseudonym}"
+    assert observation_entry["request"] == {"method": "POST", "url": "Observation"}
