@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import re
-import subprocess  # noqa: S404 - runs our own CLI
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -163,6 +163,9 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print every case")
     args = parser.parse_args()
     shared, r4 = args.upstream / SHARED, args.upstream / R4
+    if not shared.is_dir() or not r4.is_dir():
+        print(f"{args.upstream}: not a copy of FHIR-Tools-for-Anonymization ({SHARED} missing)")
+        return 2
     cases: list[tuple[str, Path, Path, Path | None]] = [
         (
             f"{c} {i}",
