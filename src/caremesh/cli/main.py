@@ -299,6 +299,7 @@ def _pseudonymise(args: argparse.Namespace, settings: Settings) -> int:
         source=Path(args.input),
         target=Path(args.output),
         study=args.study,
+        keys=args.keys,
         key_file=Path(args.key_file) if args.key_file else None,
         source_id=args.source,
         force=args.force,
@@ -617,8 +618,10 @@ def _pseudonymise_parser(sub: Any) -> None:
         "stage would for a study: IN and OUT are files (.json: one resource or Bundle; "
         ".ndjson/.jsonl: one resource per line) or folders (searched recursively, tree mirrored). "
         "Keys are derived from the master key (CAREMESH_PSEUDONYM__MASTER_KEY, a secret file "
-        "under CAREMESH_SECRETS_DIR, or --key-file) for --study. Records that cannot be read or "
-        "pseudonymised are skipped and listed by file:line and error code; exit code 4 then.",
+        "under CAREMESH_SECRETS_DIR, or --key-file) for --study, or with --keys rule-file taken "
+        "from the rule file's parameters as the upstream anonymizer does. Records that cannot "
+        "be read or pseudonymised are skipped and listed by file:line and error code; exit "
+        "code 4 then.",
         epilog="example: caremesh pseudonymise --config gdpr-research exports/ pseudonymised/",
     )
     pseudo.add_argument(
@@ -635,6 +638,14 @@ def _pseudonymise_parser(sub: Any) -> None:
         default="offline",
         help="study whose derived keys are used (default: offline); the same study name gives "
         "the same hashes, date shifts and pseudonyms as that study's research stream",
+    )
+    pseudo.add_argument(
+        "--keys",
+        choices=["derived", "rule-file"],
+        default="derived",
+        help="derived (default): the study's keys, derived from the master key; rule-file: the "
+        "keys in the rule file's parameters (cryptoHashKey, dateShiftKey, encryptKey), giving "
+        "the upstream anonymizer's output; no master key is read",
     )
     pseudo.add_argument(
         "--key-file", metavar="FILE", help="read the master key (hex or text) from this file"

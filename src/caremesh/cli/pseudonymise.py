@@ -8,12 +8,16 @@
   file for a file, a folder for a folder (the tree is mirrored). A `.json` file holds one
   resource or Bundle; `.ndjson` / `.jsonl` one resource per line. An output is written to a
   temporary name and renamed when complete; existing outputs are refused without `--force`.
-- Keys are the study's keys derived from the master key (`CAREMESH_PSEUDONYM__MASTER_KEY`, a
-  secret file under `CAREMESH_SECRETS_DIR`, or `--key-file`), as the research stage derives them
-  for `--study` (default `offline`): the same study name gives the same cryptoHash values, date
-  shifts and pseudonyms as the study's stream. The patient key of each resource (for the
+- Keys (`--keys derived`, the default) are the study's keys derived from the master key
+  (`CAREMESH_PSEUDONYM__MASTER_KEY`, a secret file under `CAREMESH_SECRETS_DIR`, or
+  `--key-file`), as the research stage derives them for `--study` (default `offline`): the
+  same study name gives the same cryptoHash values, date shifts and pseudonyms as the study's
+  stream. The patient key of each resource (for the
   patient-scoped date shift and pseudonyms) is found as the validate stage finds it (DESIGN §3),
   source `--source` (default `offline`), learning INS mappings from Patient resources as it goes.
+- `--keys rule-file` takes the keys from the rule file's `parameters` instead, as the upstream
+  anonymizer does (its output, hash for hash), without a master key and after one warning on
+  stderr; a file whose rules need a key it does not carry is a ConfigurationError (exit 2).
 - A record that is not JSON, not a FHIR resource, or that the rules cannot process is skipped and
   reported with its file and line and an error code, never its content; the exit code is then 4.
   A progress bar on stderr counts input bytes (`--quiet` turns it off).
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -52,6 +57,7 @@ log = logging.getLogger(__name__)
 
 NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl")
 JSON_SUFFIXES: Final = (".json",)
+UTF8_BOM: Final = b"\xef\xbb\xbf"
 MAX_REPORTED: Final = 20
 """Rejected records listed one by one; the rest are only counted."""
 
@@ -103,6 +109,28 @@ def read_master_key(pseudonym: PseudonymSettings, key_file: Path | None) -> byte
     return master_key_bytes(secret.get_secret_value())
 
 
+RULE_FILE_KEYS_WARNING: Final = (
+    "warning: --keys rule-file uses the keys written in the rule file: anyone who has the file "
+    "can recompute its hashes and date shifts; use --keys derived (per-study keys) for studies"
+)
+
+
+def rule_file_anonymizer(ruleset: RuleSet, config: str) -> Anonymizer:
+    """An Anonymizer with the rule file's own keys (upstream's behaviour), after one warning.
+
+    A rule file whose methods need a key it does not carry is a ConfigurationError (one line,
+    naming the missing parameter, never a value)."""
+    missing = ruleset.missing_keys()
+    if missing:
+        raise ConfigurationError(
+            f"--keys rule-file: {config} has no {' or '.join(missing)} in its parameters "
+            "(add it, or use --keys derived with a master key)"
+        )
+    if ruleset.carries_keys():
+        print(RULE_FILE_KEYS_WARNING, file=sys.stderr)
+    return Anonymizer(ruleset)
+
+
 def _is_input(path: Path) -> bool:
     return path.suffix.lower() in NDJSON_SUFFIXES + JSON_SUFFIXES
 
@@ -147,6 +175,8 @@ class _Run:
         self.summary.rejections.append(Rejection(path, line, code))
 
     def one(self, path: Path, line: int, raw: bytes) -> dict[str, Any] | None:
+        if line == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]  # files written by .NET tools often begin with one
         try:
             resource: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -245,6 +275,7 @@ def run_pseudonymise(
     source: Path,
     target: Path,
     study: str = "offline",
+    keys: str = "derived",
     key_file: Path | None = None,
     source_id: str = "offline",
     force: bool = False,
@@ -253,15 +284,20 @@ def run_pseudonymise(
     """The `caremesh pseudonymise` command; returns its exit code (0, or 4 when some were
     rejected) and prints a summary. Configuration problems raise ConfigurationError."""
     ruleset = load_ruleset(config)
-    ring = Keyring.single(
-        read_master_key(settings.pseudonym, key_file), KeyId(settings.pseudonym.key_id)
-    )
-    anonymizer = study_anonymizer(study, ring, ruleset)
+    if keys == "rule-file":
+        anonymizer = rule_file_anonymizer(ruleset, config)
+        key_note = "keys from the rule file"
+    else:
+        ring = Keyring.single(
+            read_master_key(settings.pseudonym, key_file), KeyId(settings.pseudonym.key_id)
+        )
+        anonymizer = study_anonymizer(study, ring, ruleset)
+        key_note = f"study {study}, key {ring.current}"
     pairs = plan(source, target, force=force)
     summary = pseudonymise_files(anonymizer, pairs, source_id=source_id, progress=progress)
     print(
         f"files: {summary.files}  resources: {summary.resources}  "
-        f"rejected: {len(summary.rejections)}  (rules {config}, study {study}, key {ring.current})"
+        f"rejected: {len(summary.rejections)}  (rules {config}, {key_note})"
     )
     for rejection in summary.rejections[:MAX_REPORTED]:
         print(f"rejected: {rejection.path}:{rejection.line}: {rejection.code}")

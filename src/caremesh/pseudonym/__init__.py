@@ -10,6 +10,12 @@ fhir.resources models (`elements`); the supported FHIRPath subset is listed in `
     anonymizer = Anonymizer(ruleset, parameters={"cryptoHashKey": ..., "dateShiftKey": ...})
     out = anonymizer.apply(resource, patient_key=key)   # a new dict; the input is untouched
 
+Upstream rule files run as they are (a UTF-8 BOM is skipped) with upstream's semantics; with
+their own keys (`Anonymizer(load_rules(path))`, the CLI's `--keys rule-file`) they give
+upstream's output. `Bundle.entry.fullUrl` is transformed like a `Reference.reference` (id part
+only), so references keep resolving to entries. None of the extensions below is triggered by a
+file that does not spell it out.
+
 caremesh extensions to the upstream format (files that use them do not run upstream):
 
 - `parameters.dateShiftScope: "patient"`: the offset is HMAC-SHA256(dateShiftKey, patient key)

@@ -26,6 +26,9 @@ from caremesh.pseudonym.elements import (
 from caremesh.pseudonym.paths import GENERAL_TYPES, Chain, Predicate
 from caremesh.pseudonym.ruleset import Rule, RuleSet
 
+_CONSUMING = frozenset({"child", "bytype", "byname"})
+"""Steps that consume nodes (the others filter the node reached)."""
+
 Position = tuple[int, int]
 """(chain number, index of the chain's next step)."""
 
@@ -67,6 +70,11 @@ def unknown_element(key: str) -> ElementInfo:
     return info
 
 
+def is_unknown(info: ElementInfo) -> bool:
+    """Whether an element is one no model defines for its parent's type."""
+    return _UNKNOWN.get(info.name) is info
+
+
 class Matcher:
     """The compiled rules of a RuleSet, with transition caches filled as resources arrive."""
 
@@ -102,7 +110,7 @@ class Matcher:
         steps = chain.steps
         while pos < len(steps):
             step = steps[pos]
-            if step.kind == "child":
+            if step.kind in _CONSUMING:
                 alive.add((n, pos))
                 return None
             if step.kind == "where":
@@ -127,7 +135,13 @@ class Matcher:
         match: Rule | None = None
         for n, pos in self._members[state]:
             step = self.chains[n][0].steps[pos]
-            if step.arg == info.name:
+            kind = step.kind
+            if kind == "child":
+                hit = step.arg == info.name
+            else:  # bytype / byname: a descendant search stays alive below this node
+                alive.add((n, pos))
+                hit = step.arg == (info.fhir_type if kind == "bytype" else info.name)
+            if hit:
                 match = self._first(match, self._settle(n, pos + 1, info.fhir_type, alive, pending))
         for n in self._anywhere:
             chain = self.chains[n][0]

@@ -1,5 +1,8 @@
 """FHIR element types for the rule engine, read from the fhir.resources (R4B and R5) models.
 
+R4-only resources (MedicinalProduct and its siblings, which R4B replaced) are typed from the R4
+model fhirpathpy ships, see `R4_ONLY_PREFIX`.
+
 The table answers "which FHIR type is JSON key `k` of a node of type `t`" for `nodesByType`,
 `as`/`ofType` casts and type-specific methods (dates, postal codes, ages). It is derived from
 the models' pydantic field metadata (`json_schema_extra["element_property"]`, the
@@ -63,6 +66,8 @@ class ElementInfo:
     fhir_type: str
     type_key: str | None
     is_resource: bool = False
+    repeats: bool = False
+    """Whether the element is a list in FHIR JSON (max cardinality *)."""
 
 
 UNKNOWN_TYPE = ""
@@ -92,6 +97,20 @@ def _class_type_name(klass: Any) -> str:
         return str(klass.__name__)
     names = {base.__name__ for base in klass.__mro__}
     return "BackboneElement" if "BackboneElement" in names else "Element"
+
+
+def _repeats(annotation: Any) -> bool:
+    """Whether a field annotation is a list (under Optional/Union wrappers)."""
+    current = annotation
+    for _ in range(8):
+        origin = typing.get_origin(current)
+        if origin is list:
+            return True
+        if origin is typing.Union or origin is types.UnionType:
+            current = next(a for a in typing.get_args(current) if a is not type(None))
+        else:
+            return False
+    return False
 
 
 def _resolve(annotation: Any, release: Release) -> tuple[str, str | None, bool]:
@@ -126,10 +145,73 @@ def _resolve(annotation: Any, release: Release) -> tuple[str, str | None, bool]:
     return UNKNOWN_TYPE, None, False
 
 
+R4_ONLY_PREFIX = "r4:"
+"""Type keys of R4 resources and backbone elements fhir.resources lacks (`r4:<element path>`),
+typed from the R4 model fhirpathpy ships (`path2Type`, `choiceTypePaths`; FHIR R4 4.0.1)."""
+
+
+def _r4_model() -> dict[str, Any]:
+    from fhirpathpy.models import models  # noqa: PLC0415 - JSON models, loaded on first use
+
+    model: dict[str, Any] = models["r4"]
+    return model
+
+
+def _r4_only_resource(resource_type: str) -> bool:
+    """Whether R4 defines a resource type that neither fhir.resources release has."""
+    return _r4_model()["type2Parent"].get(resource_type) in ("DomainResource", "Resource")
+
+
+def _r4_children(path: str) -> dict[str, ElementInfo]:
+    """The children of an R4 element path from fhirpathpy's R4 model (no cardinalities)."""
+    model = _r4_model()
+    types_of: dict[str, str] = model["path2Type"]
+    choices: dict[str, list[str]] = model["choiceTypePaths"]
+    elsewhere: dict[str, str] = model["pathsDefinedElsewhere"]
+    prefix = path + "."
+    table: dict[str, ElementInfo] = {}
+    for full in types_of:
+        if not full.startswith(prefix):
+            continue
+        key = full[len(prefix) :].split(".", 1)[0]
+        if key in table:
+            continue
+        child = prefix + key
+        fhir_type = types_of.get(child)
+        name = key
+        if fhir_type is None:  # a backbone element: only its children are listed
+            target = elsewhere.get(child, child)
+            table[key] = ElementInfo(name, "BackboneElement", R4_ONLY_PREFIX + target)
+            continue
+        for base in (key[:n] for n in range(len(key) - 1, 0, -1)):
+            if prefix + base in choices and key[len(base) :] in choices[prefix + base]:
+                name = base
+                break
+        if fhir_type == "System.String":
+            fhir_type = "string"
+        if fhir_type == "Resource":
+            table[key] = ElementInfo(name, fhir_type, "resource.Resource", is_resource=True)
+        elif fhir_type[0].isupper():
+            table[key] = ElementInfo(name, fhir_type, f"{fhir_type.lower()}.{fhir_type}")
+        else:
+            table[key] = ElementInfo(name, fhir_type, None)
+    return table
+
+
 @lru_cache(maxsize=4096)
 def children_of(type_key: str, preference: tuple[Release, ...]) -> dict[str, ElementInfo]:
-    """JSON key → element of a type, from the first release in `preference` that defines it."""
+    """JSON key → element of a type, from the first release in `preference` that defines it
+    (an R4-only resource, such as MedicinalProduct, from the R4 model: `R4_ONLY_PREFIX`)."""
     table: dict[str, ElementInfo] = {}
+    if type_key.startswith(R4_ONLY_PREFIX):
+        return _r4_children(type_key[len(R4_ONLY_PREFIX) :])
+    module_name, _, class_name = type_key.partition(".")
+    if (
+        module_name == class_name.lower()
+        and _r4_only_resource(class_name)
+        and not any(_load_class(release, type_key) for release in preference)
+    ):
+        return _r4_children(class_name)
     for release in preference:
         klass = _load_class(release, type_key)
         if klass is None:
@@ -144,7 +226,8 @@ def children_of(type_key: str, preference: tuple[Release, ...]) -> dict[str, Ele
             fhir_type, child_key, is_resource = _resolve(field.annotation, release)
             choice = extra.get("one_of_many")
             name = choice if isinstance(choice, str) else alias
-            table[alias] = ElementInfo(name, fhir_type, child_key, is_resource)
+            repeats = _repeats(field.annotation)
+            table[alias] = ElementInfo(name, fhir_type, child_key, is_resource, repeats)
     return table
 
 
@@ -170,12 +253,13 @@ def type_family(fhir_type: str) -> frozenset[str]:
     return frozenset(family)
 
 
+@lru_cache(maxsize=1024)
 def known_resource_type(resource_type: str) -> bool:
-    """Whether either release defines this resource type."""
+    """Whether either release defines this resource type, or R4 does (`R4_ONLY_PREFIX`)."""
     return any(
         _load_class(release, resource_type_key(resource_type)) is not None
         for release in DEFAULT_PREFERENCE
-    )
+    ) or _r4_only_resource(resource_type)
 
 
 def preference_for(fhir_version: str | None) -> tuple[Release, ...]:

@@ -7,7 +7,7 @@ input is never modified). Nested resources are anonymized as resources of their 
 their own rules; a parent rule that selects a nested resource covers all of it. Security
 labels follow upstream's mapping: redact, partial date/age redaction and a date-shift that
 falls back to redaction → REDACTED; partial zip code → ABSTRED; cryptoHash → CRYTOHASH;
-encrypt → MASKED; perturb and date-shift → PERTURBED; substitute → SUBSTITUTED; generalize →
+encrypt → ENCRYPT; perturb and date-shift → PERTURBED; substitute → SUBSTITUTED; generalize →
 GENERALIZED; caremesh's pseudonymize → PSEUDED. A contained resource's labels go to its
 container; a Bundle also carries its entries' labels.
 
@@ -34,8 +34,13 @@ from typing import Any
 from caremesh.envelope import KeyId, Pseudonym
 from caremesh.errors import ConfigurationError, PseudonymisationError
 from caremesh.pseudonym import methods as m
-from caremesh.pseudonym.automaton import Entry, Matcher, PredicateFailedError
-from caremesh.pseudonym.elements import PRIMITIVE_EXTENSION_KEY, ElementInfo, type_family
+from caremesh.pseudonym.automaton import Entry, Matcher, PredicateFailedError, is_unknown
+from caremesh.pseudonym.elements import (
+    PRIMITIVE_EXTENSION_KEY,
+    ElementInfo,
+    known_resource_type,
+    type_family,
+)
 from caremesh.pseudonym.output import (
     PERTURBED,
     PSEUDED,
@@ -52,6 +57,7 @@ from caremesh.pseudonym.plan import (
     DROP,
     GENERAL,
     PENDING,
+    WALKED,
     Action,
     Plan,
     PlanCompiler,
@@ -120,6 +126,10 @@ class Anonymizer:
             and p.date_shift_scope == "patient"
             and p.date_shift_fixed_offset is None
         )
+        self._unknown_rule = next(
+            (rule.index for rule in ruleset.rules if rule.selector.unknown_types), None
+        )
+        """A rule naming a resource type no model defines: upstream fails every resource."""
         self._matcher = Matcher(ruleset)
         self._shadows: dict[int, Rule] = {}
         self._pseudonym_system = PSEUDONYM_SYSTEM.format(study=study or "")
@@ -128,6 +138,9 @@ class Anonymizer:
         )
         self._plans = PlanCompiler(self._matcher, p, self._values.table)
         self._plans.enabled = compiled_plans
+        # a file naming its FHIR release is read as upstream's parser reads it: an element that
+        # release does not define is a processing error (without one, unknown keys are walked)
+        self._plans.strict = ruleset.fhir_version is not None
         self._top_plans: dict[str, Plan] = {}
 
     def apply(
@@ -154,6 +167,10 @@ class Anonymizer:
             raise PseudonymisationError("patient-key-missing: the rules need the patient key")
         run = RunState(patient_key, self._today or datetime.now(UTC).date())
         try:
+            if self._unknown_rule is not None:
+                raise _RuleError(
+                    f"unknown-resource-type (rule {self._unknown_rule})", resource["resourceType"]
+                )
             out = self._resource(resource, run, None, contained=False, top=True)
         except _RuleError as failure:
             if self.ruleset.processing_errors == "raise":
@@ -184,6 +201,8 @@ class Anonymizer:
             self._walk(out, obj, plan, run)
             flags = run.flags
             return with_security_labels(out, flags) if flags else out
+        if not known_resource_type(resource_type):
+            raise _RuleError("unknown-resource-type", "resource")
         root = self._matcher.root(resource_type)
         state, match = self._resolve(root, obj, resource_type)
         rule = _first(inherited, match)
@@ -210,8 +229,7 @@ class Anonymizer:
             self._walk(out, obj, plan, run)
         flags = run.flags
         run.flags = saved | flags
-        if not top and len(out) == 1:
-            return None
+        # a nested resource keeps its resourceType even when every element went (upstream)
         if flags and not contained:
             return with_security_labels(out, flags)
         return out
@@ -278,14 +296,14 @@ class Anonymizer:
                 if child is None:
                     new = self._item(action, value, plan, run)
                     if new is not None:
-                        out[key] = new
+                        out[key] = [new] if action[2].repeats else new
                 else:
                     sub = shortcut(value, child, run, system) if child.tries > 0 else None
                     if sub is None:
                         sub = {}
                         walk(sub, value, child, run)
                     if sub:
-                        out[key] = sub
+                        out[key] = [sub] if action[2].repeats else sub
                 continue
             if kind == GENERAL:
                 if key == "resourceType":
@@ -423,6 +441,9 @@ class Anonymizer:
         if key == "resourceType":
             return
         entry = fields.get(key) or matcher.entry(fields, state, type_key, key)
+        if self._plans.strict and type_key is not None and is_unknown(entry.info):
+            # upstream's parser refuses an element its FHIR release does not define
+            raise _RuleError("unknown-element", plan.parent_type)
         if rule is None and entry.match is None and not entry.pending and type(value) is str:
             if value:
                 out[key] = value  # the common case: a primitive no rule reaches
@@ -456,7 +477,8 @@ class Anonymizer:
         else:
             new = self._value(entry, value, rule, run, parent_type)
             if new is not None:
-                out[key] = new
+                # a single object where FHIR has a list is written as FHIR JSON has it (upstream)
+                out[key] = [new] if type(new) is dict and entry.info.repeats else new
 
     def _extension(  # noqa: PLR0917 - internal, called positionally on the hot path
         self,
@@ -524,7 +546,7 @@ class Anonymizer:
             if info.is_resource and isinstance(value.get("resourceType"), str):
                 contained = info.name == "contained"
                 return self._resource(value, run, rule, contained=contained, top=False)
-            if rule is not None and rule.method not in ("keep", "redact", "cryptoHash"):
+            if rule is not None and rule.method not in WALKED:
                 return self._complex(value, info, state, rule, run, parent_type)
             new: dict[str, Any] = {}
             self._fill(new, value, info.type_key, state, rule, run, info.fhir_type)

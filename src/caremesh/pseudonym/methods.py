@@ -31,6 +31,7 @@ _DATE_TIME = re.compile(
     r"(?P<time>T(?P<clock>\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)(?P<zone>Z|[+-]\d{2}:\d{2})?)?"
     r")?)?$"
 )
+_ZONED_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:Z|[+-]\d{2}:\d{2})$")
 _DIGIT = re.compile(r"\d")
 _ZEROES = str.maketrans("123456789", "000000000")
 _REFERENCE = re.compile(
@@ -64,8 +65,11 @@ def patient_scope_offset(patient_key: str, key: str) -> int:
 
 
 def parse_date(text: str) -> re.Match[str]:
-    """Match a FHIR date/dateTime/instant, or raise TransformError."""
-    match = _DATE_TIME.match(text)
+    """Match a FHIR date/dateTime/instant, or raise TransformError. A full date with a zone
+    and no time (`2001-01-01Z`, which .NET's parser accepts) reads as the date: upstream
+    shifts it to a plain date."""
+    zoned = _ZONED_DATE.match(text)
+    match = _DATE_TIME.match(zoned.group(1) if zoned else text)
     if match is None:
         raise TransformError("invalid-date")
     return match

@@ -1,8 +1,10 @@
 """Output shaping: `meta.security` labels and pruning of elements left empty.
 
-Labels follow FHIR-Tools-for-Anonymization: system v3-ObservationValue, codes REDACTED,
-ABSTRED, CRYTOHASH, MASKED, PERTURBED, SUBSTITUTED, GENERALIZED in that order without
-duplicates; caremesh adds PSEUDED for its `pseudonymize` method, last.
+Labels follow FHIR-Tools-for-Anonymization (Shared.Core/Models/SecurityLabels.cs): codes
+REDACTED, ABSTRED, CRYTOHASH, ENCRYPT, PERTURBED, SUBSTITUTED, GENERALIZED in that order
+without duplicates; the first three with system v3-ObservationValue, the others without a
+system, as upstream writes them. caremesh adds PSEUDED (v3-ObservationValue) for its
+`pseudonymize` method, last.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ LABELS: tuple[tuple[int, str, str], ...] = (
     (REDACTED, "REDACTED", "redacted"),
     (ABSTRED, "ABSTRED", "abstracted"),
     (CRYTOHASH, "CRYTOHASH", "cryptographic hash function"),
-    (MASKED, "MASKED", "masked"),
+    (MASKED, "ENCRYPT", "exact value is transformed into ciphertext"),
     (PERTURBED, "PERTURBED", "exact value is replaced with another exact value"),
     (SUBSTITUTED, "SUBSTITUTED", "exact value is replaced with a predefined value"),
     (GENERALIZED, "GENERALIZED", "exact value is replaced with a general value"),
@@ -27,6 +29,14 @@ LABELS: tuple[tuple[int, str, str], ...] = (
 
 _HEAD = frozenset({"resourceType", "id"})
 _WANTED: dict[int, tuple[tuple[str, str], ...]] = {}
+_NO_SYSTEM = frozenset({"ENCRYPT", "PERTURBED", "SUBSTITUTED", "GENERALIZED"})
+"""Labels upstream writes without a system."""
+
+
+def _label(code: str, display: str) -> dict[str, str]:
+    if code in _NO_SYSTEM:
+        return {"code": code, "display": display}
+    return {"system": LABEL_SYSTEM, "code": code, "display": display}
 
 
 def _wanted(flags: int) -> tuple[tuple[str, str], ...]:
@@ -61,10 +71,10 @@ def add_security_labels(resource: dict[str, Any], flags: int) -> None:
         }
         for code, display in _wanted(flags):
             if code not in present:
-                security.append({"system": LABEL_SYSTEM, "code": code, "display": display})
+                security.append(_label(code, display))
     else:
         for code, display in _wanted(flags):
-            security.append({"system": LABEL_SYSTEM, "code": code, "display": display})
+            security.append(_label(code, display))
 
 
 def with_security_labels(resource: dict[str, Any], flags: int) -> dict[str, Any]:
@@ -76,12 +86,7 @@ def with_security_labels(resource: dict[str, Any], flags: int) -> dict[str, Any]
     head: dict[str, Any] = {"resourceType": resource["resourceType"]}
     if "id" in resource:
         head["id"] = resource["id"]
-    head["meta"] = {
-        "security": [
-            {"system": LABEL_SYSTEM, "code": code, "display": display}
-            for code, display in _wanted(flags)
-        ]
-    }
+    head["meta"] = {"security": [_label(code, display) for code, display in _wanted(flags)]}
     head.update(resource)  # keys already in `head` keep their place
     return head
 

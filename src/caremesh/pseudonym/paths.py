@@ -11,6 +11,8 @@ Supported (FHIRPath N1 syntax; anything else is a ConfigurationError at load tim
                | nodesByName('name')       nodes of that element name, outside nested resources
                | '(' path ')'
     step      := element                   child element (choice elements by base name: value)
+               | nodesByType('Type')       descendants of exactly that type (`Patient.nodesByType
+               | nodesByName('name')         ('HumanName').use`), outside nested resources
                | where(predicate)          any FHIRPath boolean expression on the node
                | ofType(Type) | as(Type)   nodes of that type or a subtype (Age is a Quantity)
 
@@ -165,7 +167,8 @@ def fhirpath_eval(
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step after the start: `child` (consumes a node) or a filter (`oftype`, `where`)."""
+    """One step after the start: `child` (consumes a node), `bytype` / `byname` (consumes any
+    number of nodes down to one of that type or name) or a filter (`oftype`, `where`)."""
 
     kind: str
     arg: str = ""
@@ -187,6 +190,8 @@ class Union:
 
     chains: tuple[Chain, ...]
     resource_types: frozenset[str] | None = field(default=None)
+    unknown_types: frozenset[str] = frozenset()
+    """Resource types the path names that no model defines (each resource then fails)."""
 
 
 class _Parser:
@@ -194,6 +199,7 @@ class _Parser:
         self.s = text
         self.i = 0
         self.model = model
+        self.unknown_types: set[str] = set()
 
     def fail(self, what: str) -> ConfigurationError:
         return ConfigurationError(f"unsupported rule path {self.s!r} at offset {self.i}: {what}")
@@ -283,7 +289,7 @@ class _Parser:
                 heads = [Chain("type" if name == "nodesByType" else "name", arg, ())]
             elif name[0].isupper():
                 if name not in GENERAL_TYPES and not known_resource_type(name):
-                    raise self.fail(f"unknown resource type {name}")
+                    self.unknown_types.add(name)  # upstream: a processing error, not a load error
                 heads = [Chain("resource", name, ())]
             else:
                 heads = [Chain("resource", "Resource", (Step("child", name),))]
@@ -296,6 +302,11 @@ class _Parser:
             if name == "where":
                 text = self.balanced()
                 steps.append(Step("where", text, compile_predicate(text, self.model)))
+            elif name in ("nodesByType", "nodesByName"):
+                self.eat("(")
+                arg = self.string()
+                self.eat(")")
+                steps.append(Step("bytype" if name == "nodesByType" else "byname", arg))
             elif name in ("ofType", "as"):
                 self.eat("(")
                 steps.append(Step("oftype", self.ident()))
@@ -317,6 +328,7 @@ def compile_path(text: str, model: dict[str, Any] | None = None) -> Union:
     if parser.i != len(text):
         raise parser.fail("unexpected text")
     types = {c.arg for c in chains if c.start == "resource"}
+    unknown = frozenset(parser.unknown_types)
     if all(c.start == "resource" for c in chains) and not types & GENERAL_TYPES:
-        return Union(tuple(chains), frozenset(types))
-    return Union(tuple(chains))
+        return Union(tuple(chains), frozenset(types), unknown)
+    return Union(tuple(chains), None, unknown)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from caremesh.pseudonym.automaton import Entry, Matcher
+from caremesh.pseudonym.automaton import Entry, Matcher, is_unknown
 from caremesh.pseudonym.elements import ElementInfo
 from caremesh.pseudonym.methods import DATE_TYPES
 from caremesh.pseudonym.output import REDACTED
@@ -36,8 +36,9 @@ from caremesh.pseudonym.values import Method, RunState
 COPY, DROP, CALL, GENERAL, PENDING = 0, 1, 2, 3, 4
 """Action kinds (see the module docstring); the settled ones (COPY, DROP, CALL) are < GENERAL."""
 
-_WALKED = frozenset({"keep", "redact", "cryptoHash"})
-"""Methods under which an object node is walked child by child (others take the object)."""
+WALKED = frozenset({"keep", "redact", "cryptoHash", "generalize"})
+"""Methods under which an object node is walked child by child, the method applying to each
+primitive below it, as upstream's engine does (the others take the object)."""
 
 
 class Action(NamedTuple):
@@ -205,6 +206,8 @@ class PlanCompiler:
         self.params = params
         self.methods = methods
         self.enabled = True
+        self.strict = False
+        """True: an element no model defines goes to the general code, which refuses it."""
         """False: every key takes the general path (the reference the tests compare plans to)."""
         self._plans: dict[tuple[int, str | None, int, str, bool], Plan] = {}
 
@@ -229,7 +232,9 @@ class PlanCompiler:
         ):
             return _GENERAL
         entry = plan.entry(key)
-        if entry.info.is_resource:
+        if entry.info.is_resource or (
+            self.strict and plan.type_key is not None and is_unknown(entry.info)
+        ):
             return _GENERAL
         if entry.pending:
             return Action(PENDING, None, entry.info, None, entry, {})
@@ -254,7 +259,7 @@ class PlanCompiler:
             else inherited
         )
         child = None
-        if rule is None or rule.method in _WALKED:
+        if rule is None or rule.method in WALKED:
             child = self.plan(entry.state, info.type_key, rule, info.fhir_type, False)
         kind = self._primitive_kind(rule, info, plan.parent_type)
         method = self.methods[rule.method] if kind == CALL and rule is not None else None

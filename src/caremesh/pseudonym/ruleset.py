@@ -53,6 +53,8 @@ _PARAMETER_KEYS = frozenset(
         "restrictedZipCodeTabulationAreas",
     }
 )
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte-order mark upstream's rule files begin with (skipped, as .NET's reader does)."""
 _TOP_KEYS = frozenset(
     {"fhirVersion", "processingErrors", "processingError", "fhirPathRules", "parameters"}
 )
@@ -108,6 +110,23 @@ class RuleSet:
     def methods(self) -> frozenset[str]:
         """The canonical methods this rule set uses."""
         return frozenset(rule.method for rule in self.rules)
+
+    def missing_keys(self) -> list[str]:
+        """The key parameters this rule set's methods need and its file does not carry."""
+        p, used = self.parameters, self.methods()
+        missing = []
+        if "cryptoHash" in used and not p.crypto_hash_key:
+            missing.append("cryptoHashKey")
+        if "dateshift" in used and not p.date_shift_key and p.date_shift_fixed_offset is None:
+            missing.append("dateShiftKey")
+        if "encrypt" in used and not p.encrypt_key:
+            missing.append("encryptKey")
+        return missing
+
+    def carries_keys(self) -> bool:
+        """Whether the file's parameters hold key material."""
+        p = self.parameters
+        return bool(p.crypto_hash_key or p.date_shift_key or p.encrypt_key)
 
     def rules_for(self, resource_type: str) -> tuple[Rule, ...]:
         """The rules that can apply to a resource type, in file order."""
@@ -262,7 +281,8 @@ def load_rules(source: str | Path | Mapping[str, Any]) -> RuleSet:
     if isinstance(source, str | Path):
         path = Path(source)
         try:
-            raw: Any = orjson.loads(path.read_bytes())
+            data = path.read_bytes()
+            raw: Any = orjson.loads(data[3:] if data.startswith(_BOM) else data)
         except FileNotFoundError:
             raise ConfigurationError(f"rule file not found: {path}") from None
         except orjson.JSONDecodeError as error:

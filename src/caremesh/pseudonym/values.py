@@ -8,6 +8,7 @@ removes it) and records in `run.flags` which security label it earned. Errors ar
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -54,6 +55,23 @@ class RunState:
         self.id_rank = 1 << 30
 
 
+def _is_reference_string(info: ElementInfo, parent: str) -> bool:
+    """Whether a node names a resource as a reference does: `Reference.reference`,
+    `Bundle.entry.fullUrl` (the only element of that name), or a Bundle entry's
+    `request.url` / `response.location` (uri elements of a backbone element); their id part is
+    transformed like a reference's, so that references still resolve to their entries."""
+    if info.name == "reference":
+        return parent == "Reference"
+    if info.fhir_type != "uri":
+        return False
+    return info.name == "fullUrl" or (info.name in _ENTRY_URLS and parent == "BackboneElement")
+
+
+_ENTRY_URLS = frozenset({"url", "location"})
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]+$")
+"""A bare resource type (a transaction's `request.url` for a create): nothing to transform."""
+
+
 def _json_text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
@@ -63,7 +81,8 @@ def _fhirpath_json(result: list[Any]) -> Any:
         return None
     value = result[0]
     if isinstance(value, FP_Type) or not isinstance(value, bool | int | float | str):
-        return str(value)
+        text = getattr(value, "asStr", None)  # a date-time as written (`Z` stays `Z`)
+        return text if isinstance(text, str) else str(value)
     return value
 
 
@@ -165,11 +184,16 @@ class ValueMethods:
         run.flags |= CRYTOHASH
         text = value if type(value) is str else _json_text(value)
         memo = self._hash_memo
-        is_reference = info.name == "reference" and parent == "Reference"
+        is_reference = _is_reference_string(info, parent)
         key = "R" + text if is_reference else "V" + text
         found = memo.get(key)
         if found is None:
-            found = m.transform_reference(text, self._hash) if is_reference else self._hash(text)
+            if is_reference and _RESOURCE_TYPE.match(text):
+                found = text
+            elif is_reference:
+                found = m.transform_reference(text, self._hash)
+            else:
+                found = self._hash(text)
             if len(memo) >= _MEMO_SIZE:
                 memo.clear()
             memo[key] = found
@@ -238,7 +262,7 @@ class ValueMethods:
     ) -> Any:
         pseudonym = self.pseudonym(run)
         run.flags |= PSEUDED
-        if info.name == "reference" and parent == "Reference":
+        if _is_reference_string(info, parent):
             text = _json_text(value)
             key = (text, pseudonym)
             memo = self._reference_memo

@@ -4,8 +4,11 @@ withdrawal retracts the studies that had the patient (no broker)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -121,3 +124,28 @@ def test_a_withdrawal_retracts_the_released_studies_and_nothing_else() -> None:
 def test_a_consent_event_for_a_patient_no_study_received_costs_nothing() -> None:
     ctx = _context(FixedConsents(stage.STAGE, {}))
     assert stage.handle(ctx, Record(topic=CONSENT_EVENTS, key=b"other", value=b"{}")) == []
+
+
+def test_the_stage_runs_an_upstream_rule_file_with_the_studys_derived_keys(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "upstream.json"
+    config = {
+        "fhirVersion": "R4",
+        "fhirPathRules": [
+            {"path": "Resource.id", "method": "cryptoHash"},
+            {"path": "Observation.nodesByType('Reference').display", "method": "redact"},
+        ],
+        "parameters": {"cryptoHashKey": "key-in-the-file", "dateShiftScope": "resource"},
+    }
+    rules.write_bytes(b"\xef\xbb\xbf" + orjson.dumps(config))
+    settings = Settings(
+        pseudonym={"master_key": SecretStr("11" * 32)},
+        studies=[StudySettings(id="upstream", rules=str(rules))],
+    )
+    (study,) = stage.study_runtimes(settings)
+    out = study.anonymizer.apply(_observation())
+    in_file = hmac.new(b"key-in-the-file", b"obs-1", hashlib.sha256).hexdigest()
+    assert len(out["id"]) == 64
+    assert out["id"] != in_file  # the study's derived key, never the file's
+    assert "display" not in out["subject"]
