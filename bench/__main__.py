@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import corpus, delivery, pipeline, raw, stages
+from bench import corpus, delivery, pipeline, raw, stages, views
 from bench.harness import (
     Result,
     delete_topics,
@@ -33,8 +33,8 @@ from bench.latency import LIGHT_RATE, latency_result
 from caremesh.kafka.admin import reachable
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog", "delivery")
-BROKER_FREE = frozenset({"cpu"})
+SECTIONS = ("raw", "cpu", "e2e", "latency", "backlog", "delivery", "views")
+BROKER_FREE = frozenset({"cpu", "views"})
 """Sections that run without a Kafka broker."""
 
 
@@ -105,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     probes = args.probes or (30 if quick else 300)
     backlog_reps = args.backlog_repetitions or (1 if quick else args.repetitions)
     sections = args.only or list(SECTIONS)
-    if set(sections) - BROKER_FREE and not reachable(args.bootstrap):
+    needs_broker = bool(set(sections) - BROKER_FREE)
+    if needs_broker and not reachable(args.bootstrap):
         print(
             f"bench: no Kafka broker answers at {args.bootstrap}; `make bench` starts one "
-            "(or `make kafka-up`, or --only cpu)",
+            "(or `make kafka-up`; --only cpu and --only views need none)",
             file=sys.stderr,
         )
         return 2
@@ -184,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.bootstrap, prefix, delivery_patients, 4, args.repetitions
             ),
         )
+        section("views", lambda: views.results(args.repetitions))
     finally:
-        deleted = delete_topics(args.bootstrap, prefix)
-        print(f"[bench] deleted {deleted} topics under {prefix}", file=sys.stderr)
+        if needs_broker:
+            deleted = delete_topics(args.bootstrap, prefix)
+            print(f"[bench] deleted {deleted} topics under {prefix}", file=sys.stderr)
     settings = {
         "repetitions": args.repetitions,
         "single messages": singles,

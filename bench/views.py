@@ -9,7 +9,7 @@ Both sides take the same records (the bench corpus: Patient, Observation and Enc
 alternating batch by batch. Reported, no target: the rows per second are what a researcher's
 export can reach on one core.
 
-    python -c "from bench import views; print(views.run(3))"
+    python -m bench --only views
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ def _raw(batch: list[bytes]) -> int:
 
 
 def run(repetitions: int, records: int = RECORDS) -> list[dict[str, Any]]:
-    """CPU per record of the shipped views against a raw parse; one row shaped like
-    `bench.harness.Result` (as a dict)."""
+    """`results` as dicts."""
+    return [asdict(r) for r in results(repetitions, records)]
+
+
+def results(repetitions: int, records: int = RECORDS) -> list[Result]:
+    """CPU per record of the shipped views against a raw parse: one reported row
+    (`python -m bench --only views`)."""
     values = [orjson.dumps(corpus.resource(n // 3, n)) for n in range(records)]
     runners = [view_runner(find_view(name)) for name in shipped_views()]
     rows_per_record = _flatten(runners, values) / records
@@ -72,4 +77,4 @@ def run(repetitions: int, records: int = RECORDS) -> list[dict[str, Any]]:
         ),
         samples=ratios,
     )
-    return [asdict(result)]
+    return [result]
