@@ -121,3 +121,47 @@ def test_sigkill_of_the_ingest_leader_is_invisible_to_senders(
     assert sender.count(0) == 0
     assert missing == 0
     assert duplicates == 0
+
+
+@pytest.mark.timeout(600)
+def test_rolling_restart_of_the_three_brokers_is_invisible_to_senders(
+    kafka_cluster: Cluster,  # noqa: F811
+    cluster_namespace: Namespace,
+    spawn: Callable[..., Proc],
+    tmp_path: Path,
+) -> None:
+    """Each broker in turn: SIGTERM (a controlled shutdown moves its leaders first), restart,
+    and wait until every replica is back in sync before the next one, as an operator would."""
+    restarts = size(1, 2, "CAREMESH_RELIABILITY_CLUSTER_ROUNDS")
+    ns = cluster_namespace
+    api, worker, sender = _start(ns, spawn, tmp_path, 1_000_000)
+    wait_for(lambda: len(sender.acked) >= 50, 120, "load flowing", 0.2)
+    wait_for(kafka_cluster.in_sync, 120, "every replica in sync before the restart", 0.5)
+    started_at = time.monotonic()
+    downtimes: list[float] = []
+    for _ in range(restarts):
+        for broker in (1, 2, 3):
+            stop_at = time.monotonic()
+            kafka_cluster.stop(broker)
+            kafka_cluster.start(broker)
+            downtimes.append(time.monotonic() - stop_at)
+            wait_for(kafka_cluster.in_sync, 180, f"broker {broker} back in sync", 0.5)
+    rolled = time.monotonic() - started_at
+    acked_during = len(sender.acked)
+    sender.stop()
+
+    assert api.process.poll() is None, api.log()[-3000:]
+    assert worker.process.poll() is None, worker.log()[-3000:]
+    missing, duplicates, raw = _check_delivered(ns, sender)
+    refused = sender.count(503)
+    print(
+        f"\n[cluster rolling restart] rounds={restarts} acked={len(sender.acked)} "
+        f"acked-by-end-of-roll={acked_during} roll={rolled:.1f}s "
+        f"broker-restarts={'/'.join(f'{d:.1f}s' for d in downtimes)} 503s={refused} "
+        f"transport-errors={sender.count(0)} clinical-records={raw} missing={missing} "
+        f"duplicates-after-ce_id-dedup={duplicates}"
+    )
+    assert refused == 0
+    assert sender.count(0) == 0
+    assert missing == 0
+    assert duplicates == 0

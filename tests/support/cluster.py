@@ -93,10 +93,17 @@ class Cluster:
         meta = self.admin().list_topics(topic, timeout=10).topics[topic]
         return int(meta.partitions[partition].leader)
 
-    def in_sync(self, topic: str) -> bool:
-        """True when every partition of `topic` has all its replicas in sync."""
-        meta = self.admin().list_topics(topic, timeout=10).topics[topic]
-        return all(len(p.isrs) == len(p.replicas) for p in meta.partitions.values())
+    def in_sync(self) -> bool:
+        """True when every partition of every topic has all its replicas in sync and a leader."""
+        try:
+            topics = self.admin().list_topics(timeout=10).topics.values()
+        except Exception:  # noqa: BLE001 - a node that is still starting answers nothing
+            return False
+        return all(
+            p.leader >= 0 and len(p.isrs) == len(p.replicas)
+            for t in topics
+            for p in t.partitions.values()
+        )
 
 
 def _gone(pid: int) -> bool:
