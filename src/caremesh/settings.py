@@ -95,7 +95,7 @@ class KafkaSettings(_Section):
     replication_factor: int | None = Field(default=None, ge=1)
     """`CAREMESH_KAFKA__REPLICATION_FACTOR`: replicas per topic; unset, it follows the number of
     brokers the cluster reports when a topic is created (1 on one broker, 3 from three brokers
-    on, with `min.insync.replicas` 2; `caremesh.kafka.admin.replication_for`)."""
+    on, with `min.insync.replicas` 2; `caremesh.kafka.admin.topic_replication`)."""
     topic_prefix: str = ""
     """`CAREMESH_KAFKA__TOPIC_PREFIX`: prepended to every catalogue topic (tests, tenants)."""
     local_home: Path = Field(default_factory=_default_kafka_home)
