@@ -54,9 +54,7 @@ class LocalKafka:
         nodes: list[NodeLayout] | None = None,
     ) -> None:
         self.settings = settings
-        self.node = (
-            node or local_layout.node_layouts(settings.model_copy(update={"local_nodes": 1}))[0]
-        )
+        self.node = node or local_layout.single_node(settings)
         self.nodes = nodes or [self.node]
         self.home = settings.local_home
         self.data_dir = self.node.data_dir

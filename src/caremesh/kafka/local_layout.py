@@ -59,14 +59,17 @@ class NodeLayout:
         return self.data_dir / "broker.pid"
 
 
+def single_node(settings: KafkaSettings) -> NodeLayout:
+    """The single node: `local_port`, `local_controller_port`, `local_data_dir` as they are."""
+    return NodeLayout(
+        1, settings.local_port, settings.local_controller_port, settings.local_data_dir
+    )
+
+
 def node_layouts(settings: KafkaSettings) -> list[NodeLayout]:
     """The nodes `settings` describe: the single node, or the derived nodes of a cluster."""
     if settings.local_nodes == 1:
-        return [
-            NodeLayout(
-                1, settings.local_port, settings.local_controller_port, settings.local_data_dir
-            )
-        ]
+        return [single_node(settings)]
     top = settings.local_port + 2 * settings.local_nodes - 1
     if top > 65535:
         raise ConfigurationError(
