@@ -115,3 +115,24 @@ def test_topic_replication_follows_the_brokers_unless_configured(
     brokers: int, configured: int | None, expected: Replication
 ) -> None:
     assert topic_replication(brokers, configured) == expected
+
+
+def test_the_cluster_runs_one_local_node_per_layout_sharing_one_broker_secret(
+    tmp_path: Path,
+) -> None:
+    from caremesh.kafka.local_cluster import LocalCluster
+
+    cluster = LocalCluster(_cluster(tmp_path))
+    assert [n.bootstrap for n in cluster.nodes] == [
+        "127.0.0.1:29100",
+        "127.0.0.1:29102",
+        "127.0.0.1:29104",
+    ]
+    assert [n.pid_file for n in cluster.nodes] == [
+        tmp_path / f"node-{i}" / "broker.pid" for i in range(3)
+    ]
+    assert {n.secret_dir for n in cluster.nodes} == {tmp_path}
+    assert all(n.nodes == cluster.layouts for n in cluster.nodes)
+    single = LocalCluster(KafkaSettings(local_port=9092, local_data_dir=tmp_path))
+    assert [n.pid_file for n in single.nodes] == [tmp_path / "broker.pid"]
+    assert single.bootstrap == "127.0.0.1:9092"
