@@ -38,6 +38,12 @@ def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+def _int(value: object) -> object:
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+LocalNodes = Annotated[Literal[1, 3], BeforeValidator(_int)]
+"""Nodes of the local Kafka: 1 (the single node) or 3 (a local cluster)."""
 ConsentOutcome = Annotated[Literal["permit", "deny"], BeforeValidator(_lower)]
 """A consent default: `permit` or `deny` (any case); anything else is refused at start-up."""
 LogLevel = Annotated[
@@ -86,8 +92,10 @@ class KafkaSettings(_Section):
     """`CAREMESH_KAFKA__BOOTSTRAP_SERVERS`: comma-separated host:port list."""
     partitions: int = Field(default=6, ge=1, le=1000)
     """`CAREMESH_KAFKA__PARTITIONS`: partition count of every patient-keyed topic."""
-    replication_factor: int = Field(default=1, ge=1)
-    """`CAREMESH_KAFKA__REPLICATION_FACTOR`: replicas per topic (1 on the local broker)."""
+    replication_factor: int | None = Field(default=None, ge=1)
+    """`CAREMESH_KAFKA__REPLICATION_FACTOR`: replicas per topic; unset, it follows the number of
+    brokers the cluster reports when a topic is created (1 on one broker, 3 from three brokers
+    on, with `min.insync.replicas` 2; `caremesh.kafka.admin.topic_replication`)."""
     topic_prefix: str = ""
     """`CAREMESH_KAFKA__TOPIC_PREFIX`: prepended to every catalogue topic (tests, tenants)."""
     local_home: Path = Field(default_factory=_default_kafka_home)
@@ -100,6 +108,10 @@ class KafkaSettings(_Section):
     """`CAREMESH_KAFKA__LOCAL_PORT`: client listener port of the local broker (127.0.0.1)."""
     local_controller_port: int = Field(default=9093, ge=1, le=65535)
     """`CAREMESH_KAFKA__LOCAL_CONTROLLER_PORT`: controller listener port of the local broker."""
+    local_nodes: LocalNodes = 1
+    """`CAREMESH_KAFKA__LOCAL_NODES`: 1 (the single node), or 3 for a local KRaft cluster of three
+    combined broker+controller nodes: node i (0, 1, 2) listens on `local_port` + 2i, its
+    controller on `local_port` + 2i + 1, and keeps its data in `local_data_dir`/node-<i>."""
     local_heap: str = "1g"
     """`CAREMESH_KAFKA__LOCAL_HEAP`: JVM heap of the local broker."""
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"

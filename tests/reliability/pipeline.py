@@ -78,6 +78,8 @@ class Sender:
     def _run(self, chunk: range, pace: float) -> None:
         with httpx.Client(timeout=40) as client:
             for i in chunk:
+                if self._stop.is_set():
+                    break
                 body = orjson.dumps(observation(i, i % self.patients))
                 while not self._stop.is_set():
                     started = time.monotonic()
@@ -112,6 +114,13 @@ class Sender:
         self._stop.set()
         for t in self._workers:
             t.join(45)
+
+    def stop(self, timeout: float = 45.0) -> None:
+        """End the load: each thread finishes its current request (a 202 still counts) and
+        sends no more."""
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout)
 
     def count(self, status: int) -> int:
         with self._lock:

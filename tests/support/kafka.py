@@ -127,8 +127,11 @@ def worker_ready(proc: Proc, port: int, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def make_namespace(kafka: str, partitions: int = 3) -> Iterator[Namespace]:
-    """Every catalogue topic (orgs org-a..c, studies study-a/b) under a unique prefix."""
+def make_namespace(
+    kafka: str, partitions: int = 3, replication_factor: int | None = 1
+) -> Iterator[Namespace]:
+    """Every catalogue topic (orgs org-a..c, studies study-a/b) under a unique prefix; with
+    `replication_factor` None, replicated as the cluster's broker count asks (3 from 3)."""
     from confluent_kafka.admin import AdminClient
 
     from caremesh import topics as catalogue
@@ -137,7 +140,7 @@ def make_namespace(kafka: str, partitions: int = 3) -> Iterator[Namespace]:
     ns = Namespace(kafka, f"t{uuid.uuid4().hex[:10]}.", partitions=partitions)
     specs = catalogue.catalogue(["org-a", "org-b", "org-c"], [("study-a", 30), ("study-b", 30)])
     kafka_admin.ensure_topics(
-        kafka, specs, partitions=partitions, replication_factor=1, prefix=ns.prefix
+        kafka, specs, partitions=partitions, replication_factor=replication_factor, prefix=ns.prefix
     )
     try:
         yield ns

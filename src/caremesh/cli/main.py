@@ -23,26 +23,35 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from caremesh.kafka.local import LocalKafka  # noqa: PLC0415
+    from caremesh.kafka.local_cluster import LocalCluster  # noqa: PLC0415
 
-    broker = LocalKafka(settings.kafka)
+    kafka = settings.kafka
+    if args.nodes is not None:
+        kafka = kafka.model_copy(update={"local_nodes": args.nodes})
+    cluster = LocalCluster(kafka)
     if args.action == "up":
-        status = broker.up(wait=args.wait)
-        print(f"Kafka is up on {status.bootstrap} (pid {status.pid})")
+        statuses = cluster.up(wait=args.wait)
+        pids = ", ".join(str(s.pid) for s in statuses)
+        print(f"Kafka is up on {cluster.bootstrap} (pid {pids})")
+        if len(statuses) > 1:
+            print(f"clients: CAREMESH_KAFKA__BOOTSTRAP_SERVERS={cluster.bootstrap}")
     elif args.action == "down":
-        print("Kafka stopped" if broker.down() else "Kafka was not running")
+        stopped = cluster.down()
+        print(f"Kafka stopped ({stopped} node(s))" if stopped else "Kafka was not running")
     elif args.action == "reset":
-        broker.reset()
+        cluster.reset()
         print("Kafka stopped and its data deleted")
     elif args.action == "fetch":
-        broker.fetch_jars()
-        print(f"Kafka jars in {broker.libs}")
+        cluster.nodes[0].fetch_jars()
+        print(f"Kafka jars in {cluster.nodes[0].libs}")
     else:
-        status = broker.status()
-        state = "running" if status.running else "stopped"
-        answer = ", answering" if status.answering else ""
-        print(f"Kafka {state}{answer} on {status.bootstrap} (pid {status.pid})")
-        return 0 if status.answering else 3
+        answering = True
+        for status in cluster.status():
+            state = "running" if status.running else "stopped"
+            answer = ", answering" if status.answering else ""
+            print(f"Kafka {state}{answer} on {status.bootstrap} (pid {status.pid})")
+            answering = answering and status.answering
+        return 0 if answering else 3
     return 0
 
 
@@ -349,9 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser(
         "kafka",
-        help="run the local single-node Kafka broker",
+        help="run the local Kafka broker (one node, or a three-node cluster)",
         description="Fetch Apache Kafka's jars from Maven Central once, then "
-        "run a single-node KRaft broker on 127.0.0.1.",
+        "run a single-node KRaft broker on 127.0.0.1, or a cluster of three combined "
+        "broker+controller nodes (--nodes 3: node i on CAREMESH_KAFKA__LOCAL_PORT + 2i).",
     )
     kafka.add_argument(
         "action",
@@ -366,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=90.0,
         metavar="SECONDS",
         help="how long `up` waits for the broker to answer (default 90)",
+    )
+    kafka.add_argument(
+        "--nodes",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help="1: the single node; 3: a local three-node cluster (default: "
+        "CAREMESH_KAFKA__LOCAL_NODES, else 1)",
     )
 
     topics = sub.add_parser(

@@ -19,6 +19,7 @@ from caremesh.kafka.client import (
     ResourceType,
 )
 from caremesh.kafka.config import KafkaTarget, confluent_config
+from caremesh.kafka.local_layout import Replication, replication_for
 from caremesh.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,21 @@ def reachable(
     return True
 
 
+def topic_replication(brokers: int, configured: int | None) -> Replication:
+    """The replication of a new topic: `configured` (CAREMESH_KAFKA__REPLICATION_FACTOR) when set,
+    else chosen from the number of brokers the cluster reports (`replication_for`: 3 replicas
+    and `min.insync.replicas` 2 from three brokers on, 1 and 1 on one)."""
+    if configured is None:
+        return replication_for(brokers)
+    return Replication(configured, 2 if configured >= 3 else 1)
+
+
 def ensure_topics(
     bootstrap_servers: str,
     specs: Sequence[TopicSpec],
     *,
     partitions: int,
-    replication_factor: int,
+    replication_factor: int | None,
     prefix: str = "",
     timeout: float = 30.0,
     client_config: Mapping[str, str] | None = None,
@@ -63,13 +73,16 @@ def ensure_topics(
     """Create missing topics and verify existing ones, idempotently.
 
     An existing topic with fewer partitions than the catalogue says is an error (adding partitions
-    would move patients between partitions); differing configs are brought in line.
+    would move patients between partitions); differing configs are brought in line. With
+    `replication_factor` None, new topics follow the broker count (`topic_replication`).
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(client_config or {})})
     try:
-        existing = admin.list_topics(timeout=timeout).topics
+        metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise KafkaUnavailableError(f"no metadata from {bootstrap_servers}") from exc
+    existing = metadata.topics
+    replication = topic_replication(len(metadata.brokers), replication_factor)
 
     outcomes: list[TopicOutcome] = []
     to_create = []
@@ -87,8 +100,8 @@ def ensure_topics(
             NewTopic(
                 name,
                 num_partitions=want,
-                replication_factor=replication_factor,
-                config=spec.config(),
+                replication_factor=replication.factor,
+                config={**spec.config(), "min.insync.replicas": str(replication.min_insync)},
             )
         )
     if to_create:
@@ -99,7 +112,7 @@ def ensure_topics(
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise KafkaUnavailableError(f"could not create topic {name}") from exc
             outcomes.append(TopicOutcome(name, "created"))
-            log.info("topic created: %s", name)
+            log.info("topic created: %s (replicas %d)", name, replication.factor)
 
     created = {o.name for o in outcomes}
     verify = [s for s in specs if prefix + s.name not in created]
@@ -133,24 +146,28 @@ def ensure_compacted(
     bootstrap: KafkaTarget,
     topic: str,
     partitions: int,
-    replication: int,
+    replication: int | None,
     *,
     retention_ms: int | None = None,
 ) -> None:
-    """Create a compacted state topic unless it exists (with `retention_ms`, old keys expire)."""
+    """Create a compacted state topic unless it exists (with `retention_ms`, old keys expire);
+    `replication` None follows the broker count (`topic_replication`)."""
     config = {"cleanup.policy": "compact"}
     if retention_ms is not None:
         config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
     admin = AdminClient(confluent_config(bootstrap))
-    if topic in admin.list_topics(timeout=30).topics:
+    metadata = admin.list_topics(timeout=30)
+    if topic in metadata.topics:
         wait_for_leaders(admin, topic)
         return
+    chosen = topic_replication(len(metadata.brokers), replication)
+    config["min.insync.replicas"] = str(chosen.min_insync)
     futures = admin.create_topics(
         [
             NewTopic(
                 topic,
                 num_partitions=partitions,
-                replication_factor=replication,
+                replication_factor=chosen.factor,
                 config=config,
             )
         ]

@@ -1,8 +1,10 @@
-"""The local single-node KRaft broker: fetch its jars from Maven Central, format, start, stop.
+"""The local KRaft node: fetch its jars from Maven Central, format, start, stop.
 
-Used by `caremesh kafka up | down | status`, CI, tests, benchmarks and the demo. The broker binds
-to 127.0.0.1 only. `up` is idempotent (a running broker is reused, the jars are fetched once) and
-`down` stops the broker by the pid it recorded, never by name.
+One `LocalKafka` runs the single node, or one node of the local cluster (`local_cluster`); its
+ports and folders come from `local_layout`. Used by `caremesh kafka up | down | status`, CI,
+tests, benchmarks and the demo. The broker binds to 127.0.0.1 only. `up` is idempotent (a
+running broker is reused, the jars are fetched once) and `down` stops the broker by the pid it
+recorded, never by name.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caremesh.errors import LocalKafkaError
+from caremesh.kafka import local_layout
 from caremesh.kafka import local_secured as secured_broker
+from caremesh.kafka.local_layout import NodeLayout
 from caremesh.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -40,15 +44,24 @@ class BrokerStatus:
 
 
 class LocalKafka:
-    """Runs the local broker described by `KafkaSettings`."""
+    """Runs one local node: by default the single node `KafkaSettings` describe; given `node`
+    and the cluster's `nodes`, that node of the cluster."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        node: NodeLayout | None = None,
+        nodes: list[NodeLayout] | None = None,
+    ) -> None:
         self.settings = settings
+        self.node = node or local_layout.single_node(settings)
+        self.nodes = nodes or [self.node]
         self.home = settings.local_home
-        self.data_dir = settings.local_data_dir
+        self.data_dir = self.node.data_dir
+        self.secret_dir = settings.local_data_dir  # one broker password for every node
         self.libs = settings.local_cache_dir / "libs"
-        self.pid_file = self.data_dir / "broker.pid"
-        self.bootstrap = f"127.0.0.1:{settings.local_port}"
+        self.pid_file = self.node.pid_file
+        self.bootstrap = self.node.bootstrap
 
     # -- jars -------------------------------------------------------------------------------
 
@@ -109,7 +122,7 @@ class LocalKafka:
 
     def answering(self, timeout: float = 2.0) -> bool:
         """True when the broker answers a metadata request."""
-        if not _port_open("127.0.0.1", self.settings.local_port):
+        if not _port_open("127.0.0.1", self.node.port):
             return False
         from confluent_kafka import KafkaException  # noqa: PLC0415
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
@@ -144,8 +157,9 @@ class LocalKafka:
         """The broker principal's password: configured, or generated once into the data dir."""
         if self.settings.local_broker_password is not None:
             return self.settings.local_broker_password.get_secret_value()
-        path = self.data_dir / "broker.secret"
+        path = self.secret_dir / "broker.secret"
         if not path.is_file():
+            self.secret_dir.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(32))
         return path.read_text().strip()
@@ -188,13 +202,12 @@ class LocalKafka:
         return users
 
     def _write_config(self) -> Path:
+        values = local_layout.node_values(self.node, self.nodes)
         if self.settings.local_secured:
             admin_user, _ = self._admin_credentials()
             text = secured_broker.secured_properties(
                 (self.home / "server-secured.properties.in").read_text(),
-                port=self.settings.local_port,
-                controller_port=self.settings.local_controller_port,
-                log_dirs=self.data_dir / "logs",
+                node_values=values,
                 broker_password=self._broker_password(),
                 admin_user=admin_user,
                 tls=self._tls(),
@@ -204,24 +217,26 @@ class LocalKafka:
             path.touch(mode=0o600)
             path.write_text(text)
             return path
-        template = (self.home / "server.properties.in").read_text()
-        text = (
-            template.replace("@PORT@", str(self.settings.local_port))
-            .replace("@CONTROLLER_PORT@", str(self.settings.local_controller_port))
-            .replace("@LOG_DIRS@", str(self.data_dir / "logs"))
-        )
+        text = local_layout.fill((self.home / "server.properties.in").read_text(), values)
         path = self.data_dir / "server.properties"
         path.write_text(text)
         return path
 
-    def _format(self, config: Path) -> None:
-        if (self.data_dir / "logs" / "meta.properties").is_file():
-            return
-        secured = self.settings.local_secured
-        java = self._java()
-        cp = self.classpath()
+    def formatted_cluster_id(self) -> str | None:
+        """The cluster id this node's storage was formatted with, or None if not formatted."""
+        try:
+            text = (self.node.log_dirs / "meta.properties").read_text()
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+        return None
+
+    def new_cluster_id(self) -> str:
+        """A fresh cluster id (StorageTool random-uuid)."""
         uuid = subprocess.run(  # noqa: S603
-            [java, "-cp", cp, STORAGE_TOOL, "random-uuid"],
+            [self._java(), "-cp", self.classpath(), STORAGE_TOOL, "random-uuid"],
             capture_output=True,
             text=True,
             check=False,
@@ -229,6 +244,15 @@ class LocalKafka:
         cluster_id = uuid.stdout.strip().splitlines()[-1] if uuid.returncode == 0 else ""
         if not cluster_id:
             raise LocalKafkaError(f"StorageTool random-uuid failed: {uuid.stderr[-1000:]}")
+        return cluster_id
+
+    def _format(self, config: Path, cluster_id: str | None = None) -> None:
+        if self.formatted_cluster_id() is not None:
+            return
+        secured = self.settings.local_secured
+        java = self._java()
+        cp = self.classpath()
+        cluster_id = cluster_id or self.new_cluster_id()
         fmt = subprocess.run(  # noqa: S603
             [
                 java,
@@ -261,16 +285,30 @@ class LocalKafka:
         if pid is not None and self.answering():
             log.info("local Kafka already running (pid %d) on %s", pid, self.bootstrap)
             return BrokerStatus(True, pid, True, self.bootstrap)
-        if pid is None and _port_open("127.0.0.1", self.settings.local_port):
-            raise LocalKafkaError(
-                f"port {self.settings.local_port} is taken by a process this command did not "
-                "start; stop it or set CAREMESH_KAFKA__LOCAL_PORT"
-            )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.fetch_jars()
+        pid = self.start()
+        return self.wait_answering(pid, wait)
+
+    def check_ports(self) -> None:
+        """Refuse ports taken by a process this node did not start."""
+        if self._recorded_pid() is not None:
+            return
+        for port in (self.node.port, self.node.controller_port):
+            if _port_open("127.0.0.1", port):
+                raise LocalKafkaError(
+                    f"port {port} is taken by a process this command did not start; stop it "
+                    "or set CAREMESH_KAFKA__LOCAL_PORT"
+                )
+
+    def start(self, cluster_id: str | None = None) -> int:
+        """Write the config, format the storage (once, with `cluster_id` if given) and start the
+        node's process unless it runs; returns its pid without waiting for it to answer."""
+        pid = self._recorded_pid()
         if pid is None:
-            self.fetch_jars()
+            self.check_ports()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
             config = self._write_config()
-            self._format(config)
+            self._format(config, cluster_id)
             out = (self.data_dir / "kafka.out").open("ab")
             cmd = [
                 self._java(),
@@ -298,6 +336,10 @@ class LocalKafka:
             pid = proc.pid
             self.pid_file.write_text(str(pid))
             log.info("started local Kafka (pid %d) on %s", pid, self.bootstrap)
+        return pid
+
+    def wait_answering(self, pid: int, wait: float) -> BrokerStatus:
+        """Wait until the node answers a metadata request; fail if its process ends first."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if not _alive(pid):
@@ -309,13 +351,25 @@ class LocalKafka:
             time.sleep(0.5)
         raise LocalKafkaError(f"the broker did not answer within {wait:.0f}s")
 
-    def down(self, wait: float = 30.0) -> bool:
-        """Stop the recorded broker (SIGTERM, then SIGKILL); True if one was running."""
+    def stop_signal(self) -> int | None:
+        """Send SIGTERM to the recorded broker; its pid, or None if none was running."""
         pid = self._recorded_pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
-            return False
+            return None
         os.kill(pid, signal.SIGTERM)
+        return pid
+
+    def down(self, wait: float = 30.0) -> bool:
+        """Stop the recorded broker (SIGTERM, then SIGKILL); True if one was running."""
+        pid = self.stop_signal()
+        if pid is None:
+            return False
+        self.await_exit(pid, wait)
+        return True
+
+    def await_exit(self, pid: int, wait: float = 30.0) -> None:
+        """Wait for a signalled broker to end (SIGKILL after `wait` seconds)."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
@@ -326,7 +380,6 @@ class LocalKafka:
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         log.info("stopped local Kafka (pid %d)", pid)
-        return True
 
     def reset(self) -> None:
         """Stop the broker and delete its data (a fresh cluster on the next `up`)."""

@@ -55,14 +55,14 @@ def client_protocol(tls: TlsFiles | None) -> str:
 def secured_properties(
     template: str,
     *,
-    port: int,
-    controller_port: int,
-    log_dirs: Path,
+    node_values: Mapping[str, str],
     broker_password: str,
     admin_user: str,
     tls: TlsFiles | None = None,
 ) -> str:
-    """`server-secured.properties.in` with its placeholders filled in."""
+    """`server-secured.properties.in` with its placeholders filled in: the node's own
+    (`caremesh.kafka.local_layout.node_values`), then the security profile's. Every node of a
+    cluster gets the same broker password, so that the nodes authenticate to each other."""
     check_credential(BROKER_USER, broker_password)
     if not _SAFE_USER.match(admin_user):
         raise ConfigurationError("the admin user name may hold only letters, digits and . _ @ -")
@@ -81,9 +81,7 @@ def secured_properties(
             ]
         )
     values = {
-        "@PORT@": str(port),
-        "@CONTROLLER_PORT@": str(controller_port),
-        "@LOG_DIRS@": str(log_dirs),
+        **node_values,
         "@CLIENT_PROTOCOL@": client_protocol(tls),
         "@BROKER_USER@": BROKER_USER,
         "@BROKER_PASSWORD@": broker_password,

@@ -58,6 +58,10 @@ def acl_apply(settings: Settings, *, dry_run: bool = False, prune: bool = False)
     return plan
 
 
+STRIMZI_REPLICAS = 3
+"""Replicas of the generated KafkaTopics when CAREMESH_KAFKA__REPLICATION_FACTOR is unset."""
+
+
 def k8s_topics(settings: Settings, *, cluster: str, namespace: str | None = None) -> str:
     """Strimzi KafkaTopic and KafkaUser YAML of the configured platform."""
     found, rules = platform(settings)
@@ -65,7 +69,7 @@ def k8s_topics(settings: Settings, *, cluster: str, namespace: str | None = None
         configured_catalogue(settings),
         cluster=cluster,
         partitions=settings.kafka.partitions,
-        replicas=settings.kafka.replication_factor,
+        replicas=settings.kafka.replication_factor or STRIMZI_REPLICAS,
         prefix=settings.kafka.topic_prefix,
         namespace=namespace,
     )

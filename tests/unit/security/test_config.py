@@ -9,6 +9,7 @@ import yaml
 from pydantic import SecretStr
 
 from caremesh.errors import ConfigurationError
+from caremesh.kafka import local_layout
 from caremesh.kafka import local_secured as broker
 from caremesh.kafka.config import aiokafka_security, confluent_security
 from caremesh.security.acl import AclRule, Op, Pattern, Resource
@@ -17,6 +18,7 @@ from caremesh.security.commands import gdpr_record, k8s_topics
 from caremesh.settings import KafkaSettings, OrganisationSettings, Settings, StudySettings
 
 TEMPLATE = (KafkaSettings().local_home / "server-secured.properties.in").read_text()
+NODE = local_layout.NodeLayout(1, 19092, 19093, Path("/data"))
 
 
 def _sasl(**extra: object) -> KafkaSettings:
@@ -73,9 +75,7 @@ def test_secured_properties_deny_by_default_with_sasl_on_both_listeners() -> Non
     props = _props(
         broker.secured_properties(
             TEMPLATE,
-            port=19092,
-            controller_port=19093,
-            log_dirs=Path("/data/logs"),
+            node_values=local_layout.node_values(NODE, [NODE]),
             broker_password="broker-pass-1",
             admin_user="caremesh-admin",
         )
@@ -98,9 +98,7 @@ def test_tls_switches_the_client_listener_to_sasl_ssl() -> None:
     props = _props(
         broker.secured_properties(
             TEMPLATE,
-            port=1,
-            controller_port=2,
-            log_dirs=Path("/d"),
+            node_values=local_layout.node_values(NODE, [NODE]),
             broker_password="broker-pass-1",
             admin_user="a",
             tls=tls,
