@@ -92,6 +92,15 @@ def quorum_voters(nodes: Sequence[NodeLayout]) -> str:
     return ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in nodes)
 
 
+KAFKA_SESSION_TIMEOUT_MS = 9000
+"""Kafka's default `broker.session.timeout.ms`, kept for the single node (no one to fail over
+to)."""
+CLUSTER_SESSION_TIMEOUT_MS = 4000
+"""A cluster node's: the controller fences a dead broker after 4 s without a heartbeat (Kafka's
+9 s default would leave 6 s of the producers' 15 s message timeout), so a broker loss costs a
+sender a short wait, never a 503; heartbeats go every second (`broker.heartbeat.interval.ms`)."""
+
+
 def bootstrap_servers(nodes: Sequence[NodeLayout]) -> str:
     """The client bootstrap list of the nodes."""
     return ",".join(n.bootstrap for n in nodes)
@@ -108,6 +117,9 @@ def node_values(node: NodeLayout, nodes: Sequence[NodeLayout]) -> dict[str, str]
         "@LOG_DIRS@": str(node.log_dirs),
         "@REPLICATION_FACTOR@": str(replication.factor),
         "@MIN_INSYNC@": str(replication.min_insync),
+        "@BROKER_SESSION_TIMEOUT_MS@": str(
+            CLUSTER_SESSION_TIMEOUT_MS if len(nodes) > 1 else KAFKA_SESSION_TIMEOUT_MS
+        ),
     }
 
 
