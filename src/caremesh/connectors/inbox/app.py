@@ -2,6 +2,8 @@
 
 Contract:
 
+- Pages are in French (the default) or English: `?lang=fr|en` (the page's switch, remembered
+  in the `caremesh_inbox_lang` cookie), else the browser's Accept-Language (`i18n`).
 - `GET /login` and `POST /login` (form: username, password, csrf) sign a coordinator in with a
   signed session cookie (HttpOnly, SameSite=Strict, HMAC-SHA256 with the session secret, see
   `auth`); `POST /logout` (form csrf) ends it. `GET /` is the inbox page, or 303 to `/login`.
@@ -102,17 +104,18 @@ def create_app(
             return RedirectResponse("/login", status_code=303)
         coordinator = who.coordinator
         html = inbox_page(
+            inbox.lang(request),
             csrf_token(inbox.book.secret, who.nonce),
             coordinator.display_name or coordinator.username,
             coordinator.organisation,
         )
-        return HTMLResponse(html)
+        return inbox.remember_lang(request, HTMLResponse(html))
 
     @app.get("/login", response_class=HTMLResponse, summary="The sign-in form")
     async def login_form(request: Request) -> Response:
         if inbox.signed_in(request) is not None:
             return RedirectResponse("/", status_code=303)
-        return inbox.login_form()
+        return inbox.login_form(request)
 
     @app.post("/login", summary="Sign in (form: username, password, csrf)")
     async def login(request: Request) -> Response:

@@ -34,6 +34,7 @@ from caremesh.connectors.inbox.actions import (
 )
 from caremesh.connectors.inbox.auth import csrf_ok, csrf_token, new_nonce
 from caremesh.connectors.inbox.feed import AlertFeed
+from caremesh.connectors.inbox.i18n import LANG_COOKIE, LANG_PARAM, Lang, as_lang, choose_lang
 from caremesh.connectors.inbox.pages import login_page
 from caremesh.connectors.inbox.sessions import (
     LOGIN_COOKIE,
@@ -150,29 +151,46 @@ class InboxHandlers:
             samesite="strict",
         )
 
-    def login_form(self, error: str = "", status: int = 200) -> Response:
+    def lang(self, request: Request) -> Lang:
+        """The request's language (query `lang`, then the language cookie, Accept-Language)."""
+        return choose_lang(
+            request.query_params.get(LANG_PARAM),
+            request.cookies.get(LANG_COOKIE),
+            request.headers.get("accept-language"),
+        )
+
+    def remember_lang(self, request: Request, response: Response) -> Response:
+        """`response`, keeping the language the page's switch chose (a one-year cookie)."""
+        chosen = as_lang(request.query_params.get(LANG_PARAM))
+        if chosen is not None:
+            self.set_cookie(response, LANG_COOKIE, chosen, 365 * 24 * 3600)
+        return response
+
+    def login_form(self, request: Request, error: str = "", status: int = 200) -> Response:
+        """The sign-in page; `error` is a message catalogue key or empty."""
         nonce = new_nonce()
-        page = login_page(csrf_token(self.book.secret, "login:" + nonce), error)
+        lang = self.lang(request)
+        page = login_page(lang, csrf_token(self.book.secret, "login:" + nonce), error)
         response = HTMLResponse(page, status_code=status)
         self.set_cookie(response, LOGIN_COOKIE, nonce, 3600)
-        return response
+        return self.remember_lang(request, response)
 
     async def login(self, request: Request) -> Response:
         body = await read_body(request, MAX_FORM_BYTES)
         if body is None:
-            return self.login_form("The form was too large.", 413)
+            return self.login_form(request, "error_too_large", 413)
         form = read_form(body)
         nonce = request.cookies.get(LOGIN_COOKIE)
         if not csrf_ok(self.book.secret, "login:" + nonce if nonce else None, form.get("csrf")):
             self.metrics.rejected.labels(COMPONENT, "csrf").inc()
-            return self.login_form("The sign-in form expired; please sign in again.", 403)
+            return self.login_form(request, "error_expired", 403)
         found = await asyncio.to_thread(
             self.book.authenticate, form.get("username", ""), form.get("password", "")
         )
         if found is None:
             self.metrics.rejected.labels(COMPONENT, "sign-in-refused").inc()
             log.info("inbox sign-in refused")
-            return self.login_form("Unknown username or wrong password.", 401)
+            return self.login_form(request, "error_refused", 401)
         token = self.book.open(found, time.time())
         response = RedirectResponse("/", status_code=303)
         self.set_cookie(response, SESSION_COOKIE, token, int(self.book.lifetime))
