@@ -22,7 +22,7 @@ def test_every_text_the_templates_and_the_script_use_is_in_the_catalogue() -> No
         used |= set(re.findall(r"\{\{t\.([a-z_]+)\}\}", (STATIC_DIR / name).read_text()))
     script = (STATIC_DIR / "inbox.js").read_text()
     used |= set(re.findall(r'\bt\("([a-z_]+)"', script))
-    used |= set(re.findall(r'"((?:announce|closed|error)_[a-z_]+)"', script))
+    used |= set(re.findall(r'"((?:announce|closed|error|withheld)_[a-z_]+)"', script))
     assert "sign_in" in used
     assert "acknowledge" in used
     assert "closed_ack" in used

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from fastapi import Request
@@ -33,6 +33,7 @@ from caremesh.connectors.inbox.actions import (
     coordinator_action,
 )
 from caremesh.connectors.inbox.auth import csrf_ok, csrf_token, new_nonce
+from caremesh.connectors.inbox.context import PURPOSE, card_context, treat_decision
 from caremesh.connectors.inbox.feed import AlertFeed
 from caremesh.connectors.inbox.i18n import LANG_COOKIE, LANG_PARAM, Lang, as_lang, choose_lang
 from caremesh.connectors.inbox.pages import login_page
@@ -52,12 +53,19 @@ from caremesh.connectors.inbox.web import (
     read_form,
     sse_event,
 )
+from caremesh.consent.policy import consent_policy
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, fhir_event_type
-from caremesh.errors import AuthRefusedError, KafkaUnavailableError, RejectedInputError
+from caremesh.errors import (
+    AuthRefusedError,
+    ConsentNotReadyError,
+    KafkaUnavailableError,
+    RejectedInputError,
+)
 from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import action_value
 from caremesh.settings import Settings
+from caremesh.tables.consent_ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +95,11 @@ class InboxHandlers:
         metrics: Metrics,
         feed: AlertFeed,
         send_timeout: float,
+        *,
+        ledger: ConsentLedger,
     ) -> None:
+        self.ledger = ledger
+        self.policy = consent_policy(settings.consent)
         self.book = SessionBook.from_settings(settings.inbox)
         self.cookie_secure = settings.inbox.secure_cookies
         self.keepalive = settings.inbox.keepalive_seconds
@@ -211,7 +223,30 @@ class InboxHandlers:
         self.book.revoke(request.cookies.get(SESSION_COOKIE), time.time())
         return response
 
-    def list_alerts(self, request: Request, org: str) -> Response:
+    def card(self, alert: InboxAlert) -> dict[str, Any]:
+        """An alert's JSON with its patient `context`, as consent permits (never logged)."""
+        now = datetime.now(UTC)
+        decision = treat_decision(
+            self.ledger.consents(alert.patient_key),
+            alert.patient_key,
+            alert.organisation,
+            self.policy,
+            now,
+        )
+        self.metrics.consent_decisions.labels(COMPONENT, PURPOSE, decision.outcome.value).inc()
+        out = alert.to_json()
+        out["context"] = card_context(decision, self.feed.patients.get(alert.patient_key), now)
+        return out
+
+    async def consent_caught_up(self) -> bool:
+        """Whether the consent state includes every ledger record written until now."""
+        try:
+            await self.ledger.wait_caught_up(timeout=self.send_timeout)
+        except ConsentNotReadyError:
+            return False
+        return True
+
+    async def list_alerts(self, request: Request, org: str) -> Response:
         q = request.query_params
         status = q.get("status") or None
         severity = q.get("severity") or None
@@ -219,7 +254,7 @@ class InboxHandlers:
             return error(400, "invalid-request", "status is open or closed")
         if severity is not None and severity not in SEVERITIES:
             return error(400, "invalid-request", "severity is low, medium, high or critical")
-        if not self.feed.ready:
+        if not self.feed.ready or not await self.consent_caught_up():
             return error(503, "not-ready", "the inbox is still reading alerts", **RETRY)
         found = self.feed.state.select(
             org,
@@ -230,7 +265,7 @@ class InboxHandlers:
         return JSONResponse(
             {
                 "organisation": org,
-                "alerts": [a.to_json() for a in found],
+                "alerts": [self.card(a) for a in found],
                 "pathways": self.feed.state.pathways(org),
             }
         )
@@ -249,8 +284,8 @@ class InboxHandlers:
                     yield b": keep-alive\n\n"
                     last = time.monotonic()
                     continue
-                if alert.organisation == org:
-                    yield sse_event("alert", alert.to_json())
+                if alert.organisation == org and await self.consent_caught_up():
+                    yield sse_event("alert", self.card(alert))
                     last = time.monotonic()
                 elif time.monotonic() - last >= self.keepalive:
                     yield b": keep-alive\n\n"
@@ -308,7 +343,7 @@ class InboxHandlers:
             self._in_flight.discard(alert_id)
         self.metrics.messages_out.labels(COMPONENT).inc()
         log.info("inbox action written: action=%s organisation=%s", kind, alert.organisation)
-        return JSONResponse({"alert": closed.to_json()}, status_code=202)
+        return JSONResponse({"alert": self.card(closed)}, status_code=202)
 
     async def _write(
         self,

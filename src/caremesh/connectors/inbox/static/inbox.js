@@ -98,6 +98,7 @@
     field(dl, t("status"), statusText(alert.status));
     field(dl, t("patient"), alert.patient);
     item.appendChild(dl);
+    item.appendChild(renderContext(alert.context));
 
     if (alert.status === "open") {
       const act = el("div", { class: "act" });
@@ -125,6 +126,32 @@
       item.appendChild(el("p", { class: "closed-info" }, text));
     }
     return item;
+  }
+
+  // The patient's details, or why they are withheld (the server sends them only when the
+  // patient's consent permits care sharing with this organisation).
+  function renderContext(context) {
+    const box = el("section", { class: "context", "aria-label": t("context_label") });
+    if (!context || context.withheld) {
+      const reason = context && context.withheld === "unknown" ? "withheld_unknown"
+        : "withheld_consent";
+      box.appendChild(el("p", { class: "withheld" }, t(reason)));
+      return box;
+    }
+    const dl = el("dl");
+    if (context.name) field(dl, t("name"), context.name);
+    if (context.sex) field(dl, t("sex"), T[`sex_${context.sex}`] || context.sex);
+    if (context.age !== null && context.age !== undefined) {
+      field(dl, t("age"), t("age_years", { age: context.age }));
+    }
+    if (context.phone) {
+      field(dl, t("phone"), null, el("a", { href: `tel:${context.phone}` }, context.phone));
+    }
+    if (context.care_team && context.care_team.length) {
+      field(dl, t("care_team"), context.care_team.join(", "));
+    }
+    box.appendChild(dl);
+    return box;
   }
 
   function sorted() {
