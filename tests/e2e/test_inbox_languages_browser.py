@@ -12,13 +12,23 @@ from typing import Any
 
 import pytest
 
-from tests.integration.inbox.support import PASSWORDS, alert, produce_alerts, start_inbox
+from tests.integration.inbox.support import (
+    PASSWORDS,
+    alert,
+    care_team_resource,
+    patient_resource,
+    produce_alerts,
+    produce_clinical,
+    refuse_treat,
+    start_inbox,
+)
 from tests.support.kafka import Namespace, Proc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PATIENT = "2850675123456"
+REFUSING = "1940475222333"
 RAISED = int(datetime(2026, 3, 5, 9, 30, tzinfo=UTC).timestamp())
 
 FRENCH = {
@@ -30,6 +40,8 @@ FRENCH = {
     "closed": "Réception accusée par alice",
     "status": "Statut",
     "english_only": ("Acknowledge", "Raised", "Pathway"),
+    "context": ("Nom", "Téléphone", "Équipe de soins", "Femme", " ans"),
+    "withheld": "Le consentement du patient ne permet pas d'afficher ses informations.",
 }
 ENGLISH = {
     "lang": "en",
@@ -40,6 +52,8 @@ ENGLISH = {
     "closed": "Acknowledged by alice",
     "status": "Status",
     "english_only": ("Accuser", "Émise", "Parcours"),
+    "context": ("Name", "Phone", "Care team", "Female", " years"),
+    "withheld": "Consent does not permit showing this patient's details.",
 }
 
 
@@ -49,8 +63,16 @@ def test_the_alert_list_and_card_are_in_the_browsers_language(
 ) -> None:
     from playwright.sync_api import expect
 
+    produce_clinical(
+        namespace,
+        PATIENT,
+        [patient_resource(PATIENT, "Muller", "+33 3 88 11 22 33"), care_team_resource(PATIENT)],
+    )
+    produce_clinical(namespace, REFUSING, [patient_resource(REFUSING, "Schaeffer", "06 12")])
+    refuse_treat(namespace, REFUSING, "org-a")
     a1, c1 = alert("org-a", PATIENT, severity="high", raised_at=RAISED)
-    produce_alerts(namespace, [(PATIENT, c1)])
+    a2, c2 = alert("org-a", REFUSING, severity="low", raised_at=RAISED - 60)
+    produce_alerts(namespace, [(PATIENT, c1), (REFUSING, c2)])
     inbox = start_inbox(spawn, namespace)
     locale = "fr-FR" if texts["lang"] == "fr" else "en-GB"
     context = browser.new_context(viewport={"width": 1200, "height": 760}, locale=locale)
@@ -72,6 +94,14 @@ def test_the_alert_list_and_card_are_in_the_browsers_language(
         expect(card).not_to_contain_text(text)
     expect(card.locator("time")).to_contain_text(texts["month"])
     expect(card.get_by_label(texts["note"])).to_be_visible()
+    expect(card).to_contain_text("Jeanne Muller")
+    expect(card).to_contain_text("+33 3 88 11 22 33")
+    for text in texts["context"]:
+        expect(card.locator("section.context")).to_contain_text(text)
+    withheld = page.locator(f'li[data-alert-id="{a2}"]')
+    expect(withheld).to_contain_text(texts["withheld"])
+    expect(withheld).not_to_contain_text("Schaeffer")
+    assert "Schaeffer" not in page.content()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"inbox-{texts['lang']}-list.png"), full_page=True)
 
