@@ -72,3 +72,25 @@ def test_the_card_names_a_consenting_patient_and_withholds_a_refusing_one(
     decisions = 'caremesh_consent_decisions_total{component="inbox",outcome="%s",purpose="TREAT"}'
     assert decisions % "deny" in metrics
     assert decisions % "permit" in metrics
+
+
+def test_a_refusal_written_after_start_up_withholds_the_context_from_the_next_answer(
+    namespace: Namespace, spawn: Callable[..., Proc]
+) -> None:
+    produce_clinical(
+        namespace,
+        CONSENTING,
+        [patient_resource(CONSENTING, "Muller", "+33 3 88 11 22 33")],
+    )
+    alert_id, communication = alert("org-a", CONSENTING)
+    produce_alerts(namespace, [(CONSENTING, communication)])
+    inbox = start_inbox(spawn, namespace)
+    alice, _ = login(inbox.url, "alice")
+    bob, _ = login(inbox.url, "bob")
+    assert {a["id"]: a for a in listed(alice)}[alert_id]["context"]["name"] == "Jeanne Muller"
+    assert "Muller" not in bob.get("/api/alerts").text  # not bob's organisation's alert
+
+    refuse_treat(namespace, CONSENTING, "org-a")
+    after = {a["id"]: a for a in listed(alice)}[alert_id]
+    assert after["context"] == {"withheld": "consent"}
+    assert "Muller" not in alice.get("/api/alerts").text
