@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from tests.integration.inbox.support import (
@@ -69,6 +70,14 @@ def test_the_card_names_a_consenting_patient_and_withholds_a_refusing_one(
     for value in ("Muller", "Schaeffer", "+33 3 88 11 22 33", CONSENTING, REFUSING):
         assert value not in log
         assert value not in metrics
+    # Each decision is audited once, however often the list is read.
+    listed(alice)
+    decisions_audited = [
+        orjson.loads(r.value() or b"") for r in namespace.consume_all("audit.v1", settle=2)
+    ]
+    assert len(decisions_audited) == 2
+    assert sorted(e["outcome"] for e in decisions_audited) == ["0", "8"]
+    assert {e["subtype"][0]["code"] for e in decisions_audited} == {"AuthZ-Consent"}
     decisions = 'caremesh_consent_decisions_total{component="inbox",outcome="%s",purpose="TREAT"}'
     assert decisions % "deny" in metrics
     assert decisions % "permit" in metrics

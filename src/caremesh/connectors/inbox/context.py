@@ -5,6 +5,8 @@ may the patient's data go to the alert's coordinating organisation for purpose T
 for a Patient resource. When consent permits, the card's `context` is the patient table's entry
 (`patients`); when it does not, only `{"withheld": "consent"}`, so nothing about the patient
 reaches the page; a patient of whom no Patient or CareTeam was read is `{"withheld": "unknown"}`.
+Each distinct decision (patient, organisation, outcome, consents) is audited once per process
+before the page sees its result (`handlers`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ from caremesh.envelope import PatientKey
 PURPOSE: Final = "TREAT"
 WITHHELD_CONSENT: Final = {"withheld": "consent"}
 WITHHELD_UNKNOWN: Final = {"withheld": "unknown"}
+WITHHELD_UNAVAILABLE: Final = {"withheld": "unavailable"}
+"""The decision could not be audited, so nothing is shown."""
+
+
+def treat_query(patient_key: str, organisation: str, now: datetime) -> DecisionQuery:
+    """The question: may the coordinating organisation see this patient's details for TREAT?"""
+    return DecisionQuery(
+        patient=PatientKey(patient_key),
+        purpose=PURPOSE,
+        now=now,
+        actor=ActorRef(reference=f"Organization/{organisation}"),
+        resource_type="Patient",
+    )
 
 
 def treat_decision(
@@ -29,15 +44,8 @@ def treat_decision(
     policy: ConsentPolicy,
     now: datetime,
 ) -> Decision:
-    """May the coordinating organisation see this patient's details for care (TREAT), now?"""
-    query = DecisionQuery(
-        patient=PatientKey(patient_key),
-        purpose=PURPOSE,
-        now=now,
-        actor=ActorRef(reference=f"Organization/{organisation}"),
-        resource_type="Patient",
-    )
-    return evaluate(consents, query, policy)
+    """The answer to `treat_query` under the patient's consents and the policy."""
+    return evaluate(consents, treat_query(patient_key, organisation, now), policy)
 
 
 def card_context(

@@ -22,8 +22,8 @@ import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from caremesh import topics
-from caremesh.audit.events import action_audit_event
+from caremesh import envelope, topics
+from caremesh.audit.events import INBOX_OBSERVER, action_audit_event, decision_audit_event
 from caremesh.connectors.http.auth import ROUTE_ROLES, BearerAuth
 from caremesh.connectors.inbox.actions import (
     ACTION_EVENT_TYPE,
@@ -33,7 +33,12 @@ from caremesh.connectors.inbox.actions import (
     coordinator_action,
 )
 from caremesh.connectors.inbox.auth import csrf_ok, csrf_token, new_nonce
-from caremesh.connectors.inbox.context import PURPOSE, card_context, treat_decision
+from caremesh.connectors.inbox.context import (
+    PURPOSE,
+    WITHHELD_UNAVAILABLE,
+    card_context,
+    treat_query,
+)
 from caremesh.connectors.inbox.feed import AlertFeed
 from caremesh.connectors.inbox.i18n import LANG_COOKIE, LANG_PARAM, Lang, as_lang, choose_lang
 from caremesh.connectors.inbox.pages import login_page
@@ -53,6 +58,7 @@ from caremesh.connectors.inbox.web import (
     read_form,
     sse_event,
 )
+from caremesh.consent import evaluate
 from caremesh.consent.policy import consent_policy
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, fhir_event_type
 from caremesh.errors import (
@@ -72,6 +78,8 @@ log = logging.getLogger(__name__)
 COMPONENT: Final = "inbox"
 MAX_FORM_BYTES: Final = 4096
 MAX_JSON_BYTES: Final = 16 * 1024
+_Seen = tuple[str, str, str, tuple[str, ...]]
+"""A consent decision as audited: patient key, organisation, outcome, consent ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,8 @@ class InboxHandlers:
         ledger: ConsentLedger,
     ) -> None:
         self.ledger = ledger
+        self._audited: set[_Seen] = set()
+        """Decisions already audited by this process (kept in memory only)."""
         self.policy = consent_policy(settings.consent)
         self.book = SessionBook.from_settings(settings.inbox)
         self.cookie_secure = settings.inbox.secure_cookies
@@ -223,20 +233,58 @@ class InboxHandlers:
         self.book.revoke(request.cookies.get(SESSION_COOKIE), time.time())
         return response
 
-    def card(self, alert: InboxAlert) -> dict[str, Any]:
-        """An alert's JSON with its patient `context`, as consent permits (never logged)."""
+    def card(self, alert: InboxAlert, audits: list[tuple[_Seen, Output]]) -> dict[str, Any]:
+        """An alert's JSON with its patient `context`, as consent permits (never logged).
+
+        The AuditEvent of a decision this process has not yet audited is appended to `audits`;
+        the caller writes them (`write_audits`) before anything is answered.
+        """
         now = datetime.now(UTC)
-        decision = treat_decision(
-            self.ledger.consents(alert.patient_key),
-            alert.patient_key,
-            alert.organisation,
-            self.policy,
-            now,
-        )
+        query = treat_query(alert.patient_key, alert.organisation, now)
+        decision = evaluate(self.ledger.consents(alert.patient_key), query, self.policy)
         self.metrics.consent_decisions.labels(COMPONENT, PURPOSE, decision.outcome.value).inc()
+        seen = (alert.patient_key, alert.organisation, decision.outcome.value, decision.consent_ids)
+        if seen not in self._audited:
+            # The same decision has the same id, so concurrent requests write one event.
+            event_id = envelope.child_message_id(
+                f"inbox-context:{alert.patient_key}:{alert.organisation}",
+                f"{decision.outcome.value}:{','.join(decision.consent_ids)}",
+            )
+            event = decision_audit_event(
+                query, decision, event_id=event_id, recorded=now, observer=INBOX_OBSERVER
+            )
+            env = Envelope(
+                event_id,
+                INBOX_SOURCE,
+                fhir_event_type("AuditEvent"),
+                time=now,
+                extra={H_FHIR_RELEASE: "R4"},
+            )
+            value = orjson.dumps(event)
+            audits.append((seen, Output(self.audit_topic, event_id.encode(), value, env.headers())))
         out = alert.to_json()
         out["context"] = card_context(decision, self.feed.patients.get(alert.patient_key), now)
         return out
+
+    async def write_audits(self, audits: list[tuple[_Seen, Output]]) -> bool:
+        """Write the decisions' AuditEvents; False (nothing may be shown) when Kafka did not ack."""
+        if not audits:
+            return True
+        records = [record for _, record in audits]
+        try:
+            await asyncio.wait_for(self.producer.send_all(records), self.send_timeout)
+        except (KafkaUnavailableError, TimeoutError):
+            self.metrics.retries.labels(COMPONENT).inc()
+            log.warning("inbox consent decisions not audited: %d records", len(audits))
+            return False
+        self._audited.update(seen for seen, _ in audits)
+        return True
+
+    async def cards(self, alerts: list[InboxAlert]) -> list[dict[str, Any]] | None:
+        """The alerts' JSON with their context, once the decisions are audited (else None)."""
+        audits: list[tuple[_Seen, Output]] = []
+        found = [self.card(a, audits) for a in alerts]
+        return found if await self.write_audits(audits) else None
 
     async def consent_caught_up(self) -> bool:
         """Whether the consent state includes every ledger record written until now."""
@@ -245,6 +293,14 @@ class InboxHandlers:
         except ConsentNotReadyError:
             return False
         return True
+
+    async def streamed_card(self, alert: InboxAlert) -> dict[str, Any]:
+        """An alert for the event stream: with its context when consent state and audit allow."""
+        if await self.consent_caught_up():
+            shown = await self.cards([alert])
+            if shown:
+                return shown[0]
+        return {**alert.to_json(), "context": dict(WITHHELD_UNAVAILABLE)}
 
     async def list_alerts(self, request: Request, org: str) -> Response:
         q = request.query_params
@@ -262,10 +318,13 @@ class InboxHandlers:
             severity=severity,
             status=parse_status(status),
         )
+        shown = await self.cards(found)
+        if shown is None:
+            return error(503, "kafka-unavailable", "the inbox cannot audit now", **RETRY)
         return JSONResponse(
             {
                 "organisation": org,
-                "alerts": [self.card(a) for a in found],
+                "alerts": shown,
                 "pathways": self.feed.state.pathways(org),
             }
         )
@@ -284,8 +343,8 @@ class InboxHandlers:
                     yield b": keep-alive\n\n"
                     last = time.monotonic()
                     continue
-                if alert.organisation == org and await self.consent_caught_up():
-                    yield sse_event("alert", self.card(alert))
+                if alert.organisation == org:
+                    yield sse_event("alert", await self.streamed_card(alert))
                     last = time.monotonic()
                 elif time.monotonic() - last >= self.keepalive:
                     yield b": keep-alive\n\n"
@@ -343,7 +402,9 @@ class InboxHandlers:
             self._in_flight.discard(alert_id)
         self.metrics.messages_out.labels(COMPONENT).inc()
         log.info("inbox action written: action=%s organisation=%s", kind, alert.organisation)
-        return JSONResponse({"alert": self.card(closed)}, status_code=202)
+        cards = await self.cards([closed])
+        card = cards[0] if cards else {**closed.to_json(), "context": dict(WITHHELD_UNAVAILABLE)}
+        return JSONResponse({"alert": card}, status_code=202)
 
     async def _write(
         self,

@@ -80,6 +80,7 @@ MESSAGES: Final[dict[Lang, dict[str, str]]] = {
         "care_team": "Équipe de soins",
         "withheld_consent": "Le consentement du patient ne permet pas d'afficher ses informations.",
         "withheld_unknown": "Aucune information sur ce patient n'a encore été reçue.",
+        "withheld_unavailable": "Informations du patient momentanément indisponibles ; rechargez.",
     },
     "en": {
         "intl_locale": "en-GB",
@@ -142,6 +143,7 @@ MESSAGES: Final[dict[Lang, dict[str, str]]] = {
         "care_team": "Care team",
         "withheld_consent": "Consent does not permit showing this patient's details.",
         "withheld_unknown": "No details of this patient have been received yet.",
+        "withheld_unavailable": "The patient's details are unavailable for now; reload the page.",
     },
 }
 """Every people-facing text of the inbox, per language."""

@@ -133,7 +133,8 @@
   function renderContext(context) {
     const box = el("section", { class: "context", "aria-label": t("context_label") });
     if (!context || context.withheld) {
-      const reason = context && context.withheld === "unknown" ? "withheld_unknown"
+      const reason = context && (context.withheld === "unknown"
+        || context.withheld === "unavailable") ? `withheld_${context.withheld}`
         : "withheld_consent";
       box.appendChild(el("p", { class: "withheld" }, t(reason)));
       return box;
