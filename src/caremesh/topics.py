@@ -118,7 +118,7 @@ BASE_TOPICS: tuple[TopicSpec, ...] = (
         KeyKind.PATIENT_KEY,
         "one validated FHIR resource",
         30 * DAY_MS,
-        ("share stage", "pathways stage", "research stage"),
+        ("share stage", "pathways stage", "research stage", "inbox"),
     ),
     TopicSpec(
         DEADLETTER,
@@ -132,7 +132,7 @@ BASE_TOPICS: tuple[TopicSpec, ...] = (
         KeyKind.PATIENT_KEY,
         "FHIR Consent (R4 or R5 JSON) or a withdrawal",
         FOREVER,
-        ("consent-aware stages", "consent API"),
+        ("consent-aware stages", "consent API", "inbox"),
     ),
     TopicSpec(
         PATHWAY_ALERTS,

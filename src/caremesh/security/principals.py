@@ -221,8 +221,15 @@ def _connectors(settings: Settings) -> list[Principal]:
             component_name("inbox"),
             Kind.CONNECTOR,
             "care coordinators' inbox",
-            reads=(topics.PATHWAY_ALERTS, topics.PATHWAY_ACTIONS),
+            # the alert cards' patient context: Patient and CareTeam, shown as consent permits
+            reads=(
+                topics.PATHWAY_ALERTS,
+                topics.PATHWAY_ACTIONS,
+                topics.CLINICAL_FHIR,
+                topics.CONSENT_EVENTS,
+            ),
             writes=(topics.PATHWAY_ACTIONS, topics.AUDIT),
+            groups=(LEDGER_OFFSETS_GROUP,),
         ),
     ]
 

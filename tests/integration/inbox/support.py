@@ -15,10 +15,12 @@ import orjson
 
 from caremesh import envelope
 from caremesh.connectors.inbox.auth import hash_password
+from caremesh.consent.model import ActorRef
 from caremesh.envelope import Envelope, PatientKey
 from caremesh.pathways.alert import build_communication
 from caremesh.pathways.state import AlertCandidate
 from tests.support.kafka import Namespace, Proc, free_port
+from tests.unit.consent.consent_builders import provision, r4_consent
 
 SECRET = "inbox-test-session-secret-0123456789abcdef"
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-2"}
@@ -84,6 +86,66 @@ def produce_alerts(ns: Namespace, alerts: list[tuple[str, dict[str, Any]]]) -> N
         headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in env.headers()]
         records.append((patient.encode(), orjson.dumps(communication), headers))
     ns.produce("pathway.alerts.v1", records)
+
+
+INS = "urn:oid:1.2.250.1.213.1.4.8"
+
+
+def patient_resource(key: str, family: str, phone: str) -> dict[str, Any]:
+    """A synthetic FHIR R4 Patient identified by its INS `key`."""
+    return {
+        "resourceType": "Patient",
+        "id": f"p-{key}",
+        "identifier": [{"system": INS, "value": key}],
+        "name": [{"use": "official", "family": family, "given": ["Jeanne"]}],
+        "gender": "female",
+        "birthDate": "1948-03-06",
+        "telecom": [{"system": "phone", "value": phone}],
+    }
+
+
+def care_team_resource(key: str) -> dict[str, Any]:
+    """A CareTeam of org-a and org-b for the patient `key`."""
+    return {
+        "resourceType": "CareTeam",
+        "id": f"ct-{key}",
+        "subject": {"identifier": {"system": INS, "value": key}},
+        "participant": [
+            {"member": {"reference": "Organization/org-a"}},
+            {"member": {"reference": "Organization/org-b"}},
+        ],
+    }
+
+
+def produce_clinical(ns: Namespace, key: str, resources: list[dict[str, Any]]) -> None:
+    """Write resources of one patient to the namespace's clinical.fhir.v1, keyed by `key`."""
+    records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+    for resource in resources:
+        env = Envelope(
+            f"{resource['id']}-msg",
+            "urn:caremesh:source:hosp-a",
+            envelope.fhir_event_type(resource["resourceType"]),
+        )
+        headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in env.headers()]
+        records.append((key.encode(), orjson.dumps(resource), headers))
+    ns.produce("clinical.fhir.v1", records)
+
+
+def refuse_treat(ns: Namespace, key: str, org: str) -> None:
+    """Write a Consent of patient `key` that denies TREAT to `Organization/<org>`."""
+    refusal = r4_consent(
+        f"consent-refuse-{org}",
+        provision(
+            "permit",
+            sub=[
+                provision(
+                    "deny", actors=[ActorRef(reference=f"Organization/{org}")], purposes=["TREAT"]
+                )
+            ],
+        ),
+    )
+    refusal["patient"] = {"identifier": {"system": INS, "value": key}}
+    ns.produce("consent.events.v1", [(key.encode(), orjson.dumps(refusal), [])])
 
 
 @dataclass

@@ -89,6 +89,9 @@ TABLE = [
     ("caremesh-inbox", R, "pathway.alerts.v1", True),
     ("caremesh-inbox", W, "pathway.actions.v1", True),
     ("caremesh-inbox", W, "pathway.alerts.v1", False),
+    ("caremesh-inbox", R, "clinical.fhir.v1", True),  # Patient and CareTeam for the cards
+    ("caremesh-inbox", R, "consent.events.v1", True),
+    ("caremesh-inbox", W, "clinical.fhir.v1", False),
     ("caremesh-consent-api", W, "consent.events.v1", True),
     ("caremesh-consent-api", R, "clinical.fhir.v1", False),
     ("caremesh-consent-api", R, "caremesh-validate-patient-links", True),

@@ -2,11 +2,17 @@
 
 Contract:
 
+- Pages are in French (the default) or English: `?lang=fr|en` (the page's switch, remembered
+  in the `caremesh_inbox_lang` cookie), else the browser's Accept-Language (`i18n`).
 - `GET /login` and `POST /login` (form: username, password, csrf) sign a coordinator in with a
   signed session cookie (HttpOnly, SameSite=Strict, HMAC-SHA256 with the session secret, see
   `auth`); `POST /logout` (form csrf) ends it. `GET /` is the inbox page, or 303 to `/login`.
 - A coordinator sees only alerts whose Communication.recipient is `Organization/<their org>`,
   in the page, the JSON API and the event stream; another organisation's alert id is 404.
+- Every alert's JSON carries `context`: the patient's name, sex, age, phone and care team
+  (folded from the Patient and CareTeam resources of clinical.fhir.v1), only while the patient's
+  consent permits TREAT for the coordinating organisation (the share stage's question, on the
+  consent ledger caught up as of the request); else `{"withheld": "consent"}`.
 - `GET /api/alerts?pathway=&severity=&status=open|closed` lists them, newest first;
   `GET /api/alerts/stream` (text/event-stream) sends `event: alert` with the alert's JSON
   whenever one of the organisation's alerts is new or changed, and `: keep-alive` comments.
@@ -56,6 +62,7 @@ from caremesh.heap import freeze_startup_objects
 from caremesh.kafka.io import AsyncProducer
 from caremesh.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from caremesh.settings import Settings
+from caremesh.tables.consent_ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +84,19 @@ def create_app(
         prefix + topics.PATHWAY_ALERTS,
         prefix + topics.PATHWAY_ACTIONS,
         metrics,
+        clinical_topic=prefix + topics.CLINICAL_FHIR,
     )
-    inbox = InboxHandlers(settings, producer, metrics, feed, send_timeout)
+    ledger = ConsentLedger(settings.kafka, prefix + topics.CONSENT_EVENTS)
+    inbox = InboxHandlers(settings, producer, metrics, feed, send_timeout, ledger=ledger)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await feed.start()
+        await ledger.start()
         try:
             yield
         finally:
+            await ledger.stop()
             await feed.stop()
 
     app = FastAPI(
@@ -102,17 +113,18 @@ def create_app(
             return RedirectResponse("/login", status_code=303)
         coordinator = who.coordinator
         html = inbox_page(
+            inbox.lang(request),
             csrf_token(inbox.book.secret, who.nonce),
             coordinator.display_name or coordinator.username,
             coordinator.organisation,
         )
-        return HTMLResponse(html)
+        return inbox.remember_lang(request, HTMLResponse(html))
 
     @app.get("/login", response_class=HTMLResponse, summary="The sign-in form")
     async def login_form(request: Request) -> Response:
         if inbox.signed_in(request) is not None:
             return RedirectResponse("/", status_code=303)
-        return inbox.login_form()
+        return inbox.login_form(request)
 
     @app.post("/login", summary="Sign in (form: username, password, csrf)")
     async def login(request: Request) -> Response:
@@ -134,7 +146,7 @@ def create_app(
         who = inbox.api_caller(request)
         if isinstance(who, Response):
             return who
-        return inbox.list_alerts(request, who.organisation)
+        return await inbox.list_alerts(request, who.organisation)
 
     @app.get("/api/alerts/stream", summary="Server-sent events: new and changed alerts")
     async def stream(request: Request) -> Response:

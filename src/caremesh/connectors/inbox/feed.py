@@ -1,4 +1,5 @@
-"""The inbox's Kafka reader: folds pathway.alerts.v1 and pathway.actions.v1 from the beginning.
+"""The inbox's Kafka reader: folds pathway.alerts.v1, pathway.actions.v1 and the patients'
+Patient and CareTeam resources of clinical.fhir.v1 (`patients`) from the beginning.
 
 Like `caremesh.tables.consent_ledger`, every inbox process reads both topics with its own group-less
 aiokafka consumer, every partition from offset 0, so closed alerts stay closed across restarts
@@ -13,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 import orjson
 
+from caremesh.connectors.inbox.patients import PatientTable
 from caremesh.connectors.inbox.state import InboxAlert, InboxState, read_alert
+from caremesh.envelope import H_TYPE, fhir_event_type
 from caremesh.errors import RejectedInputError
 from caremesh.kafka.client import AIOKafkaConsumer
 from caremesh.kafka.client import AioTopicPartition as TopicPartition
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 
 COMPONENT: Final = "inbox"
 QUEUE_SIZE: Final = 512
+PATIENT_CONTEXT_TYPES: Final = frozenset(
+    fhir_event_type(t).encode() for t in ("Patient", "CareTeam")
+)
 
 
 class Subscription:
@@ -56,13 +63,17 @@ class AlertFeed:
         alerts_topic: str,
         actions_topic: str,
         metrics: Metrics,
+        *,
         state: InboxState | None = None,
+        clinical_topic: str | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.alerts_topic = alerts_topic
         self.actions_topic = actions_topic
+        self.clinical_topic = clinical_topic
         self.metrics = metrics
         self.state = state or InboxState()
+        self.patients = PatientTable()
         self._subscribers: set[Subscription] = set()
         self._ends: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
@@ -71,9 +82,10 @@ class AlertFeed:
 
     async def start(self) -> None:
         """Assign every partition of both topics from the beginning and start folding."""
-        consumer, tps = await open_from_beginning(
-            self.bootstrap_servers, (self.alerts_topic, self.actions_topic)
-        )
+        names = [self.alerts_topic, self.actions_topic]
+        if self.clinical_topic is not None:
+            names.append(self.clinical_topic)
+        consumer, tps = await open_from_beginning(self.bootstrap_servers, names)
         self._ends = dict(await consumer.end_offsets(tps))
         self._positions = dict.fromkeys(tps, 0)
         self._consumer = consumer
@@ -104,6 +116,8 @@ class AlertFeed:
                 for record in records:
                     if tp.topic == self.alerts_topic:
                         self._fold_alert(record.key, record.value)
+                    elif tp.topic == self.clinical_topic:
+                        self._fold_clinical(record.key, record.value, record.headers)
                     else:
                         self._fold_action(record.value)
             self._positions = {tp: await consumer.position(tp) for tp in self._positions}
@@ -126,6 +140,23 @@ class AlertFeed:
         added = self.state.add_alert(alert)
         if added is not None:
             self.publish(added)
+
+    def _fold_clinical(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """A Patient or CareTeam into the patient table (other types are not even parsed)."""
+        kind = next((v for k, v in headers if k == H_TYPE), None)
+        if kind is not None and kind not in PATIENT_CONTEXT_TYPES:
+            return
+        if not key or not value:
+            return
+        try:
+            resource = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            self._reject("invalid-json", self.clinical_topic or "")
+            return
+        if isinstance(resource, dict):
+            self.patients.fold(key.decode("utf-8", "replace"), resource)
 
     def _fold_action(self, value: bytes | None) -> None:
         self.metrics.messages_in.labels(COMPONENT).inc()

@@ -16,14 +16,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from caremesh import topics
-from caremesh.audit.events import action_audit_event
+from caremesh import envelope, topics
+from caremesh.audit.events import INBOX_OBSERVER, action_audit_event, decision_audit_event
 from caremesh.connectors.http.auth import ROUTE_ROLES, BearerAuth
 from caremesh.connectors.inbox.actions import (
     ACTION_EVENT_TYPE,
@@ -33,7 +33,14 @@ from caremesh.connectors.inbox.actions import (
     coordinator_action,
 )
 from caremesh.connectors.inbox.auth import csrf_ok, csrf_token, new_nonce
+from caremesh.connectors.inbox.context import (
+    PURPOSE,
+    WITHHELD_UNAVAILABLE,
+    card_context,
+    treat_query,
+)
 from caremesh.connectors.inbox.feed import AlertFeed
+from caremesh.connectors.inbox.i18n import LANG_COOKIE, LANG_PARAM, Lang, as_lang, choose_lang
 from caremesh.connectors.inbox.pages import login_page
 from caremesh.connectors.inbox.sessions import (
     LOGIN_COOKIE,
@@ -51,18 +58,28 @@ from caremesh.connectors.inbox.web import (
     read_form,
     sse_event,
 )
+from caremesh.consent import evaluate
+from caremesh.consent.policy import consent_policy
 from caremesh.envelope import H_FHIR_RELEASE, Envelope, fhir_event_type
-from caremesh.errors import AuthRefusedError, KafkaUnavailableError, RejectedInputError
+from caremesh.errors import (
+    AuthRefusedError,
+    ConsentNotReadyError,
+    KafkaUnavailableError,
+    RejectedInputError,
+)
 from caremesh.kafka.io import AsyncProducer, Output
 from caremesh.metrics import Metrics
 from caremesh.pathways.alert import action_value
 from caremesh.settings import Settings
+from caremesh.tables.consent_ledger import ConsentLedger
 
 log = logging.getLogger(__name__)
 
 COMPONENT: Final = "inbox"
 MAX_FORM_BYTES: Final = 4096
 MAX_JSON_BYTES: Final = 16 * 1024
+_Seen = tuple[str, str, str, tuple[str, ...]]
+"""A consent decision as audited: patient key, organisation, outcome, consent ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +103,13 @@ class InboxHandlers:
         metrics: Metrics,
         feed: AlertFeed,
         send_timeout: float,
+        *,
+        ledger: ConsentLedger,
     ) -> None:
+        self.ledger = ledger
+        self._audited: set[_Seen] = set()
+        """Decisions already audited by this process (kept in memory only)."""
+        self.policy = consent_policy(settings.consent)
         self.book = SessionBook.from_settings(settings.inbox)
         self.cookie_secure = settings.inbox.secure_cookies
         self.keepalive = settings.inbox.keepalive_seconds
@@ -150,29 +173,46 @@ class InboxHandlers:
             samesite="strict",
         )
 
-    def login_form(self, error: str = "", status: int = 200) -> Response:
+    def lang(self, request: Request) -> Lang:
+        """The request's language (query `lang`, then the language cookie, Accept-Language)."""
+        return choose_lang(
+            request.query_params.get(LANG_PARAM),
+            request.cookies.get(LANG_COOKIE),
+            request.headers.get("accept-language"),
+        )
+
+    def remember_lang(self, request: Request, response: Response) -> Response:
+        """`response`, keeping the language the page's switch chose (a one-year cookie)."""
+        chosen = as_lang(request.query_params.get(LANG_PARAM))
+        if chosen is not None:
+            self.set_cookie(response, LANG_COOKIE, chosen, 365 * 24 * 3600)
+        return response
+
+    def login_form(self, request: Request, error: str = "", status: int = 200) -> Response:
+        """The sign-in page; `error` is a message catalogue key or empty."""
         nonce = new_nonce()
-        page = login_page(csrf_token(self.book.secret, "login:" + nonce), error)
+        lang = self.lang(request)
+        page = login_page(lang, csrf_token(self.book.secret, "login:" + nonce), error)
         response = HTMLResponse(page, status_code=status)
         self.set_cookie(response, LOGIN_COOKIE, nonce, 3600)
-        return response
+        return self.remember_lang(request, response)
 
     async def login(self, request: Request) -> Response:
         body = await read_body(request, MAX_FORM_BYTES)
         if body is None:
-            return self.login_form("The form was too large.", 413)
+            return self.login_form(request, "error_too_large", 413)
         form = read_form(body)
         nonce = request.cookies.get(LOGIN_COOKIE)
         if not csrf_ok(self.book.secret, "login:" + nonce if nonce else None, form.get("csrf")):
             self.metrics.rejected.labels(COMPONENT, "csrf").inc()
-            return self.login_form("The sign-in form expired; please sign in again.", 403)
+            return self.login_form(request, "error_expired", 403)
         found = await asyncio.to_thread(
             self.book.authenticate, form.get("username", ""), form.get("password", "")
         )
         if found is None:
             self.metrics.rejected.labels(COMPONENT, "sign-in-refused").inc()
             log.info("inbox sign-in refused")
-            return self.login_form("Unknown username or wrong password.", 401)
+            return self.login_form(request, "error_refused", 401)
         token = self.book.open(found, time.time())
         response = RedirectResponse("/", status_code=303)
         self.set_cookie(response, SESSION_COOKIE, token, int(self.book.lifetime))
@@ -193,7 +233,76 @@ class InboxHandlers:
         self.book.revoke(request.cookies.get(SESSION_COOKIE), time.time())
         return response
 
-    def list_alerts(self, request: Request, org: str) -> Response:
+    def card(self, alert: InboxAlert, audits: list[tuple[_Seen, Output]]) -> dict[str, Any]:
+        """An alert's JSON with its patient `context`, as consent permits (never logged).
+
+        The AuditEvent of a decision this process has not yet audited is appended to `audits`;
+        the caller writes them (`write_audits`) before anything is answered.
+        """
+        now = datetime.now(UTC)
+        query = treat_query(alert.patient_key, alert.organisation, now)
+        decision = evaluate(self.ledger.consents(alert.patient_key), query, self.policy)
+        self.metrics.consent_decisions.labels(COMPONENT, PURPOSE, decision.outcome.value).inc()
+        seen = (alert.patient_key, alert.organisation, decision.outcome.value, decision.consent_ids)
+        if seen not in self._audited:
+            # The same decision has the same id, so concurrent requests write one event.
+            event_id = envelope.child_message_id(
+                f"inbox-context:{alert.patient_key}:{alert.organisation}",
+                f"{decision.outcome.value}:{','.join(decision.consent_ids)}",
+            )
+            event = decision_audit_event(
+                query, decision, event_id=event_id, recorded=now, observer=INBOX_OBSERVER
+            )
+            env = Envelope(
+                event_id,
+                INBOX_SOURCE,
+                fhir_event_type("AuditEvent"),
+                time=now,
+                extra={H_FHIR_RELEASE: "R4"},
+            )
+            value = orjson.dumps(event)
+            audits.append((seen, Output(self.audit_topic, event_id.encode(), value, env.headers())))
+        out = alert.to_json()
+        out["context"] = card_context(decision, self.feed.patients.get(alert.patient_key), now)
+        return out
+
+    async def write_audits(self, audits: list[tuple[_Seen, Output]]) -> bool:
+        """Write the decisions' AuditEvents; False (nothing may be shown) when Kafka did not ack."""
+        if not audits:
+            return True
+        records = [record for _, record in audits]
+        try:
+            await asyncio.wait_for(self.producer.send_all(records), self.send_timeout)
+        except (KafkaUnavailableError, TimeoutError):
+            self.metrics.retries.labels(COMPONENT).inc()
+            log.warning("inbox consent decisions not audited: %d records", len(audits))
+            return False
+        self._audited.update(seen for seen, _ in audits)
+        return True
+
+    async def cards(self, alerts: list[InboxAlert]) -> list[dict[str, Any]] | None:
+        """The alerts' JSON with their context, once the decisions are audited (else None)."""
+        audits: list[tuple[_Seen, Output]] = []
+        found = [self.card(a, audits) for a in alerts]
+        return found if await self.write_audits(audits) else None
+
+    async def consent_caught_up(self) -> bool:
+        """Whether the consent state includes every ledger record written until now."""
+        try:
+            await self.ledger.wait_caught_up(timeout=self.send_timeout)
+        except ConsentNotReadyError:
+            return False
+        return True
+
+    async def streamed_card(self, alert: InboxAlert) -> dict[str, Any]:
+        """An alert for the event stream: with its context when consent state and audit allow."""
+        if await self.consent_caught_up():
+            shown = await self.cards([alert])
+            if shown:
+                return shown[0]
+        return {**alert.to_json(), "context": dict(WITHHELD_UNAVAILABLE)}
+
+    async def list_alerts(self, request: Request, org: str) -> Response:
         q = request.query_params
         status = q.get("status") or None
         severity = q.get("severity") or None
@@ -201,7 +310,7 @@ class InboxHandlers:
             return error(400, "invalid-request", "status is open or closed")
         if severity is not None and severity not in SEVERITIES:
             return error(400, "invalid-request", "severity is low, medium, high or critical")
-        if not self.feed.ready:
+        if not self.feed.ready or not await self.consent_caught_up():
             return error(503, "not-ready", "the inbox is still reading alerts", **RETRY)
         found = self.feed.state.select(
             org,
@@ -209,10 +318,13 @@ class InboxHandlers:
             severity=severity,
             status=parse_status(status),
         )
+        shown = await self.cards(found)
+        if shown is None:
+            return error(503, "kafka-unavailable", "the inbox cannot audit now", **RETRY)
         return JSONResponse(
             {
                 "organisation": org,
-                "alerts": [a.to_json() for a in found],
+                "alerts": shown,
                 "pathways": self.feed.state.pathways(org),
             }
         )
@@ -232,7 +344,7 @@ class InboxHandlers:
                     last = time.monotonic()
                     continue
                 if alert.organisation == org:
-                    yield sse_event("alert", alert.to_json())
+                    yield sse_event("alert", await self.streamed_card(alert))
                     last = time.monotonic()
                 elif time.monotonic() - last >= self.keepalive:
                     yield b": keep-alive\n\n"
@@ -290,7 +402,9 @@ class InboxHandlers:
             self._in_flight.discard(alert_id)
         self.metrics.messages_out.labels(COMPONENT).inc()
         log.info("inbox action written: action=%s organisation=%s", kind, alert.organisation)
-        return JSONResponse({"alert": closed.to_json()}, status_code=202)
+        cards = await self.cards([closed])
+        card = cards[0] if cards else {**closed.to_json(), "context": dict(WITHHELD_UNAVAILABLE)}
+        return JSONResponse({"alert": card}, status_code=202)
 
     async def _write(
         self,
