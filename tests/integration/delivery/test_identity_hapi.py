@@ -306,7 +306,8 @@ async def test_one_person_over_fhir_and_hl7v2_is_one_patient_at_hapi_and_the_oru
             )
             headers = [(k, v if isinstance(v, bytes) else b"") for k, v in env.headers()]
             namespace.produce(topics.INGEST_HL7V2, [(f"v2-{n}".encode(), message, headers)])
-        assert await until_hapi(lambda: len(observations()) >= 5, 120), mode
+        arrived = await until_hapi(lambda: len(observations()) >= 5, 200)
+        assert arrived, (mode, len(observations()), [m.value()[-300:] for m in _failed(namespace)])
         # the ORU's Patient is the last write of the Patient: wait until its source id is there
         assert await until_hapi(
             lambda: (
