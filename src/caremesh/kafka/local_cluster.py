@@ -44,6 +44,11 @@ class LocalCluster:
 
     def up(self, wait: float = 120.0) -> list[BrokerStatus]:
         """Start every node that is not running, then wait until each answers."""
+        current = [node.status() for node in self.nodes]
+        if all(s.running and s.answering for s in current):
+            running = ", ".join(str(s.pid) for s in current)
+            log.info("local Kafka already running (pid %s) on %s", running, self.bootstrap)
+            return current
         self.nodes[0].fetch_jars()
         for node in self.nodes:
             node.check_ports()
